@@ -1,0 +1,1 @@
+"""Control plane of the Codex testbed: topology -> plan -> compose -> ready testbed -> teardown."""

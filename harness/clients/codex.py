@@ -1,0 +1,91 @@
+"""A client for the Codex REST API; the same for the reference node and upstream images.
+
+Every call has a timeout: an unknown CID can make a node wait for hours (codex.md section 5.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+@dataclass
+class CodexApiError(Exception):
+    method: str
+    url: str
+    status: int
+    body: str
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.url} -> {self.status}: {self.body[:500]}"
+
+
+class CodexClient:
+    def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        """The raw response, whatever its status (for tests of error answers)."""
+        kwargs.setdefault("timeout", self.timeout_s)
+        return self.session.request(method, self.base_url + path, **kwargs)
+
+    def _ok(self, method: str, path: str, expected: int = 200, **kwargs) -> requests.Response:
+        response = self.request(method, path, **kwargs)
+        if response.status_code != expected:
+            raise CodexApiError(method, self.base_url + path, response.status_code, response.text)
+        return response
+
+    # -- data -------------------------------------------------------------------------------------
+    def upload(
+        self, data: bytes | Iterable[bytes], filename: str | None = None, mimetype: str | None = None
+    ) -> str:
+        headers = {}
+        if mimetype:
+            headers["Content-Type"] = mimetype
+        if filename:
+            headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return self._ok("POST", "/data", data=data, headers=headers).text.strip()
+
+    def upload_file(self, path: Path, **kwargs) -> str:
+        with path.open("rb") as body:
+            return self.upload(body, **kwargs)
+
+    def download(self, cid: str) -> bytes:
+        return self._ok("GET", f"/data/{cid}").content
+
+    def download_to(self, cid: str, dest: Path, chunk: int = 1 << 20) -> int:
+        """Stream a local download to a file; returns the byte count."""
+        with self._ok("GET", f"/data/{cid}", stream=True) as response, dest.open("wb") as out:
+            return sum(out.write(part) for part in response.iter_content(chunk))
+
+    def list(self) -> list[dict]:
+        return self._ok("GET", "/data").json()["content"]
+
+    def exists(self, cid: str) -> bool:
+        return bool(self._ok("GET", f"/data/{cid}/exists").json()[cid])
+
+    def delete(self, cid: str) -> None:
+        self._ok("DELETE", f"/data/{cid}", expected=204)
+
+    def space(self) -> dict:
+        return self._ok("GET", "/space").json()
+
+    # -- node -------------------------------------------------------------------------------------
+    def debug_info(self, timeout_s: float | None = None) -> dict:
+        return self._ok("GET", "/debug/info", timeout=timeout_s or self.timeout_s).json()
+
+    def peer_id(self) -> str:
+        return self._ok("GET", "/peerid", headers={"Accept": "text/plain"}).text.strip()
+
+    def spr(self) -> str:
+        return self._ok("GET", "/spr", headers={"Accept": "text/plain"}).text.strip()
+
+    def set_log_level(self, level: str) -> None:
+        self._ok("POST", "/debug/chronicles/loglevel", params={"level": level})

@@ -1,0 +1,1 @@
+"""Docker engine bootstrap, compose CLI portability and offline image builds."""

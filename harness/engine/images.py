@@ -1,0 +1,190 @@
+"""Offline image builds: debootstrap base -> docker import; host wheelhouse; content-hashed tags.
+
+No registry is reachable, so nothing is pulled. The base image is a debootstrapped Debian
+bookworm imported into the engine; every service image builds FROM it and installs its Python
+dependencies from wheels built on the host (`pip install --no-index`). A tag carries the content
+hash of the image folder (and of its base), so any change rebuilds and nothing stale is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+from docker.errors import BuildError, ImageNotFound
+
+from harness.errors import ImageBuildError
+from harness.paths import IMAGES_DIR, cache_dir
+
+BASE_REPO = "testbed/base"
+DEBIAN_SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+LABEL = {"testbed.image": "true"}
+
+
+def rebuild_requested() -> bool:
+    """CI rebuilds everything from scratch so a cache cannot hide a broken recipe."""
+    return os.environ.get("TESTBED_REBUILD", "") == "1" or os.environ.get("CI", "") == "true"
+
+
+def folder_hash(folder: Path, extra: str = "") -> str:
+    digest = hashlib.sha256(extra.encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _base_packages() -> list[str]:
+    lines = (IMAGES_DIR / "base" / "packages.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def debian_mirror() -> str:
+    """The host's own Debian mirror (so a local mirror or proxy is honoured), else the default."""
+    if env := os.environ.get("TESTBED_DEBIAN_MIRROR"):
+        return env
+    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    if sources.exists():
+        for line in sources.read_text().splitlines():
+            if line.startswith("URIs:") and "security" not in line:
+                return line.split()[1]
+    return DEFAULT_MIRROR
+
+
+def base_image_ref() -> str:
+    return os.environ.get("BASE_IMAGE") or f"{BASE_REPO}:{DEBIAN_SUITE}-{folder_hash(IMAGES_DIR / 'base')}"
+
+
+def _image_exists(client: docker.DockerClient, ref: str) -> bool:
+    try:
+        client.images.get(ref)
+        return True
+    except ImageNotFound:
+        return False
+
+
+def build_base_image(client: docker.DockerClient, log=print) -> str:
+    """debootstrap bookworm minbase into a temp dir, tar it, docker import it. Returns the ref."""
+    ref = base_image_ref()
+    if os.environ.get("BASE_IMAGE"):
+        if not _image_exists(client, ref):
+            raise ImageBuildError(f"BASE_IMAGE={ref} is not in the local engine; pull or load it first")
+        return ref
+    if _image_exists(client, ref) and not rebuild_requested():
+        return ref
+    if shutil.which("debootstrap") is None:
+        raise ImageBuildError("debootstrap is not installed (apt-get install debootstrap), or set BASE_IMAGE")
+    log(f"base: debootstrap {DEBIAN_SUITE} minbase from {debian_mirror()} ...")
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        cmd = [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(_base_packages())}",
+            DEBIAN_SUITE,
+            str(rootfs),
+            debian_mirror(),
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ImageBuildError(f"debootstrap failed ({result.returncode}):\n{result.stdout[-3000:]}")
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man"):
+            shutil.rmtree(rootfs / junk, ignore_errors=True)
+        tarball = Path(tmp) / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+        repo, tag = ref.rsplit(":", 1)
+        client.api.import_image_from_file(
+            str(tarball),
+            repository=repo,
+            tag=tag,
+            changes=['CMD ["/bin/bash"]', "ENV LANG=C.UTF-8", "LABEL testbed.image=true"],
+        )
+    log(f"base: imported {ref}")
+    return ref
+
+
+def build_wheelhouse(image_dir: Path, dest: Path) -> None:
+    """Build (or fetch) wheels for the image's requirements on the host, where PyPI answers."""
+    requirements = image_dir / "requirements.txt"
+    dest.mkdir(parents=True, exist_ok=True)
+    if not requirements.exists():
+        return
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--disable-pip-version-check",
+        "-r",
+        str(requirements),
+        "-w",
+        str(dest),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ImageBuildError(f"wheelhouse for {image_dir.name} failed:\n{result.stderr[-3000:]}")
+
+
+@dataclass(frozen=True)
+class ServiceImage:
+    name: str
+
+    @property
+    def folder(self) -> Path:
+        return IMAGES_DIR / self.name
+
+    def ref(self, base_ref: str) -> str:
+        return f"testbed/{self.name}:{folder_hash(self.folder, extra=base_ref)}"
+
+
+def build_service_image(client: docker.DockerClient, image: ServiceImage, base_ref: str, log=print) -> str:
+    ref = image.ref(base_ref)
+    if _image_exists(client, ref) and not rebuild_requested():
+        return ref
+    log(f"image: building {ref} ...")
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        context = Path(tmp) / "context"
+        shutil.copytree(image.folder, context, ignore=shutil.ignore_patterns("__pycache__"))
+        build_wheelhouse(image.folder, context / "wheelhouse")
+        try:
+            client.images.build(
+                path=str(context),
+                tag=ref,
+                buildargs={"BASE_IMAGE": base_ref},
+                rm=True,
+                forcerm=True,
+                nocache=rebuild_requested(),
+                labels=LABEL,
+                network_mode="none",
+            )
+        except BuildError as exc:
+            lines = [chunk.get("stream", chunk.get("error", "")) for chunk in exc.build_log]
+            raise ImageBuildError(f"{image.name}: {exc.msg}\n{''.join(lines)[-3000:]}") from exc
+    log(f"image: built {ref}")
+    return ref
+
+
+SERVICE_IMAGES = {"codex-ref": ServiceImage("codex-ref")}
+
+
+def ensure_images(names: set[str] | None = None, log=print) -> dict[str, str]:
+    """Build what is missing (everything in CI); return image name -> ref."""
+    client = docker.from_env()
+    base_ref = build_base_image(client, log)
+    wanted = names if names is not None else set(SERVICE_IMAGES)
+    return {name: build_service_image(client, SERVICE_IMAGES[name], base_ref, log) for name in sorted(wanted)}
+
+
+def image_refs(names: set[str]) -> dict[str, str]:
+    """The refs images would have, without building (for rendering)."""
+    base_ref = base_image_ref()
+    return {name: SERVICE_IMAGES[name].ref(base_ref) for name in names}

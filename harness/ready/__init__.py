@@ -1,0 +1,1 @@
+"""Layered readiness: container health -> app probe -> topology predicate, with a timed report."""

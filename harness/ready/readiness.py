@@ -1,0 +1,151 @@
+"""Wait until a planned testbed is truly ready, layer by layer, and say how long each layer took.
+
+1. containers: every planned container exists and its compose healthcheck says healthy.
+   A container that exits or turns unhealthy fails the wait at once, with its last log lines.
+2. app probe: from the host, `GET /debug/info` answers with a peer id and an `spr:` record.
+3. topology predicate: every node announces the address the plan gave it, and peer ids are
+   distinct (peering joins this layer with BlockExchange).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import docker
+import requests
+from docker.models.containers import Container
+
+from harness.clients.codex import CodexClient
+from harness.errors import ContainerFailed
+from harness.ready.waits import NotYet, wait_until
+from harness.render.compose import LABEL_PROJECT
+from harness.topology.plan import Plan
+
+LOG_TAIL = 30
+
+
+@dataclass
+class Step:
+    layer: str
+    target: str
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class ReadinessReport:
+    project: str
+    steps: list[Step] = field(default_factory=list)
+    total_s: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def to_text(self) -> str:
+        lines = [f"readiness of {self.project}: {self.total_s:.1f}s"]
+        lines += [f"  {s.layer:<10} {s.target:<14} {s.seconds:6.2f}s  {s.detail}" for s in self.steps]
+        return "\n".join(lines)
+
+
+def find_containers(client: docker.DockerClient, project: str) -> dict[str, Container]:
+    containers = client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})
+    return {c.labels.get("testbed.node", c.name): c for c in containers}
+
+
+def log_tail(container: Container, lines: int = LOG_TAIL) -> str:
+    try:
+        text = container.logs(tail=lines).decode(errors="replace").rstrip()
+    except docker.errors.APIError as exc:
+        text = f"(logs unavailable: {exc})"
+    return f"--- last {lines} log lines of {container.name} ---\n{text}"
+
+
+def _health(container: Container) -> tuple[str, str]:
+    container.reload()
+    state = container.attrs["State"]
+    return state["Status"], (state.get("Health") or {}).get("Status", "none")
+
+
+def wait_containers_healthy(
+    client: docker.DockerClient, plan: Plan, deadline_s: float, report: ReadinessReport
+):
+    start = time.monotonic()
+    pending = set(plan.nodes)
+    containers: dict[str, Container] = {}
+
+    def probe() -> bool:
+        containers.update(find_containers(client, plan.project))
+        for name in sorted(pending):
+            container = containers.get(name)
+            if container is None:
+                continue
+            status, health = _health(container)
+            if status in ("exited", "dead") or health == "unhealthy":
+                raise ContainerFailed(f"{name} is {status}/{health} during readiness\n{log_tail(container)}")
+            if health == "healthy":
+                pending.discard(name)
+                report.steps.append(Step("container", name, time.monotonic() - start, "healthy"))
+        if pending:
+            raise NotYet("not healthy yet: " + ", ".join(sorted(pending)))
+        return True
+
+    def culprit() -> str:
+        return "\n".join(log_tail(containers[n]) for n in sorted(pending) if n in containers)
+
+    wait_until("containers to be healthy", probe, deadline_s, culprit=culprit)
+    return containers
+
+
+def wait_app_probes(plan: Plan, deadline_s: float, report: ReadinessReport) -> dict[str, dict]:
+    infos: dict[str, dict] = {}
+    for name, node in plan.nodes.items():
+        start = time.monotonic()
+        client = CodexClient(node.api_url, timeout_s=5)
+
+        def probe(client: CodexClient = client) -> dict:
+            try:
+                info = client.debug_info()
+            except (requests.RequestException, ValueError) as exc:
+                raise NotYet(f"{exc.__class__.__name__}: {exc}") from None
+            if not info.get("id") or not str(info.get("spr", "")).startswith("spr:"):
+                raise NotYet(f"debug/info without id/spr: {str(info)[:200]}")
+            return info
+
+        infos[name] = wait_until(f"{name} to answer GET {node.api_url}/debug/info", probe, deadline_s)
+        report.steps.append(Step("app", name, time.monotonic() - start, infos[name]["id"]))
+    return infos
+
+
+def check_topology(plan: Plan, infos: dict[str, dict], report: ReadinessReport) -> None:
+    start = time.monotonic()
+    problems = []
+    for name, node in plan.nodes.items():
+        announced = " ".join(infos[name].get("announceAddresses", []))
+        if f"/ip4/{node.ip}/" not in announced:
+            problems.append(f"{name} announces {announced or 'nothing'}, expected its WAN address {node.ip}")
+    ids = [info["id"] for info in infos.values()]
+    if len(set(ids)) != len(ids):
+        problems.append(f"peer ids are not distinct: {ids}")
+    if problems:
+        raise ContainerFailed("topology predicate failed: " + "; ".join(problems))
+    report.steps.append(
+        Step("topology", plan.topology, time.monotonic() - start, f"{len(ids)} nodes announce")
+    )
+
+
+def wait_ready(plan: Plan, deadline_s: float = 180, report: ReadinessReport | None = None) -> ReadinessReport:
+    """Fills `report` as it goes, so a caller keeps the partial report when a layer fails."""
+    report = report if report is not None else ReadinessReport(plan.project)
+    start = time.monotonic()
+    client = docker.from_env()
+
+    def remaining() -> float:
+        return max(1.0, deadline_s - (time.monotonic() - start))
+
+    wait_containers_healthy(client, plan, remaining(), report)
+    infos = wait_app_probes(plan, remaining(), report)
+    check_topology(plan, infos, report)
+    report.total_s = time.monotonic() - start
+    return report

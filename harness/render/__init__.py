@@ -1,0 +1,1 @@
+"""Plan -> compose file and per-node config files (Jinja2)."""

@@ -1,0 +1,57 @@
+"""Render a Plan into `compose/generated/<project>/`: compose.yaml, nodes/<name>.env, plan.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jinja2
+
+from harness.paths import TEMPLATES_DIR, generated_dir
+from harness.topology.plan import Plan
+
+LABEL_PROJECT = "testbed.project"
+LABEL_ROLE = "testbed.role"
+LABEL_CREATED = "testbed.created"
+LABEL_TOPOLOGY = "testbed.topology"
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+# JSON scalars are valid YAML scalars: quoting every value this way makes injection impossible.
+_env.filters["q"] = json.dumps
+
+
+def labels(plan: Plan, role: str) -> dict[str, str]:
+    return {
+        LABEL_PROJECT: plan.project,
+        LABEL_ROLE: role,
+        LABEL_CREATED: plan.created,
+        LABEL_TOPOLOGY: plan.topology,
+    }
+
+
+def render_to_strings(plan: Plan) -> dict[str, str]:
+    """Relative path -> file content; pure, for golden tests."""
+    files = {
+        "compose.yaml": _env.get_template("compose.yaml.j2").render(
+            plan=plan, labels=lambda role: labels(plan, role)
+        ),
+        "plan.json": plan.to_json() + "\n",
+    }
+    for node in plan.nodes.values():
+        files[f"nodes/{node.name}.env"] = _env.get_template("node.env.j2").render(node=node)
+    return files
+
+
+def render(plan: Plan, out_dir: Path | None = None) -> Path:
+    """Write the rendered files; returns the compose file path."""
+    out = out_dir or generated_dir(plan.project)
+    for relative, content in render_to_strings(plan).items():
+        path = out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    return out / "compose.yaml"

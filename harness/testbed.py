@@ -1,0 +1,173 @@
+"""Testbed: bring a topology up ready, hand out node clients, collect evidence, tear down.
+
+    with Testbed.up("basic") as tb:
+        cid = tb.client("codex-1").upload(b"hello")
+
+Teardown is guaranteed: `down()` runs from the context manager, and until a testbed is downed
+(or deliberately kept, as `testbed up` on the command line does) it is also downed by atexit
+and by SIGINT/SIGTERM handlers. After a SIGKILL, `testbed clean` removes everything by label.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+
+from harness.clients.codex import CodexClient
+from harness.engine import compose, images
+from harness.engine.bootstrap import ensure_engine
+from harness.errors import EngineError
+from harness.paths import artifacts_dir, generated_dir
+from harness.ready.readiness import (
+    ReadinessReport,
+    find_containers,
+    log_tail,
+    wait_containers_healthy,
+    wait_ready,
+)
+from harness.render.compose import render
+from harness.sweep import SweepReport, sweep
+from harness.topology import loader, subnets
+from harness.topology.plan import Plan, make_plan, new_project_name
+
+DEFAULT_DEADLINE_S = 180.0
+
+_armed: dict[str, Testbed] = {}
+_handlers_installed = False
+
+
+def _down_all_armed() -> None:
+    for testbed in list(_armed.values()):
+        testbed.down()
+
+
+def _on_signal(signum: int, frame) -> None:
+    _down_all_armed()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+def _install_handlers() -> None:
+    global _handlers_installed
+    if _handlers_installed:
+        return
+    atexit.register(_down_all_armed)
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _on_signal)
+    _handlers_installed = True
+
+
+class Testbed:
+    def __init__(self, plan: Plan, compose_file: Path) -> None:
+        self.plan = plan
+        self.compose_file = compose_file
+        self.readiness = ReadinessReport(plan.project)
+        self._clients: dict[str, CodexClient] = {}
+        self._down = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    @classmethod
+    def up(
+        cls,
+        topology: str | Path,
+        project: str | None = None,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        log: Callable[[str], None] = print,
+    ) -> Testbed:
+        """Validate, build images, allocate, render, start and wait. Fails with nothing left behind."""
+        model = loader.load(topology)  # a broken file stops here, before anything is created
+        log(ensure_engine())
+        wanted = {n.reference_image for n in model.nodes.values() if n.reference_image}
+        refs = images.ensure_images(wanted, log=log)
+        project = project or new_project_name(model.name)
+        plan = make_plan(model, subnets.reserve(project, len(model.networks)), refs, project=project)
+        testbed = cls(plan, render(plan))
+        testbed.arm()
+        try:
+            compose.up(plan.project, testbed.compose_file)
+            wait_ready(plan, deadline_s, testbed.readiness)
+        except BaseException:
+            testbed.save_artifacts()
+            testbed.down()
+            raise
+        return testbed
+
+    def arm(self) -> None:
+        """Make sure this testbed is downed at exit or on SIGINT/SIGTERM."""
+        _install_handlers()
+        _armed[self.plan.project] = self
+
+    def keep(self) -> None:
+        """Leave the testbed running after this process exits (the CLI's `up`)."""
+        _armed.pop(self.plan.project, None)
+
+    def down(self) -> SweepReport:
+        _armed.pop(self.plan.project, None)
+        if self._down:
+            return SweepReport()
+        self._down = True
+        for client in self._clients.values():
+            client.session.close()
+        return down_project(self.plan.project)
+
+    def __enter__(self) -> Testbed:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.down()
+
+    # -- access ---------------------------------------------------------------------------------------
+    def client(self, node: str, timeout_s: float = 60) -> CodexClient:
+        if node not in self._clients:
+            self._clients[node] = CodexClient(self.plan.nodes[node].api_url, timeout_s=timeout_s)
+        return self._clients[node]
+
+    def containers(self) -> dict:
+        return find_containers(docker.from_env(), self.plan.project)
+
+    def container(self, node: str):
+        return self.containers()[node]
+
+    def logs(self, node: str, tail: int = 100) -> str:
+        return log_tail(self.container(node), tail)
+
+    def restart(self, node: str, deadline_s: float = 60) -> None:
+        """Restart one node's container and wait until it is healthy and answering again."""
+        self.container(node).restart(timeout=10)
+        subset = Plan(**{**self.plan.__dict__, "nodes": {node: self.plan.nodes[node]}})
+        wait_containers_healthy(docker.from_env(), subset, deadline_s, ReadinessReport(self.plan.project))
+
+    # -- evidence -------------------------------------------------------------------------------------
+    def save_artifacts(self, dest: Path | None = None) -> Path:
+        """Container logs, rendered compose, node env files, plan and readiness report."""
+        dest = dest or artifacts_dir(self.plan.project)
+        dest.mkdir(parents=True, exist_ok=True)
+        source = generated_dir(self.plan.project)
+        if source.exists():
+            shutil.copytree(source, dest / "rendered", dirs_exist_ok=True)
+        (dest / "readiness.json").write_text(self.readiness.to_json())
+        try:
+            for name, container in self.containers().items():
+                (dest / f"{name}.log").write_bytes(container.logs(timestamps=True))
+        except docker.errors.DockerException as exc:
+            (dest / "logs-unavailable.txt").write_text(str(exc))
+        return dest
+
+
+def down_project(project: str) -> SweepReport:
+    """compose down when the rendered file is still there, then a label sweep for anything left."""
+    compose_file = generated_dir(project) / "compose.yaml"
+    if compose_file.exists():
+        try:
+            compose.down(project, compose_file)
+        except EngineError as exc:
+            print(f"warning: compose down failed, sweeping by label: {exc}", file=sys.stderr)
+    return sweep(project)

@@ -1,0 +1,1 @@
+"""Topology files -> typed model -> Plan (project name, subnets, addresses)."""

@@ -1,0 +1,187 @@
+"""Load and validate a topology YAML file. Every error names the file, the key path and the problem.
+
+Validation finishes before anything is created, so a broken file never leaves resources behind.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import TopologyError
+from harness.paths import TOPOLOGIES_DIR
+from harness.topology.model import NETWORK_KINDS, NODE_KINDS, Network, Node, Topology
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+BYTES_RE = re.compile(r"^\d+\s*([kKmMgGtT]i?[bB]?)?$")
+DURATION_RE = re.compile(r"^\d+[smhd]?$")
+LOG_LEVELS = ("trace", "debug", "info", "notice", "warn", "error", "fatal")
+
+TOP_KEYS = {"name", "description", "networks", "nodes"}
+NETWORK_KEYS = {"kind"}
+NODE_KEYS = {"kind", "impl", "image", "network", "storage_quota", "block_ttl", "log_level", "env"}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML silently keeps the last of two equal keys; a topology must not."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, yaml.Mark] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    """`basic` means compose/topologies/basic.yaml; anything else is a path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return candidate
+    return TOPOLOGIES_DIR / f"{name_or_path}.yaml"
+
+
+class _Checker:
+    """Typed accessors that raise TopologyError with the file and key path."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+
+    def fail(self, path: str, problem: str) -> TopologyError:
+        return TopologyError(self.file, path, problem)
+
+    def mapping(self, value: Any, path: str) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"must be a mapping, got {type(value).__name__}")
+        return value
+
+    def string(self, value: Any, path: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(path, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def keys(self, mapping: dict, allowed: set[str], path: str) -> None:
+        for key in mapping:
+            if key not in allowed:
+                hint = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                extra = (
+                    f" (did you mean {hint[0]!r}?)" if hint else f" (allowed: {', '.join(sorted(allowed))})"
+                )
+                raise self.fail(f"{path}.{key}" if path else str(key), "unknown key" + extra)
+
+    def choice(self, value: Any, options: tuple[str, ...], path: str) -> str:
+        if value not in options:
+            raise self.fail(path, f"must be one of {', '.join(options)}; got {value!r}")
+        return value
+
+    def name(self, value: Any, path: str) -> str:
+        if not isinstance(value, str) or not NAME_RE.match(value):
+            raise self.fail(path, f"name {value!r} must match {NAME_RE.pattern} (lowercase, digits, dashes)")
+        return value
+
+    def matches(self, value: Any, pattern: re.Pattern, what: str, path: str) -> str:
+        text = str(value)
+        if isinstance(value, bool) or not pattern.match(text):
+            raise self.fail(path, f"{value!r} is not {what}")
+        return text
+
+
+def _load_network(check: _Checker, name: str, raw: Any) -> Network:
+    path = f"networks.{name}"
+    check.name(name, path)
+    data = check.mapping(raw if raw is not None else {}, path)
+    check.keys(data, NETWORK_KEYS, path)
+    return Network(name=name, kind=check.choice(data.get("kind", "wan"), NETWORK_KINDS, f"{path}.kind"))
+
+
+def _load_node(check: _Checker, name: str, raw: Any, networks: dict[str, Network], default_net: str) -> Node:
+    path = f"nodes.{name}"
+    check.name(name, path)
+    data = check.mapping(raw, path)
+    check.keys(data, NODE_KEYS, path)
+    if "kind" not in data:
+        raise check.fail(f"{path}.kind", f"is required (one of {', '.join(NODE_KINDS)})")
+    kind = check.choice(data["kind"], NODE_KINDS, f"{path}.kind")
+    if "impl" in data and "image" in data:
+        raise check.fail(path, "give either impl: reference or image: <ref>, not both")
+    if "impl" in data:
+        check.choice(data["impl"], ("reference",), f"{path}.impl")
+    image = check.string(data["image"], f"{path}.image") if "image" in data else None
+    network = data.get("network", default_net)
+    if network not in networks:
+        raise check.fail(f"{path}.network", f"undefined network {network!r} (defined: {', '.join(networks)})")
+    env = check.mapping(data.get("env", {}), f"{path}.env")
+    for key, value in env.items():
+        if not isinstance(key, str) or not re.match(r"^[A-Z_][A-Z0-9_]*$", key):
+            raise check.fail(f"{path}.env.{key}", "environment names must be UPPER_CASE identifiers")
+        if isinstance(value, dict | list) or value is None:
+            raise check.fail(f"{path}.env.{key}", f"must be a scalar, got {type(value).__name__}")
+
+    def optional(key: str, pattern: re.Pattern, what: str) -> str | None:
+        return check.matches(data[key], pattern, what, f"{path}.{key}") if key in data else None
+
+    level = data.get("log_level")
+    if level is not None and str(level).split(";")[0].lower() not in LOG_LEVELS:
+        raise check.fail(f"{path}.log_level", f"must be one of {', '.join(LOG_LEVELS)}; got {level!r}")
+    return Node(
+        name=name,
+        kind=kind,
+        network=network,
+        image=image,
+        storage_quota=optional("storage_quota", BYTES_RE, "a byte size like 1073741824, 512MiB or 20GiB"),
+        block_ttl=optional("block_ttl", DURATION_RE, "a duration like 3600, 90m or 30d"),
+        log_level=str(level) if level is not None else None,
+        env={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in env.items()},
+    )
+
+
+def parse(text: str, file: Path) -> Topology:
+    check = _Checker(file)
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise check.fail("", f"invalid YAML at {where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise check.fail("", f"invalid YAML: {exc}") from None
+    data = check.mapping(raw, "")
+    check.keys(data, TOP_KEYS, "")
+    name = check.name(data.get("name", file.stem), "name")
+    raw_networks = check.mapping(data.get("networks", {"wan": {"kind": "wan"}}), "networks")
+    networks = {n: _load_network(check, n, v) for n, v in raw_networks.items()}
+    wans = [n.name for n in networks.values() if n.kind == "wan"]
+    if len(wans) != 1:
+        raise check.fail("networks", f"exactly one network of kind wan is needed, found {len(wans)}")
+    if "nodes" not in data:
+        raise check.fail("nodes", "is required: a mapping of node name -> node")
+    raw_nodes = check.mapping(data["nodes"], "nodes")
+    if not raw_nodes:
+        raise check.fail("nodes", "declares no nodes")
+    nodes = {n: _load_node(check, n, v, networks, wans[0]) for n, v in raw_nodes.items()}
+    description = data.get("description", "")
+    return Topology(name=name, source=file, networks=networks, nodes=nodes, description=str(description))
+
+
+def load(name_or_path: str | Path) -> Topology:
+    file = resolve_path(name_or_path)
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        available = ", ".join(sorted(p.stem for p in TOPOLOGIES_DIR.glob("*.yaml")))
+        raise TopologyError(file, "", f"no such topology file (built-in topologies: {available})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TopologyError(file, "", f"cannot read: {exc}") from None
+    return parse(text, file)

@@ -1,0 +1,111 @@
+"""Per-run subnets from a configurable pool, never overlapping the engine's or the host's networks.
+
+Parallel runs (pytest -n 4, two terminals) allocate under a file lock and leave a short-lived
+reservation, so two runs cannot pick the same subnet between allocation and `compose up`.
+The WAN pool is public-looking on purpose: libp2p stacks skip hole punching on RFC 1918 and
+100.64/10 addresses (shared/reference/nat.md). The WAN network is `internal`, so nothing
+addressed there ever leaves the machine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import os
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+from harness.errors import PoolExhaustedError
+from harness.paths import cache_dir
+
+DEFAULT_WAN_POOL = "11.200.0.0/16"
+SUBNET_PREFIX = 24
+RESERVATION_TTL_S = 15 * 60
+
+Subnet = ipaddress.IPv4Network
+
+
+def wan_pool() -> Subnet:
+    return ipaddress.IPv4Network(os.environ.get("TESTBED_WAN_POOL", DEFAULT_WAN_POOL))
+
+
+def host_routes() -> list[Subnet]:
+    """Destinations the host already routes (other than the default route)."""
+    routes = []
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return routes
+    for line in lines:
+        fields = line.split()
+        dest, mask = int(fields[1], 16), int(fields[7], 16)
+        if mask == 0:
+            continue
+        # /proc/net/route prints little-endian hex
+        net = ipaddress.IPv4Address(dest.to_bytes(4, "little"))
+        prefix = bin(mask).count("1")
+        routes.append(ipaddress.IPv4Network(f"{net}/{prefix}", strict=False))
+    return routes
+
+
+def engine_subnets() -> list[Subnet]:
+    import docker
+
+    client = docker.from_env()
+    found = []
+    for network in client.api.networks():
+        for cfg in (network.get("IPAM") or {}).get("Config") or []:
+            if "Subnet" in cfg and ":" not in cfg["Subnet"]:
+                found.append(ipaddress.IPv4Network(cfg["Subnet"]))
+    return found
+
+
+class SubnetAllocator:
+    """Hands out free /24s from the pool; `taken` extends the set of subnets to avoid."""
+
+    def __init__(self, pool: Subnet, taken: Iterable[Subnet] = ()) -> None:
+        self.pool = pool
+        self.taken = list(taken)
+
+    def allocate(self) -> Subnet:
+        for candidate in self.pool.subnets(new_prefix=SUBNET_PREFIX):
+            if not any(candidate.overlaps(used) for used in self.taken):
+                self.taken.append(candidate)
+                return candidate
+        raise PoolExhaustedError(
+            f"no free /{SUBNET_PREFIX} left in {self.pool}; run `testbed clean` or set TESTBED_WAN_POOL"
+        )
+
+
+@contextmanager
+def _locked_reservations():
+    path = cache_dir() / "subnet-reservations.json"
+    with (cache_dir() / "subnets.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.exists() else {}
+        yield data
+        path.write_text(json.dumps(data, indent=1))
+
+
+def reserve(project: str, count: int, pool: Subnet | None = None) -> list[Subnet]:
+    """Allocate `count` subnets for a project, avoiding engine, host and other runs' reservations."""
+    with _locked_reservations() as reservations:
+        now = time.time()
+        for subnet, entry in list(reservations.items()):
+            if now - entry["at"] > RESERVATION_TTL_S:
+                del reservations[subnet]
+        taken = [*engine_subnets(), *host_routes(), *(ipaddress.IPv4Network(s) for s in reservations)]
+        allocator = SubnetAllocator(pool or wan_pool(), taken)
+        subnets = [allocator.allocate() for _ in range(count)]
+        for subnet in subnets:
+            reservations[str(subnet)] = {"project": project, "at": now}
+        return subnets
+
+
+def release(project: str) -> None:
+    with _locked_reservations() as reservations:
+        for subnet in [s for s, e in reservations.items() if e["project"] == project]:
+            del reservations[subnet]

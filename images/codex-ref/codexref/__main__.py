@@ -1,0 +1,68 @@
+"""`codex`: run the reference node until SIGTERM/SIGINT, then stop gracefully with exit code 0."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from codexref import config as cfg
+from codexref.api import build_app
+from codexref.node import Node, set_python_log_level
+
+log = logging.getLogger("codex")
+
+
+async def maintenance(node: Node) -> None:
+    """Upstream's block maintenance: every --block-mi, drop up to --block-mn expired blocks."""
+    while True:
+        await trio.sleep(node.config.block_maintenance_interval)
+        removed = node.store.expire(node.config.block_ttl, node.config.block_maintenance_count)
+        if removed:
+            log.info("maintenance: %d expired blocks removed", removed)
+
+
+async def run(node: Node) -> None:
+    stop = trio.Event()
+    hyper = HypercornConfig()
+    hyper.bind = [f"{node.config.api_bindaddr}:{node.config.api_port}"]
+    hyper.accesslog = None
+    hyper.graceful_timeout = 5
+
+    async def on_signal() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s, stopping", signal.Signals(signum).name)
+                stop.set()
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(on_signal)
+        nursery.start_soon(maintenance, node)
+        app = build_app(node)
+        log.info(
+            "peer id %s, repo %s, quota %d bytes",
+            node.identity.peer_id,
+            node.config.data_dir,
+            node.config.storage_quota,
+        )
+        print(f"REST service started on {hyper.bind[0]}{node.config.api_prefix}", flush=True)
+        await serve(app, hyper, shutdown_trigger=stop.wait)
+        nursery.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = cfg.load(argv)
+    set_python_log_level(config.log_level)
+    trio.run(run, Node(config))
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

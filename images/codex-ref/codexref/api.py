@@ -1,0 +1,144 @@
+"""The Codex-era REST API (codex.md section 1): paths, status codes, headers and bodies as upstream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from codexref import config as cfg
+from codexref.cid import Cid, CidError
+from codexref.dataset import EmptyDatasetError, read_local, store_stream
+from codexref.node import Node
+from codexref.protobuf import DecodeError
+from codexref.store import BlockNotFoundError, QuotaNotEnoughError
+from codexref.validation import filename_from_content_disposition, is_known_mimetype, is_valid_filename
+
+ERROR_TYPE = "text/html; charset=utf-8"  # what upstream's presto server sends with error bodies
+NO_NETWORK = "This reference node has no BlockExchange yet: network retrieval is unavailable."
+
+
+def error(status: int, text: str = "") -> Response:
+    return Response(text, status_code=status, media_type=ERROR_TYPE)
+
+
+def pretty_json(data: object) -> Response:
+    return Response(json.dumps(data, indent=2), media_type="application/json")
+
+
+def wants_text(request: Request) -> bool:
+    return "text/plain" in request.headers.get("accept", "")
+
+
+def build_app(node: Node) -> Starlette:
+    store = node.store
+
+    def with_cid(handler: Callable) -> Callable:
+        """Parse `{cid}` first; a malformed one answers 400 with upstream's wording."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                cid = Cid.parse(request.path_params["cid"])
+            except CidError as exc:
+                return error(400, str(exc))
+            return await handler(request, cid)
+
+        return endpoint
+
+    async def upload(request: Request) -> Response:
+        mimetype = request.headers.get("content-type", "") or None
+        if mimetype is not None and not is_known_mimetype(mimetype):
+            return error(422, f"The MIME type '{mimetype}' is not valid.")
+        filename = filename_from_content_disposition(request.headers.get("content-disposition", ""))
+        if filename is not None and not is_valid_filename(filename):
+            return error(422, "The filename is not valid.")
+        try:
+            cid = await store_stream(store, request.stream(), filename, mimetype)
+        except (QuotaNotEnoughError, EmptyDatasetError) as exc:
+            return error(500, str(exc))
+        node.metrics["uploads"] += 1
+        return Response(str(cid), media_type="text/plain")
+
+    async def list_data(request: Request) -> Response:
+        return JSONResponse({"content": [m.data_item(cid) for cid, m in store.manifests()]})
+
+    async def download_local(request: Request, cid: Cid) -> Response:
+        try:
+            manifest = store.manifest(cid)
+            blocks = read_local(store, manifest)
+        except (BlockNotFoundError, DecodeError) as exc:
+            return error(404, f"The requested CID could not be retrieved ({exc}).")
+        disposition = f'attachment; filename="{manifest.filename}"' if manifest.filename else "attachment"
+        headers = {"Content-Disposition": disposition, "Content-Length": str(manifest.dataset_size)}
+        node.metrics["downloads"] += 1
+        return StreamingResponse(
+            blocks, headers=headers, media_type=manifest.mimetype or "application/octet-stream"
+        )
+
+    async def delete(request: Request, cid: Cid) -> Response:
+        store.delete(cid)
+        return Response(status_code=204)
+
+    async def exists(request: Request, cid: Cid) -> Response:
+        return JSONResponse({str(cid): store.has(cid)})
+
+    async def network_unavailable(request: Request, cid: Cid) -> Response:
+        return error(503, NO_NETWORK)
+
+    async def connect(request: Request) -> Response:
+        return error(503, NO_NETWORK)
+
+    async def space(request: Request) -> Response:
+        return JSONResponse(store.space())
+
+    async def debug_info(request: Request) -> Response:
+        return pretty_json(node.debug_info())
+
+    async def peer_id(request: Request) -> Response:
+        if wants_text(request):
+            return Response(node.identity.peer_id, media_type="text/plain")
+        return JSONResponse({"id": node.identity.peer_id})
+
+    async def spr(request: Request) -> Response:
+        if wants_text(request):
+            return Response(node.spr, media_type="text/plain")
+        return JSONResponse({"spr": node.spr})
+
+    async def log_level(request: Request) -> Response:
+        level = request.query_params.get("level")
+        if not level:
+            return error(400, "Missing log level")
+        if level.split(";")[0].upper() not in cfg.LOG_LEVELS:
+            return error(500, f"Invalid log level: {level}")
+        node.set_log_level(level)
+        return Response("")
+
+    async def persistence_disabled(request: Request) -> Response:
+        return error(503, "Persistence is not enabled")
+
+    prefix = node.config.api_prefix
+    routes = [
+        Route(f"{prefix}/data", upload, methods=["POST"]),
+        Route(f"{prefix}/data", list_data, methods=["GET"]),
+        Route(f"{prefix}/data/{{cid}}", with_cid(download_local), methods=["GET"]),
+        Route(f"{prefix}/data/{{cid}}", with_cid(delete), methods=["DELETE"]),
+        Route(f"{prefix}/data/{{cid}}/exists", with_cid(exists), methods=["GET"]),
+        Route(f"{prefix}/data/{{cid}}/network", with_cid(network_unavailable), methods=["POST"]),
+        Route(f"{prefix}/data/{{cid}}/network/stream", with_cid(network_unavailable), methods=["GET"]),
+        Route(f"{prefix}/data/{{cid}}/network/manifest", with_cid(network_unavailable), methods=["GET"]),
+        Route(f"{prefix}/connect/{{peer_id}}", connect, methods=["GET"]),
+        Route(f"{prefix}/space", space, methods=["GET"]),
+        Route(f"{prefix}/debug/info", debug_info, methods=["GET"]),
+        Route(f"{prefix}/peerid", peer_id, methods=["GET"]),
+        Route(f"{prefix}/spr", spr, methods=["GET"]),
+        Route(f"{prefix}/debug/chronicles/loglevel", log_level, methods=["POST"]),
+        *(
+            Route(f"{prefix}/{path}", persistence_disabled, methods=["GET", "POST"])
+            for path in ("sales/slots", "sales/availability", "storage/purchases", "storage/request/{cid}")
+        ),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,69 @@
+"""CIDv1 with Codex's private multicodecs, rendered base58btc (`z...`)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import base58
+
+from codexref.protobuf import DecodeError, decode_varint, encode_varint
+
+MANIFEST_CODEC = 0xCD01
+BLOCK_CODEC = 0xCD02
+ROOT_CODEC = 0xCD03
+SHA2_256 = 0x12
+DIGEST_LEN = 32
+CID_V1 = 0x01
+
+
+class CidError(ValueError):
+    """Carries the text upstream answers with (400 body)."""
+
+
+@dataclass(frozen=True)
+class Cid:
+    codec: int
+    digest: bytes
+
+    def to_bytes(self) -> bytes:
+        return (
+            encode_varint(CID_V1)
+            + encode_varint(self.codec)
+            + encode_varint(SHA2_256)
+            + encode_varint(len(self.digest))
+            + self.digest
+        )
+
+    def __str__(self) -> str:
+        return "z" + base58.b58encode(self.to_bytes()).decode()
+
+    @classmethod
+    def of_data(cls, codec: int, data: bytes) -> Cid:
+        return cls(codec, hashlib.sha256(data).digest())
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Cid:
+        try:
+            version, pos = decode_varint(raw)
+            codec, pos = decode_varint(raw, pos)
+            hash_code, pos = decode_varint(raw, pos)
+            length, pos = decode_varint(raw, pos)
+        except DecodeError as exc:
+            raise CidError("Incorrect Cid") from exc
+        if version != CID_V1:
+            raise CidError("Unsupported Cid")
+        if hash_code != SHA2_256 or length != DIGEST_LEN or len(raw) - pos != DIGEST_LEN:
+            raise CidError("Incorrect Cid")
+        return cls(codec, raw[pos:])
+
+    @classmethod
+    def parse(cls, text: str) -> Cid:
+        """Parse a base58btc CIDv1 (`z...`); anything else is an error with upstream's wording."""
+        if not text.startswith("z") or len(text) < 2:
+            raise CidError("Incorrect Cid")
+        try:
+            raw = base58.b58decode(text[1:])
+        except ValueError as exc:
+            raise CidError("Incorrect Cid") from exc
+        return cls.from_bytes(raw)

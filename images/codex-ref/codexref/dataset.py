@@ -1,0 +1,56 @@
+"""Datasets: chunk an upload into 64 KiB blocks, build the tree and manifest; stream a dataset back."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+
+from codexref import merkle
+from codexref.cid import BLOCK_CODEC, ROOT_CODEC, Cid
+from codexref.manifest import BLOCK_SIZE, Manifest
+from codexref.store import RepoStore
+
+
+class EmptyDatasetError(ValueError):
+    pass
+
+
+async def store_stream(
+    store: RepoStore, chunks: AsyncIterator[bytes], filename: str | None, mimetype: str | None
+) -> Cid:
+    """Store an upload as it arrives; the last block is zero-padded to 64 KiB, like upstream's chunker."""
+    leaves: list[bytes] = []
+    pending = bytearray()
+    size = 0
+
+    def put_block(data: bytes) -> None:
+        digest = hashlib.sha256(data).digest()
+        store.put(Cid(BLOCK_CODEC, digest), data)
+        leaves.append(digest)
+
+    async for chunk in chunks:
+        size += len(chunk)
+        pending += chunk
+        while len(pending) >= BLOCK_SIZE:
+            put_block(bytes(pending[:BLOCK_SIZE]))
+            del pending[:BLOCK_SIZE]
+    if pending:
+        put_block(bytes(pending).ljust(BLOCK_SIZE, b"\0"))
+    if not leaves:
+        raise EmptyDatasetError("Empty leaves")
+    tree_cid = Cid(ROOT_CODEC, merkle.root(leaves))
+    store.put_tree(tree_cid, leaves)
+    return store.put_manifest(Manifest(tree_cid, size, BLOCK_SIZE, filename, mimetype))
+
+
+def read_local(store: RepoStore, manifest: Manifest) -> Iterator[bytes]:
+    """The dataset's bytes block by block, trimmed to datasetSize.
+
+    Raises BlockNotFoundError when a block is not in the local store."""
+    remaining = manifest.dataset_size
+    for leaf in store.tree_leaves(manifest.tree_cid):
+        block = store.get(Cid(BLOCK_CODEC, leaf))
+        yield block[: min(remaining, len(block))]
+        remaining -= len(block)
+        if remaining <= 0:
+            return

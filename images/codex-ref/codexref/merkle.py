@@ -1,0 +1,101 @@
+"""Codex's keyed SHA-256 Merkle tree over block digests, with proofs (codex.md section 4).
+
+Each pair (2i, 2i+1) hashes as H(left || right || key); an odd last node is paired with 32 zero
+bytes. Keys: 0x01 pair on the bottom layer, 0x00 pair above, 0x03 odd node on the bottom layer,
+0x02 odd node above. The bottom layer is always reduced once, so one leaf still hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from codexref.protobuf import bytes_field, iter_fields, varint_field
+
+ZERO = bytes(32)
+KEY_PAIR_BOTTOM, KEY_PAIR, KEY_ODD_BOTTOM, KEY_ODD = b"\x01", b"\x00", b"\x03", b"\x02"
+SHA2_256 = 0x12
+
+
+def _compress(left: bytes, right: bytes, key: bytes) -> bytes:
+    return hashlib.sha256(left + right + key).digest()
+
+
+def _reduce(layer: list[bytes], bottom: bool) -> list[bytes]:
+    pair_key, odd_key = (KEY_PAIR_BOTTOM, KEY_ODD_BOTTOM) if bottom else (KEY_PAIR, KEY_ODD)
+    out = []
+    for i in range(0, len(layer), 2):
+        if i + 1 < len(layer):
+            out.append(_compress(layer[i], layer[i + 1], pair_key))
+        else:
+            out.append(_compress(layer[i], ZERO, odd_key))
+    return out
+
+
+def layers(leaves: list[bytes]) -> list[list[bytes]]:
+    """All layers from the leaves up to the one-node root layer."""
+    if not leaves:
+        raise ValueError("Empty leaves")
+    result = [list(leaves)]
+    result.append(_reduce(result[-1], bottom=True))
+    while len(result[-1]) > 1:
+        result.append(_reduce(result[-1], bottom=False))
+    return result
+
+
+def root(leaves: list[bytes]) -> bytes:
+    return layers(leaves)[-1][0]
+
+
+@dataclass(frozen=True)
+class Proof:
+    index: int
+    nleaves: int
+    path: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        """CodexProof wire form: 1 mcodec, 2 index, 3 nleaves, 4 repeated {1: node}."""
+        out = varint_field(1, SHA2_256) + varint_field(2, self.index) + varint_field(3, self.nleaves)
+        for node in self.path:
+            out += bytes_field(4, bytes_field(1, node))
+        return out
+
+    @classmethod
+    def decode(cls, data: bytes) -> Proof:
+        index = nleaves = 0
+        path: list[bytes] = []
+        for number, _, value in iter_fields(data):
+            if number == 2:
+                index = int(value)  # type: ignore[arg-type]
+            elif number == 3:
+                nleaves = int(value)  # type: ignore[arg-type]
+            elif number == 4:
+                path.extend(bytes(v) for n, _, v in iter_fields(value) if n == 1)  # type: ignore[arg-type]
+        return cls(index, nleaves, tuple(path))
+
+
+def prove(tree_layers: list[list[bytes]], index: int) -> Proof:
+    path = []
+    i = index
+    for layer in tree_layers[:-1]:
+        sibling = i ^ 1
+        path.append(layer[sibling] if sibling < len(layer) else ZERO)
+        i //= 2
+    return Proof(index, len(tree_layers[0]), tuple(path))
+
+
+def verify(proof: Proof, leaf: bytes, expected_root: bytes) -> bool:
+    if not 0 <= proof.index < proof.nleaves:
+        return False
+    node, i, width, bottom = leaf, proof.index, proof.nleaves, True
+    for sibling in proof.path:
+        has_sibling = (i ^ 1) < width
+        pair_key, odd_key = (KEY_PAIR_BOTTOM, KEY_ODD_BOTTOM) if bottom else (KEY_PAIR, KEY_ODD)
+        if not has_sibling:
+            node = _compress(node, ZERO, odd_key)
+        elif i % 2 == 0:
+            node = _compress(node, sibling, pair_key)
+        else:
+            node = _compress(sibling, node, pair_key)
+        i, width, bottom = i // 2, (width + 1) // 2, False
+    return node == expected_root
