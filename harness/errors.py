@@ -8,6 +8,8 @@ from pathlib import Path
 class TestbedError(Exception):
     """Base class: every harness failure a user can see."""
 
+    __test__ = False  # not a pytest test class
+
 
 class TopologyError(TestbedError):
     """A topology file is malformed. Names the file, the key path and what is wrong."""

@@ -51,6 +51,14 @@ def labelled_projects(client: docker.DockerClient | None = None) -> set[str]:
     return {p for p in found if p}
 
 
+def orphaned_projects(client: docker.DockerClient | None = None) -> set[str]:
+    """Projects with labelled networks or volumes but no container: what a crash leaves behind."""
+    client = client or docker.from_env()
+    flt = _label_filter(None)
+    with_containers = {c.labels.get(LABEL_PROJECT) for c in client.containers.list(all=True, filters=flt)}
+    return labelled_projects(client) - with_containers
+
+
 def leftovers(project: str | None = None, client: docker.DockerClient | None = None) -> dict[str, int]:
     client = client or docker.from_env()
     flt = _label_filter(project)

@@ -32,7 +32,7 @@ def is_valid_filename(filename: str) -> bool:
     name = stem if dot and stem else filename
     if not name or len(filename) > MAX_FILENAME:
         return False
-    if name[0] == " " or name[-1] in " .":
+    if name[0] == " " or filename[-1] in " .":
         return False
     if any(ch in _INVALID_CHARS or ord(ch) < 32 for ch in filename):
         return False

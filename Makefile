@@ -1,0 +1,58 @@
+# The two commands a newcomer needs: `make testbed-up` and `make test`. Everything else is a step of those.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TOPOLOGY ?= basic
+PYTEST_WORKERS ?= 2
+# Functional areas that fit CI's budget; `slow`, `load` and upstream-image suites are opt-in.
+FUNCTIONAL_MARKERS ?= not slow and not load and not real_codex and not real_status_go
+
+.PHONY: setup images testbed-up testbed-down testbed-status test test-unit test-functional lint clean doctor bench
+
+$(STAMP): pyproject.toml ci/bootstrap-python.sh
+	ci/bootstrap-python.sh $(VENV)
+	touch $(STAMP)
+
+## setup: python venv with the harness, Docker engine (installed and started on Debian as root)
+setup: $(STAMP)
+	$(BIN)/testbed doctor --fix
+
+## images: build the offline base and service images (TESTBED_REBUILD=1 rebuilds from scratch)
+images: setup
+	$(BIN)/testbed images
+
+## testbed-up: bring $(TOPOLOGY) up ready and print how to reach each node
+testbed-up: setup
+	$(BIN)/testbed up $(TOPOLOGY)
+
+testbed-down: $(STAMP)
+	$(BIN)/testbed down
+
+testbed-status: $(STAMP)
+	$(BIN)/testbed status
+
+## test: unit tests, lint, then the functional suites that fit CI (two testbeds side by side)
+test: test-unit lint test-functional
+
+test-unit: $(STAMP)
+	$(BIN)/pytest suites/unit -q
+
+test-functional: setup
+	$(BIN)/pytest suites/functional -q -m "$(FUNCTIONAL_MARKERS)" -n $(PYTEST_WORKERS) --dist loadscope \
+		--alluredir artifacts/allure-results
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## clean: remove every container, network and volume any testbed run created
+clean: $(STAMP)
+	$(BIN)/testbed clean
+
+doctor: $(STAMP)
+	$(BIN)/testbed doctor
+
+## bench: cold and warm bring-up timings against bare compose (writes bench-results/)
+bench: setup
+	$(BIN)/python -m suites.bench.spine

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create the project's virtualenv on a fresh Debian machine (or any machine with python3 >= 3.11).
+# On Debian as root, installs python3-venv when the interpreter lacks the venv module.
+set -euo pipefail
+venv=${1:-.venv}
+python=${PYTHON:-python3}
+
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "setup: $python is missing or older than 3.11; install Python 3.11 (Debian bookworm: apt-get install python3)" >&2
+  exit 1
+fi
+if ! "$python" -m venv --help >/dev/null 2>&1 || ! "$python" -c 'import ensurepip' 2>/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  else
+    echo "setup: $python has no venv module; install python3-venv" >&2
+    exit 1
+  fi
+fi
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+# The reference node's own pins, so its content-addressing core is unit-tested on the host.
+"$venv/bin/pip" install -q --disable-pip-version-check -r images/codex-ref/requirements.txt

@@ -1,0 +1,253 @@
+"""`testbed`: up, down, status, logs, render, clean, doctor, images."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import docker
+
+from harness import sweep as sweeper
+from harness.engine import compose, images
+from harness.engine.bootstrap import engine_answers, ensure_engine
+from harness.errors import TestbedError
+from harness.paths import cache_dir
+from harness.ready.readiness import find_containers
+from harness.render.compose import render
+from harness.testbed import DEFAULT_DEADLINE_S, Testbed, down_project
+from harness.topology import loader, subnets
+from harness.topology.plan import Plan, make_plan, new_project_name
+
+CLI_PROJECTS = "cli-projects"
+
+
+def _cli_projects() -> list[str]:
+    path = cache_dir() / CLI_PROJECTS
+    return [p for p in path.read_text().split() if p] if path.exists() else []
+
+
+def _set_cli_projects(projects: list[str]) -> None:
+    (cache_dir() / CLI_PROJECTS).write_text("\n".join(projects) + ("\n" if projects else ""))
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows
+    )
+
+
+def describe(plan: Plan) -> str:
+    rows = [["NODE", "IMAGE", "ADDRESS", "API"]]
+    rows += [[n.name, n.image, n.ip, n.api_url] for n in plan.nodes.values()]
+    return _table(rows)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    start = time.monotonic()
+    testbed = Testbed.up(args.topology, project=args.project, deadline_s=args.deadline)
+    testbed.keep()
+    _set_cli_projects([*_cli_projects(), testbed.plan.project])
+    plan = testbed.plan
+    first = next(iter(plan.nodes.values()))
+    print(f"\ntestbed {plan.project} is ready (topology {plan.topology}) in {time.monotonic() - start:.1f}s")
+    print(testbed.readiness.to_text())
+    print(f"\n{describe(plan)}\n")
+    print(f"try:   curl {first.api_url}/debug/info")
+    print(f"state: testbed status {plan.project}")
+    print(f"stop:  make testbed-down   (or: testbed down {plan.project})")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    ensure_engine()
+    projects = args.projects or (sorted(sweeper.labelled_projects()) if args.all else _cli_projects())
+    if not projects:
+        print("no testbed started from the command line is up (use --all for every labelled testbed)")
+        return 0
+    for project in projects:
+        start = time.monotonic()
+        report = down_project(project)
+        print(f"{project}: down in {time.monotonic() - start:.1f}s ({report.summary()})")
+    _set_cli_projects([p for p in _cli_projects() if p not in projects])
+    return 0
+
+
+def _container_row(name: str, container) -> list[str]:
+    state = container.attrs["State"]
+    health = (state.get("Health") or {}).get("Status", "-")
+    addresses = [net["IPAddress"] for net in container.attrs["NetworkSettings"]["Networks"].values()]
+    return [name, state["Status"], health, ",".join(a for a in addresses if a), container.image.tags[0]]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if not engine_answers():
+        print("no Docker engine answers; nothing can be running (make setup starts one)")
+        return 1
+    client = docker.from_env()
+    projects = args.projects or sorted(sweeper.labelled_projects(client))
+    if not projects:
+        print("no testbed is up")
+    for project in projects:
+        containers = find_containers(client, project)
+        print(f"{project}: {len(containers)} containers")
+        if containers:
+            rows = [["NODE", "STATE", "HEALTH", "ADDRESS", "IMAGE"]]
+            rows += [_container_row(name, c) for name, c in sorted(containers.items())]
+            print(_table(rows))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    containers = find_containers(docker.from_env(), args.project)
+    if not containers:
+        print(f"no containers for project {args.project}", file=sys.stderr)
+        return 1
+    for name, container in sorted(containers.items()):
+        if args.node in (None, name):
+            print(f"=== {name} ===")
+            print(container.logs(tail=args.tail).decode(errors="replace"))
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Render without creating anything: subnets come from the pool, avoiding what is in use now."""
+    model = loader.load(args.topology)
+    taken = [*subnets.host_routes(), *(subnets.engine_subnets() if engine_answers() else [])]
+    allocator = subnets.SubnetAllocator(subnets.wan_pool(), taken)
+    wanted = {n.reference_image for n in model.nodes.values() if n.reference_image}
+    plan = make_plan(
+        model,
+        [allocator.allocate() for _ in model.networks],
+        images.image_refs(wanted),
+        project=args.project or new_project_name(model.name),
+    )
+    compose_file = render(plan, Path(args.out) if args.out else None)
+    print(compose_file)
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    if not engine_answers():
+        print("no Docker engine answers: nothing to clean")
+        return 0
+    report = sweeper.sweep(args.project)
+    _set_cli_projects([p for p in _cli_projects() if args.project not in (None, p)])
+    print(f"clean: {report.summary()}")
+    return 1 if report.errors else 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    if args.rebuild:
+        os.environ["TESTBED_REBUILD"] = "1"
+    print(ensure_engine())
+    for name, ref in images.ensure_images().items():
+        print(f"{name}: {ref}")
+    return 0
+
+
+def _doctor_checks() -> list[tuple[str, bool, str]]:
+    checks: list[tuple[str, bool, str]] = []
+    answers = engine_answers()
+    version = docker.from_env().version()["Version"] if answers else "no engine answers (run make setup)"
+    checks.append(("docker engine", answers, version))
+    try:
+        checks.append(
+            ("compose cli", True, f"{' '.join(compose.compose_command())}: {compose.compose_version()}")
+        )
+    except TestbedError as exc:
+        checks.append(("compose cli", False, str(exc)))
+    has_debootstrap = shutil.which("debootstrap") is not None
+    checks.append(
+        ("debootstrap", has_debootstrap or bool(os.environ.get("BASE_IMAGE")), "for the base image")
+    )
+    py_ok = sys.version_info[:2] == (3, 11)
+    checks.append(
+        ("host python 3.11", py_ok, f"{sys.version.split()[0]} (wheels must match the images' 3.11)")
+    )
+    checks.append(("wan pool", True, f"{subnets.wan_pool()} (TESTBED_WAN_POOL)"))
+    if answers:
+        client = docker.from_env()
+        present = {t for image in client.images.list() for t in image.tags}
+        base = images.base_image_ref()
+        checks.append(
+            ("base image", base in present, base if base in present else f"{base} missing: make images")
+        )
+        running = sweeper.labelled_projects(client)
+        orphans = sweeper.orphaned_projects(client)
+        detail = f"{len(running)} testbeds present" + (
+            f"; orphans of {', '.join(sorted(orphans))}" if orphans else ""
+        )
+        checks.append(("no orphans", not orphans, detail + " (testbed clean removes orphans)"))
+    return checks
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    if args.fix:
+        print(ensure_engine())
+    checks = _doctor_checks()
+    for name, ok, detail in checks:
+        print(f"  {'ok  ' if ok else 'FAIL'}  {name:<18} {detail}")
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="testbed", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("up", help="bring a topology up and wait until it is ready")
+    p.add_argument("topology", nargs="?", default="basic", help="name under compose/topologies or a path")
+    p.add_argument("--project", help="project name (default: tb-<topology>-<random>)")
+    p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, help="readiness deadline, seconds")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="tear testbeds down (default: the ones `testbed up` started)")
+    p.add_argument("projects", nargs="*")
+    p.add_argument("--all", action="store_true", help="every labelled testbed on this engine")
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("status", help="list testbeds and their nodes")
+    p.add_argument("projects", nargs="*")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("logs", help="print a testbed's container logs")
+    p.add_argument("project")
+    p.add_argument("node", nargs="?")
+    p.add_argument("--tail", type=int, default=100)
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("render", help="render the compose file and node configs; creates nothing")
+    p.add_argument("topology", nargs="?", default="basic")
+    p.add_argument("--project")
+    p.add_argument("--out", help="output folder (default compose/generated/<project>)")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("clean", help="remove everything any testbed run created (by label); idempotent")
+    p.add_argument("--project", help="only this project's resources")
+    p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("images", help="build the base and service images (offline)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild from scratch, as CI does")
+    p.set_defaults(func=cmd_images)
+
+    p = sub.add_parser("doctor", help="check the machine: engine, compose, debootstrap, images, orphans")
+    p.add_argument("--fix", action="store_true", help="install and start the engine first (Debian, root)")
+    p.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TestbedError as exc:
+        print(f"testbed {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

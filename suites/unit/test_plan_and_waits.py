@@ -1,0 +1,69 @@
+"""Address allocation (no fixed subnets, no clashes) and the deadline-bound wait helper."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+
+import pytest
+
+from harness.errors import PoolExhaustedError, WaitTimeout
+from harness.ready.waits import NotYet, wait_until
+from harness.topology import loader
+from harness.topology.plan import make_plan, new_project_name
+from harness.topology.subnets import SubnetAllocator
+
+Net = ipaddress.IPv4Network
+
+
+def test_allocator_skips_taken_and_overlapping_subnets() -> None:
+    allocator = SubnetAllocator(Net("11.200.0.0/22"), taken=[Net("11.200.0.0/24"), Net("11.200.1.128/25")])
+    assert allocator.allocate() == Net("11.200.2.0/24")
+    assert allocator.allocate() == Net("11.200.3.0/24")
+    with pytest.raises(PoolExhaustedError, match=r"no free /24 left in 11\.200\.0\.0/22"):
+        allocator.allocate()
+
+
+def test_plan_gives_each_node_an_address_and_announces_it() -> None:
+    plan = make_plan(loader.load("basic"), [Net("11.200.9.0/24")], {"codex-ref": "img"}, project="p")
+    ips = [node.ip for node in plan.nodes.values()]
+    assert ips == ["11.200.9.10", "11.200.9.11", "11.200.9.12"]
+    assert plan.networks["wan"].internal and plan.networks["wan"].gateway == "11.200.9.1"
+    for node in plan.nodes.values():
+        assert node.env["CODEX_NAT"] == f"extip:{node.ip}"
+        assert node.api_url == f"http://{node.ip}:8080/api/codex/v1"
+
+
+def test_project_names_are_unique_and_carry_the_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw3")
+    names = {new_project_name("basic") for _ in range(50)}
+    assert len(names) == 50
+    assert all(n.startswith("tb-basic-gw3-") for n in names)
+
+
+def test_wait_returns_the_probe_result_once_ready() -> None:
+    answers = iter([None, None, {"id": "x"}])
+    assert wait_until("x", lambda: next(answers), deadline_s=5, interval_s=0.01) == {"id": "x"}
+
+
+def test_wait_timeout_says_what_how_long_why_and_shows_the_culprit() -> None:
+    def probe():
+        raise NotYet("codex-2 not healthy yet")
+
+    with pytest.raises(WaitTimeout) as caught:
+        wait_until("containers to be healthy", probe, deadline_s=0.2, interval_s=0.05, culprit=lambda: "LOGS")
+    message = str(caught.value)
+    assert re.match(r"timed out after 0\.\ds \(deadline 0s\) waiting for containers to be healthy", message)
+    assert "codex-2 not healthy yet" in message and message.endswith("LOGS")
+
+
+def test_wait_fails_fast_on_a_hard_error() -> None:
+    start = time.monotonic()
+
+    def probe():
+        raise RuntimeError("container exited")
+
+    with pytest.raises(RuntimeError, match="container exited"):
+        wait_until("anything", probe, deadline_s=30, interval_s=0.01)
+    assert time.monotonic() - start < 5

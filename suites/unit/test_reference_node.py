@@ -1,0 +1,177 @@
+"""The reference node's identity, records, repo store, config and upload header rules."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from pathlib import Path
+
+import coincurve
+import pytest
+from codexref import config, identity, multiaddr, validation
+from codexref.cid import MANIFEST_CODEC
+from codexref.dataset import read_local, store_stream
+from codexref.protobuf import iter_fields
+from codexref.store import BlockNotFoundError, QuotaNotEnoughError, RepoStore
+
+KIB64 = 64 * 1024
+
+
+async def _one_chunk(data: bytes):
+    yield data
+
+
+def upload(store: RepoStore, data: bytes):
+    return asyncio.run(store_stream(store, _one_chunk(data), None, None))
+
+
+# -- identity ---------------------------------------------------------------------------------------
+def test_key_file_is_created_0600_and_gives_a_stable_secp256k1_peer_id(tmp_path: Path) -> None:
+    first = identity.load_or_create(tmp_path / "key")
+    assert (tmp_path / "key").stat().st_mode & 0o777 == 0o600
+    assert first.peer_id.startswith("16Uiu2HA")
+    assert identity.load_or_create(tmp_path / "key").peer_id == first.peer_id
+
+
+def test_key_file_with_loose_permissions_is_refused(tmp_path: Path) -> None:
+    identity.load_or_create(tmp_path / "key")
+    os.chmod(tmp_path / "key", 0o644)
+    with pytest.raises(identity.KeyFileError, match="must be 0600"):
+        identity.load_or_create(tmp_path / "key")
+
+
+def test_spr_is_a_signed_envelope_over_the_peer_record(tmp_path: Path) -> None:
+    ident = identity.load_or_create(tmp_path / "key")
+    addr = multiaddr.to_bytes("/ip4/11.200.0.10/udp/8090")
+    spr = ident.signed_peer_record([addr], seq=7)
+    assert spr.startswith("spr:")
+    raw = base64.urlsafe_b64decode(spr[4:] + "=" * (-len(spr[4:]) % 4))
+    fields = {n: v for n, _, v in iter_fields(raw)}
+    assert fields[2] == b"\x03\x01"
+    record = list(iter_fields(fields[3]))
+    assert record[0] == (1, 2, ident.peer_id_bytes)
+    assert record[1] == (2, 0, 7)
+    assert list(iter_fields(record[2][2])) == [(1, 2, addr)]
+    signed = b"".join(
+        bytes([len(part)]) + part for part in (b"libp2p-routing-state", b"\x03\x01", fields[3])
+    )
+    public = coincurve.PublicKey(dict((n, v) for n, _, v in iter_fields(fields[1]))[2])
+    assert public.verify(fields[5], signed)
+
+
+def test_multiaddr_binary_form() -> None:
+    assert multiaddr.to_bytes("/ip4/127.0.0.1/tcp/8070") == bytes([4, 127, 0, 0, 1, 6, 0x1F, 0x86])
+    assert multiaddr.to_bytes("/ip4/1.2.3.4/udp/8090")[5:8] == bytes([0x91, 0x02, 0x1F])
+    assert multiaddr.with_ip("/ip4/0.0.0.0/tcp/8070", "11.0.0.2") == "/ip4/11.0.0.2/tcp/8070"
+    with pytest.raises(ValueError, match="unsupported multiaddr"):
+        multiaddr.to_bytes("/dns4/example/tcp/1")
+
+
+# -- store ---------------------------------------------------------------------------------------------
+def test_quota_counts_padded_blocks_and_refuses_overflow_with_upstream_text(tmp_path: Path) -> None:
+    store = RepoStore(tmp_path, 3 * KIB64)
+    cid = upload(store, b"a" * (KIB64 + 1))  # two padded blocks + the manifest block
+    used = store.space()["quotaUsedBytes"]
+    assert 2 * KIB64 < used < 3 * KIB64
+    with pytest.raises(QuotaNotEnoughError, match=r"^Quota usage would exceed the limit\. Used: \d+"):
+        upload(store, b"b" * (2 * KIB64))
+    assert store.space()["quotaUsedBytes"] <= store.quota_max_bytes
+    assert b"".join(read_local(store, store.manifest(cid))) == b"a" * (KIB64 + 1)
+
+
+def test_identical_blocks_are_stored_once(tmp_path: Path) -> None:
+    store = RepoStore(tmp_path, 1 << 30)
+    upload(store, b"\0" * (4 * KIB64))
+    assert store.space()["totalBlocks"] == 2  # one zero block + manifest
+
+
+def test_store_survives_reopening(tmp_path: Path) -> None:
+    store = RepoStore(tmp_path, 1 << 30)
+    cid = upload(store, b"persist me" * 10000)
+    reopened = RepoStore(tmp_path, 1 << 30)
+    assert reopened.space() == store.space()
+    assert [c for c, _ in reopened.manifests()] == [cid]
+    assert b"".join(read_local(reopened, reopened.manifest(cid))) == b"persist me" * 10000
+
+
+def test_delete_keeps_blocks_another_dataset_uses(tmp_path: Path) -> None:
+    store = RepoStore(tmp_path, 1 << 30)
+    shared = b"s" * KIB64
+    first = upload(store, shared + b"x" * KIB64)
+    second = upload(store, shared + b"y" * KIB64)
+    store.delete(first)
+    assert not store.has(first)
+    assert b"".join(read_local(store, store.manifest(second))) == shared + b"y" * KIB64
+    store.delete(second)
+    assert store.space()["totalBlocks"] == 0 and store.space()["quotaUsedBytes"] == 0
+    store.delete(second)  # absent: still fine (upstream answers 204)
+
+
+def test_a_block_cid_is_not_a_dataset(tmp_path: Path) -> None:
+    store = RepoStore(tmp_path, 1 << 30)
+    manifest = store.manifest(upload(store, b"z"))
+    assert manifest.tree_cid.codec != MANIFEST_CODEC
+    with pytest.raises(BlockNotFoundError):
+        store.manifest(manifest.tree_cid)
+
+
+def test_expiry_removes_blocks_older_than_the_ttl(tmp_path: Path) -> None:
+    store = RepoStore(tmp_path, 1 << 30)
+    upload(store, b"old" * 30000)
+    for path in store.blocks_dir.glob("*/*"):
+        os.utime(path, (1, 1))
+    blocks = store.space()["totalBlocks"]
+    assert store.expire(ttl_seconds=0, max_blocks=100) == 0  # 0 disables
+    assert store.expire(ttl_seconds=60, max_blocks=1) == 1  # --block-mn bounds one cycle
+    assert store.expire(ttl_seconds=60, max_blocks=100) == blocks - 1
+    assert store.space() == {"totalBlocks": 0, "quotaMaxBytes": 1 << 30, "quotaUsedBytes": 0, "quotaReservedBytes": 0}
+
+
+# -- config and header rules ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "value"), [("1024", 1024), ("20GiB", 20 << 30), ("512MB", 512 << 20), ("64k", 64 << 10)]
+)
+def test_byte_sizes_use_binary_units(text: str, value: int) -> None:
+    assert config.parse_bytes(text) == value
+
+
+def test_cli_flags_win_over_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CODEX_API_PORT", "9000")
+    monkeypatch.setenv("CODEX_STORAGE_QUOTA", "1MiB")
+    monkeypatch.setenv("CODEX_NAT", "extip:11.0.0.5")
+    conf = config.load(["--data-dir", str(tmp_path), "--api-port", "9100"])
+    assert conf.api_port == 9100 and conf.storage_quota == 1 << 20 and conf.announce_ip == "11.0.0.5"
+
+
+@pytest.mark.parametrize("mime", ["application/octet-stream", "text/plain", "image/png", "application/json"])
+def test_known_mimetypes(mime: str) -> None:
+    assert validation.is_known_mimetype(mime)
+
+
+@pytest.mark.parametrize("mime", ["foo/bar", "text/plain; charset=utf-8", "nonsense"])
+def test_unknown_mimetypes(mime: str) -> None:
+    assert not validation.is_known_mimetype(mime)
+
+
+@pytest.mark.parametrize(
+    ("header", "filename"),
+    [
+        ('attachment; filename="a.bin"', "a.bin"),
+        ('filename="archive-data.bin"', "archive-data.bin"),
+        ("attachment; filename=a.bin", None),
+        ("attachment", None),
+    ],
+)
+def test_content_disposition_parsing_matches_upstream(header: str, filename: str | None) -> None:
+    assert validation.filename_from_content_disposition(header) == filename
+
+
+@pytest.mark.parametrize("name", ["a.bin", "archive-data.bin", "report 2024.pdf", "noext"])
+def test_valid_filenames(name: str) -> None:
+    assert validation.is_valid_filename(name)
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "a:b", "what?", "trailing.", " lead", "CON", "com1.txt", "x" * 300])
+def test_invalid_filenames(name: str) -> None:
+    assert not validation.is_valid_filename(name)

@@ -1,0 +1,82 @@
+"""The renderer's output for `basic` is pinned by golden files; both compose flavours accept it.
+
+Regenerate after an intended change with: UPDATE_GOLDENS=1 pytest suites/unit/test_render_golden.py
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.render.compose import render, render_to_strings
+from harness.topology import loader
+from harness.topology.plan import Plan, make_plan
+
+GOLDEN = Path(__file__).parent / "golden" / "basic"
+FIXED_IMAGE = {"codex-ref": "testbed/codex-ref:0123456789ab"}
+
+
+def golden_plan() -> Plan:
+    return make_plan(
+        loader.load("basic"),
+        [ipaddress.IPv4Network("11.200.42.0/24")],
+        FIXED_IMAGE,
+        project="tb-basic-golden",
+        created="2026-01-01T00:00:00Z",
+    )
+
+
+def test_rendered_files_match_goldens() -> None:
+    rendered = render_to_strings(golden_plan())
+    if os.environ.get("UPDATE_GOLDENS") == "1":
+        shutil.rmtree(GOLDEN, ignore_errors=True)
+        for relative, content in rendered.items():
+            (GOLDEN / relative).parent.mkdir(parents=True, exist_ok=True)
+            (GOLDEN / relative).write_text(content)
+    expected = {str(p.relative_to(GOLDEN)): p.read_text() for p in GOLDEN.rglob("*") if p.is_file()}
+    assert rendered == expected
+
+
+def test_compose_structure_follows_the_network_model() -> None:
+    compose = yaml.safe_load(render_to_strings(golden_plan())["compose.yaml"])
+    wan = compose["networks"]["wan"]
+    assert wan["internal"] is True, "the WAN must never reach outside the machine"
+    assert wan["ipam"]["config"][0]["subnet"] == "11.200.42.0/24"
+    assert set(compose) == {"services", "networks", "volumes"}, "no top-level name/version (v1 rejects name)"
+    for name, service in compose["services"].items():
+        assert service["labels"]["testbed.project"] == "tb-basic-golden"
+        assert service["cap_drop"] == ["ALL"], f"{name} must run without capabilities"
+        assert "ports" not in service, "no host ports: the host reaches nodes by their WAN address"
+        assert "privileged" not in service
+        assert not any("docker.sock" in v for v in service.get("volumes", []))
+    for volume in compose["volumes"].values():
+        assert volume["labels"]["testbed.role"] == "volume"
+
+
+def test_plan_round_trips_through_json() -> None:
+    plan = golden_plan()
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+def _compose_clis() -> list[list[str]]:
+    clis = []
+    if shutil.which("docker-compose"):
+        clis.append(["docker-compose"])
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        clis.append(["docker", "compose"])
+    return clis
+
+
+@pytest.mark.parametrize("cli", _compose_clis() or [pytest.param(None, marks=pytest.mark.skip("no compose CLI"))])
+def test_compose_cli_accepts_the_rendered_file(cli: list[str], tmp_path: Path) -> None:
+    compose_file = render(golden_plan(), tmp_path)
+    result = subprocess.run(
+        [*cli, "-p", "tb-golden", "-f", str(compose_file), "config", "-q"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
