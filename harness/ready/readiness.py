@@ -17,7 +17,7 @@ import docker
 import requests
 from docker.models.containers import Container
 
-from harness.clients.codex import CodexClient
+from harness.clients.codex import CodexApiError, CodexClient
 from harness.errors import ContainerFailed
 from harness.ready.waits import NotYet, wait_until
 from harness.render.compose import LABEL_PROJECT
@@ -107,7 +107,7 @@ def wait_app_probes(plan: Plan, deadline_s: float, report: ReadinessReport) -> d
         def probe(client: CodexClient = client) -> dict:
             try:
                 info = client.debug_info()
-            except (requests.RequestException, ValueError) as exc:
+            except (requests.RequestException, CodexApiError, ValueError) as exc:
                 raise NotYet(f"{exc.__class__.__name__}: {exc}") from None
             if not info.get("id") or not str(info.get("spr", "")).startswith("spr:"):
                 raise NotYet(f"debug/info without id/spr: {str(info)[:200]}")

@@ -21,8 +21,15 @@ _env = jinja2.Environment(
     keep_trailing_newline=True,
     autoescape=False,
 )
-# JSON scalars are valid YAML scalars: quoting every value this way makes injection impossible.
-_env.filters["q"] = json.dumps
+
+
+def _quote(value: object) -> str:
+    """JSON scalars are valid YAML scalars, so quoting every value this way rules out injection;
+    `$$` is how both compose flavours spell a literal `$` (they interpolate `$VAR`)."""
+    return json.dumps(value).replace("$", "$$")
+
+
+_env.filters["q"] = _quote
 
 
 def labels(plan: Plan, role: str) -> dict[str, str]:

@@ -57,6 +57,11 @@ CASES = {
         "nodes.codex-1.env.CODEX_X",
         "must be a scalar, got list",
     ),
+    "env-dollar": (
+        "nodes:\n  codex-1:\n" + VALID_NODE + "    env: {CODEX_X: $HOME}\n",
+        "nodes.codex-1.env.CODEX_X",
+        "must not contain '$'",
+    ),
     "bad-log-level": (
         "nodes:\n  codex-1:\n" + VALID_NODE + "    log_level: loud\n",
         "nodes.codex-1.log_level",
