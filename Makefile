@@ -38,7 +38,7 @@ test: test-unit lint test-functional
 test-unit: $(STAMP)
 	$(BIN)/pytest suites/unit -q
 
-test-functional: setup
+test-functional: images
 	$(BIN)/pytest suites/functional -q -m "$(FUNCTIONAL_MARKERS)" -n $(PYTEST_WORKERS) --dist loadscope \
 		--alluredir artifacts/allure-results
 

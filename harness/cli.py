@@ -142,10 +142,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    if args.rebuild:
-        os.environ["TESTBED_REBUILD"] = "1"
     print(ensure_engine())
-    for name, ref in images.ensure_images().items():
+    rebuild = args.rebuild or images.rebuild_requested()
+    for name, ref in images.ensure_images(rebuild=rebuild).items():
         print(f"{name}: {ref}")
     return 0
 
@@ -231,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_clean)
 
     p = sub.add_parser("images", help="build the base and service images (offline)")
-    p.add_argument("--rebuild", action="store_true", help="rebuild from scratch, as CI does")
+    p.add_argument(
+        "--rebuild", action="store_true", help="rebuild from scratch (default in CI or TESTBED_REBUILD=1)"
+    )
     p.set_defaults(func=cmd_images)
 
     p = sub.add_parser("doctor", help="check the machine: engine, compose, debootstrap, images, orphans")

@@ -22,7 +22,9 @@ DEFAULT_TOPOLOGY = "basic"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("testbed")
-    group.addoption("--testbed-deadline", type=float, default=180.0, help="readiness deadline per testbed (s)")
+    group.addoption(
+        "--testbed-deadline", type=float, default=180.0, help="readiness deadline per testbed (s)"
+    )
 
 
 def _bring_up(request: pytest.FixtureRequest, topology: str) -> Iterator[Testbed]:

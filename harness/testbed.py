@@ -67,6 +67,7 @@ def _install_handlers() -> None:
 
 class Testbed:
     __test__ = False  # not a pytest test class
+
     def __init__(self, plan: Plan, compose_file: Path) -> None:
         self.plan = plan
         self.compose_file = compose_file

@@ -8,12 +8,14 @@ hash of the image folder (and of its base), so any change rebuilds and nothing s
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +32,16 @@ LABEL = {"testbed.image": "true"}
 
 
 def rebuild_requested() -> bool:
-    """CI rebuilds everything from scratch so a cache cannot hide a broken recipe."""
+    """`make images` in CI rebuilds everything from scratch so a cache cannot hide a broken recipe."""
     return os.environ.get("TESTBED_REBUILD", "") == "1" or os.environ.get("CI", "") == "true"
+
+
+@contextmanager
+def _build_lock():
+    """Parallel test workers (xdist) must not build the same image twice at once."""
+    with (cache_dir() / "images.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def folder_hash(folder: Path, extra: str = "") -> str:
@@ -71,14 +81,14 @@ def _image_exists(client: docker.DockerClient, ref: str) -> bool:
         return False
 
 
-def build_base_image(client: docker.DockerClient, log=print) -> str:
+def build_base_image(client: docker.DockerClient, rebuild: bool, log=print) -> str:
     """debootstrap bookworm minbase into a temp dir, tar it, docker import it. Returns the ref."""
     ref = base_image_ref()
     if os.environ.get("BASE_IMAGE"):
         if not _image_exists(client, ref):
             raise ImageBuildError(f"BASE_IMAGE={ref} is not in the local engine; pull or load it first")
         return ref
-    if _image_exists(client, ref) and not rebuild_requested():
+    if _image_exists(client, ref) and not rebuild:
         return ref
     if shutil.which("debootstrap") is None:
         raise ImageBuildError("debootstrap is not installed (apt-get install debootstrap), or set BASE_IMAGE")
@@ -146,9 +156,11 @@ class ServiceImage:
         return f"testbed/{self.name}:{folder_hash(self.folder, extra=base_ref)}"
 
 
-def build_service_image(client: docker.DockerClient, image: ServiceImage, base_ref: str, log=print) -> str:
+def build_service_image(
+    client: docker.DockerClient, image: ServiceImage, base_ref: str, rebuild: bool, log=print
+) -> str:
     ref = image.ref(base_ref)
-    if _image_exists(client, ref) and not rebuild_requested():
+    if _image_exists(client, ref) and not rebuild:
         return ref
     log(f"image: building {ref} ...")
     with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
@@ -162,7 +174,7 @@ def build_service_image(client: docker.DockerClient, image: ServiceImage, base_r
                 buildargs={"BASE_IMAGE": base_ref},
                 rm=True,
                 forcerm=True,
-                nocache=rebuild_requested(),
+                nocache=rebuild,
                 labels=LABEL,
                 network_mode="none",
             )
@@ -176,12 +188,16 @@ def build_service_image(client: docker.DockerClient, image: ServiceImage, base_r
 SERVICE_IMAGES = {"codex-ref": ServiceImage("codex-ref")}
 
 
-def ensure_images(names: set[str] | None = None, log=print) -> dict[str, str]:
-    """Build what is missing (everything in CI); return image name -> ref."""
+def ensure_images(names: set[str] | None = None, rebuild: bool = False, log=print) -> dict[str, str]:
+    """Build the images that are missing (all of them, from scratch, with rebuild); name -> ref."""
     client = docker.from_env()
-    base_ref = build_base_image(client, log)
     wanted = names if names is not None else set(SERVICE_IMAGES)
-    return {name: build_service_image(client, SERVICE_IMAGES[name], base_ref, log) for name in sorted(wanted)}
+    with _build_lock():
+        base_ref = build_base_image(client, rebuild, log)
+        return {
+            name: build_service_image(client, SERVICE_IMAGES[name], base_ref, rebuild, log)
+            for name in sorted(wanted)
+        }
 
 
 def image_refs(names: set[str]) -> dict[str, str]:

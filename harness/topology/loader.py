@@ -130,7 +130,9 @@ def _load_node(check: _Checker, name: str, raw: Any, networks: dict[str, Network
             raise check.fail(f"{path}.env.{key}", f"must be a scalar, got {type(value).__name__}")
         if "$" in str(value):
             # compose v1 takes env files literally, v2 interpolates them: the same file would differ
-            raise check.fail(f"{path}.env.{key}", "must not contain '$' (compose v1 and v2 read it differently)")
+            raise check.fail(
+                f"{path}.env.{key}", "must not contain '$' (compose v1 and v2 read it differently)"
+            )
 
     def optional(key: str, pattern: re.Pattern, what: str) -> str | None:
         return check.matches(data[key], pattern, what, f"{path}.{key}") if key in data else None

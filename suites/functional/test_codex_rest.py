@@ -16,7 +16,9 @@ def test_upload_returns_the_upstream_cids(testbed: Testbed) -> None:
     client = testbed.client("codex-1")
     assert client.upload(b"some file contents") == "zDvZRwzm1ePSzKSXt57D5YxHwcSDmsCyYN65wW4HT7fuX9HrzFXy"
     cid = client.upload(
-        b"Hello, Codex! This is test data for upload.", filename="test-data.bin", mimetype="application/octet-stream"
+        b"Hello, Codex! This is test data for upload.",
+        filename="test-data.bin",
+        mimetype="application/octet-stream",
     )
     assert cid == "zDvZRwzm8K7bcyPeBXcZzWD7AWc4VqNuseduDr3VsuYA1yXej49V"
 

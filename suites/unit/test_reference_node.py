@@ -53,9 +53,7 @@ def test_spr_is_a_signed_envelope_over_the_peer_record(tmp_path: Path) -> None:
     assert record[0] == (1, 2, ident.peer_id_bytes)
     assert record[1] == (2, 0, 7)
     assert list(iter_fields(record[2][2])) == [(1, 2, addr)]
-    signed = b"".join(
-        bytes([len(part)]) + part for part in (b"libp2p-routing-state", b"\x03\x01", fields[3])
-    )
+    signed = b"".join(bytes([len(part)]) + part for part in (b"libp2p-routing-state", b"\x03\x01", fields[3]))
     public = coincurve.PublicKey(dict((n, v) for n, _, v in iter_fields(fields[1]))[2])
     assert public.verify(fields[5], signed)
 
@@ -125,7 +123,12 @@ def test_expiry_removes_blocks_older_than_the_ttl(tmp_path: Path) -> None:
     assert store.expire(ttl_seconds=0, max_blocks=100) == 0  # 0 disables
     assert store.expire(ttl_seconds=60, max_blocks=1) == 1  # --block-mn bounds one cycle
     assert store.expire(ttl_seconds=60, max_blocks=100) == blocks - 1
-    assert store.space() == {"totalBlocks": 0, "quotaMaxBytes": 1 << 30, "quotaUsedBytes": 0, "quotaReservedBytes": 0}
+    assert store.space() == {
+        "totalBlocks": 0,
+        "quotaMaxBytes": 1 << 30,
+        "quotaUsedBytes": 0,
+        "quotaReservedBytes": 0,
+    }
 
 
 # -- config and header rules ----------------------------------------------------------------------------
@@ -172,6 +175,8 @@ def test_valid_filenames(name: str) -> None:
     assert validation.is_valid_filename(name)
 
 
-@pytest.mark.parametrize("name", ["", "a/b", "a:b", "what?", "trailing.", " lead", "CON", "com1.txt", "x" * 300])
+@pytest.mark.parametrize(
+    "name", ["", "a/b", "a:b", "what?", "trailing.", " lead", "CON", "com1.txt", "x" * 300]
+)
 def test_invalid_filenames(name: str) -> None:
     assert not validation.is_valid_filename(name)

@@ -68,12 +68,17 @@ def _compose_clis() -> list[list[str]]:
     clis = []
     if shutil.which("docker-compose"):
         clis.append(["docker-compose"])
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
         clis.append(["docker", "compose"])
     return clis
 
 
-@pytest.mark.parametrize("cli", _compose_clis() or [pytest.param(None, marks=pytest.mark.skip("no compose CLI"))])
+@pytest.mark.parametrize(
+    "cli", _compose_clis() or [pytest.param(None, marks=pytest.mark.skip("no compose CLI"))]
+)
 def test_compose_cli_accepts_the_rendered_file(cli: list[str], tmp_path: Path) -> None:
     compose_file = render(golden_plan(), tmp_path)
     result = subprocess.run(

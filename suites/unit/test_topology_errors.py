@@ -20,14 +20,20 @@ CASES = {
     "empty-nodes": ("nodes: {}\n", "nodes", "declares no nodes"),
     "node-not-mapping": ("nodes:\n  codex-1: 3\n", "nodes.codex-1", "must be a mapping, got int"),
     "missing-kind": ("nodes:\n  codex-1: {impl: reference}\n", "nodes.codex-1.kind", "is required"),
-    "bad-kind": ("nodes:\n  codex-1: {kind: ipfs}\n", "nodes.codex-1.kind", "must be one of codex; got 'ipfs'"),
+    "bad-kind": (
+        "nodes:\n  codex-1: {kind: ipfs}\n",
+        "nodes.codex-1.kind",
+        "must be one of codex; got 'ipfs'",
+    ),
     "node-key-typo": (
         "nodes:\n  codex-1:\n" + VALID_NODE + "    storage_qouta: 1GiB\n",
         "nodes.codex-1.storage_qouta",
         "unknown key (did you mean 'storage_quota'?)",
     ),
     "impl-and-image": (
-        "nodes:\n  codex-1:\n" + VALID_NODE + "    impl: reference\n    image: codexstorage/nim-codex:latest\n",
+        "nodes:\n  codex-1:\n"
+        + VALID_NODE
+        + "    impl: reference\n    image: codexstorage/nim-codex:latest\n",
         "nodes.codex-1",
         "either impl: reference or image: <ref>, not both",
     ),
