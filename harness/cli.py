@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -71,8 +72,8 @@ def cmd_down(args: argparse.Namespace) -> int:
         return 0
     for project in projects:
         start = time.monotonic()
-        report = down_project(project)
-        print(f"{project}: down in {time.monotonic() - start:.1f}s ({report.summary()})")
+        account = down_project(project)
+        print(f"{project}: down in {time.monotonic() - start:.1f}s ({account})")
     _set_cli_projects([p for p in _cli_projects() if p not in projects])
     return 0
 
@@ -242,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `testbed status | head` ends quietly
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

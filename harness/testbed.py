@@ -33,7 +33,7 @@ from harness.ready.readiness import (
     wait_ready,
 )
 from harness.render.compose import render
-from harness.sweep import SweepReport, sweep
+from harness.sweep import leftovers, sweep
 from harness.topology import loader, subnets
 from harness.topology.plan import Plan, make_plan, new_project_name
 
@@ -111,10 +111,11 @@ class Testbed:
         """Leave the testbed running after this process exits (the CLI's `up`)."""
         _armed.pop(self.plan.project, None)
 
-    def down(self) -> SweepReport:
+    def down(self) -> str:
+        """Tear down; returns a one-line account (see down_project). Safe to call twice."""
         _armed.pop(self.plan.project, None)
         if self._down:
-            return SweepReport()
+            return "already down"
         self._down = True
         for client in self._clients.values():
             client.session.close()
@@ -164,12 +165,19 @@ class Testbed:
         return dest
 
 
-def down_project(project: str) -> SweepReport:
-    """compose down when the rendered file is still there, then a label sweep for anything left."""
+def down_project(project: str) -> str:
+    """compose down when the rendered file is still there, then a label sweep for anything left.
+    Returns what was removed and what is left, counted by label."""
+    before = leftovers(project)
     compose_file = generated_dir(project) / "compose.yaml"
     if compose_file.exists():
         try:
             compose.down(project, compose_file)
         except EngineError as exc:
             print(f"warning: compose down failed, sweeping by label: {exc}", file=sys.stderr)
-    return sweep(project)
+    report = sweep(project)
+    after = leftovers(project)
+    removed = ", ".join(f"{before[kind] - after[kind]} {kind}" for kind in before)
+    left = sum(after.values())
+    errors = f"; errors: {'; '.join(report.errors)}" if report.errors else ""
+    return f"removed {removed}; {left} left{errors}"
