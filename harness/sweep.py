@@ -41,63 +41,62 @@ def _label_filter(project: str | None) -> dict:
     return {"label": f"{LABEL_PROJECT}={project}" if project else LABEL_PROJECT}
 
 
+def _labelled(client: docker.DockerClient, project: str | None) -> dict[str, list]:
+    """Labelled resources by kind, in the order they must be removed."""
+    flt = _label_filter(project)
+    return {
+        "containers": client.containers.list(all=True, filters=flt),
+        "networks": client.networks.list(filters=flt),
+        "volumes": client.volumes.list(filters=flt),
+    }
+
+
+def _project_of(resource) -> str | None:
+    labels = resource.labels if hasattr(resource, "labels") else resource.attrs.get("Labels")
+    return (labels or {}).get(LABEL_PROJECT)
+
+
 def labelled_projects(client: docker.DockerClient | None = None) -> set[str]:
     """Every project that still has a labelled container, network or volume."""
-    client = client or docker.from_env()
-    flt = _label_filter(None)
-    found = {c.labels.get(LABEL_PROJECT) for c in client.containers.list(all=True, filters=flt)}
-    found |= {n.attrs["Labels"].get(LABEL_PROJECT) for n in client.networks.list(filters=flt)}
-    found |= {(v.attrs.get("Labels") or {}).get(LABEL_PROJECT) for v in client.volumes.list(filters=flt)}
-    return {p for p in found if p}
+    resources = _labelled(client or docker.from_env(), None)
+    return {p for kind in resources.values() for r in kind if (p := _project_of(r))}
 
 
 def orphaned_projects(client: docker.DockerClient | None = None) -> set[str]:
     """Projects with labelled networks or volumes but no container: what a crash leaves behind."""
     client = client or docker.from_env()
-    flt = _label_filter(None)
-    with_containers = {c.labels.get(LABEL_PROJECT) for c in client.containers.list(all=True, filters=flt)}
+    with_containers = {_project_of(c) for c in _labelled(client, None)["containers"]}
     return labelled_projects(client) - with_containers
 
 
 def leftovers(project: str | None = None, client: docker.DockerClient | None = None) -> dict[str, int]:
-    client = client or docker.from_env()
-    flt = _label_filter(project)
-    return {
-        "containers": len(client.containers.list(all=True, filters=flt)),
-        "networks": len(client.networks.list(filters=flt)),
-        "volumes": len(client.volumes.list(filters=flt)),
-    }
+    return {kind: len(found) for kind, found in _labelled(client or docker.from_env(), project).items()}
+
+
+def _remove_network(network) -> None:
+    network.reload()
+    for attached in network.attrs.get("Containers") or {}:
+        network.disconnect(attached, force=True)
+    network.remove()
+
+
+_REMOVE = {
+    "containers": lambda container: container.remove(force=True, v=True),
+    "networks": _remove_network,
+    "volumes": lambda volume: volume.remove(force=True),
+}
 
 
 def _sweep_once(client: docker.DockerClient, project: str | None, report: SweepReport) -> None:
-    flt = _label_filter(project)
-    for container in client.containers.list(all=True, filters=flt):
-        try:
-            container.remove(force=True, v=True)
-            report.containers.append(container.name)
-        except NotFound:
-            pass
-        except APIError as exc:
-            report.errors.append(f"container {container.name}: {exc.explanation}")
-    for network in client.networks.list(filters=flt):
-        try:
-            network.reload()
-            for attached in network.attrs.get("Containers") or {}:
-                network.disconnect(attached, force=True)
-            network.remove()
-            report.networks.append(network.name)
-        except NotFound:
-            pass
-        except APIError as exc:
-            report.errors.append(f"network {network.name}: {exc.explanation}")
-    for volume in client.volumes.list(filters=flt):
-        try:
-            volume.remove(force=True)
-            report.volumes.append(volume.name)
-        except NotFound:
-            pass
-        except APIError as exc:
-            report.errors.append(f"volume {volume.name}: {exc.explanation}")
+    for kind, resources in _labelled(client, project).items():
+        for resource in resources:
+            try:
+                _REMOVE[kind](resource)
+                getattr(report, kind).append(resource.name)
+            except NotFound:
+                pass  # removed meanwhile (compose down, another sweep): that is the goal
+            except APIError as exc:
+                report.errors.append(f"{kind} {resource.name}: {exc.explanation}")
 
 
 def sweep(project: str | None = None, attempts: int = 5) -> SweepReport:

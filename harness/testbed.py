@@ -142,11 +142,24 @@ class Testbed:
     def logs(self, node: str, tail: int = 100) -> str:
         return log_tail(self.container(node), tail)
 
-    def restart(self, node: str, deadline_s: float = 60) -> None:
-        """Restart one node's container and wait until it is healthy and answering again."""
-        self.container(node).restart(timeout=10)
+    def stop(self, node: str, timeout_s: int = 10) -> int:
+        """Stop one node (SIGTERM, then SIGKILL after timeout_s); returns its exit code."""
+        container = self.container(node)
+        container.stop(timeout=timeout_s)
+        container.reload()
+        return container.attrs["State"]["ExitCode"]
+
+    def start(self, node: str, deadline_s: float = 60) -> None:
+        """Start a stopped node and wait until it is healthy again."""
+        self.container(node).start()
         subset = Plan(**{**self.plan.__dict__, "nodes": {node: self.plan.nodes[node]}})
         wait_containers_healthy(docker.from_env(), subset, deadline_s, ReadinessReport(self.plan.project))
+
+    def restart(self, node: str, deadline_s: float = 60) -> int:
+        """Stop and start one node; returns the exit code of the stop."""
+        exit_code = self.stop(node)
+        self.start(node, deadline_s)
+        return exit_code
 
     # -- evidence -------------------------------------------------------------------------------------
     def save_artifacts(self, dest: Path | None = None) -> Path:

@@ -56,6 +56,27 @@ def test_sigkill_midway_through_up_then_clean_leaves_nothing() -> None:
     assert again.returncode == 0, "clean is idempotent"
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_during_up_tears_down_without_clean(signum: int) -> None:
+    project = new_project_name("interrupted")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "up", "basic", "--project", project],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not any(sweep.leftovers(project).values()):
+        assert up.poll() is None, "testbed up finished before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    up.send_signal(signum)
+    up.wait(timeout=60)
+
+    assert up.returncode == -signum, up.stderr.read()
+    assert sweep.leftovers(project) == {"containers": 0, "networks": 0, "volumes": 0}
+
+
 def test_a_node_that_crashes_fails_readiness_fast_with_its_logs_and_leaves_nothing(tmp_path: Path) -> None:
     topology = tmp_path / "crashing.yaml"
     topology.write_text(ONE_NODE + "    env:\n      CODEX_STORAGE_QUOTA: plenty\n")

@@ -37,7 +37,9 @@ def test_data_and_identity_survive_a_node_restart(testbed: Testbed) -> None:
     cid = client.upload(data, filename="keep.bin", mimetype="application/octet-stream")
     peer_id, space = client.peer_id(), client.space()
 
-    testbed.restart("codex-1")
+    exit_code = testbed.restart("codex-1")
+
+    assert exit_code == 0, "SIGTERM must stop the node gracefully"
 
     assert client.peer_id() == peer_id, "the key file must persist the peer id"
     assert client.space() == space

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,6 +24,14 @@ NO_NETWORK = "This reference node has no BlockExchange yet: network retrieval is
 
 def error(status: int, text: str = "") -> Response:
     return Response(text, status_code=status, media_type=ERROR_TYPE)
+
+
+async def drained(body: AsyncIterator[bytes], response: Response) -> Response:
+    """Read what is left of the request body, then answer: a client still sending would
+    otherwise see its connection reset instead of the documented status."""
+    async for _ in body:
+        pass
+    return response
 
 
 def pretty_json(data: object) -> Response:
@@ -50,16 +58,17 @@ def build_app(node: Node) -> Starlette:
         return endpoint
 
     async def upload(request: Request) -> Response:
+        body = request.stream()
         mimetype = request.headers.get("content-type", "") or None
         if mimetype is not None and not is_known_mimetype(mimetype):
-            return error(422, f"The MIME type '{mimetype}' is not valid.")
+            return await drained(body, error(422, f"The MIME type '{mimetype}' is not valid."))
         filename = filename_from_content_disposition(request.headers.get("content-disposition", ""))
         if filename is not None and not is_valid_filename(filename):
-            return error(422, "The filename is not valid.")
+            return await drained(body, error(422, "The filename is not valid."))
         try:
-            cid = await store_stream(store, request.stream(), filename, mimetype)
+            cid = await store_stream(store, body, filename, mimetype)
         except (QuotaNotEnoughError, EmptyDatasetError) as exc:
-            return error(500, str(exc))
+            return await drained(body, error(500, str(exc)))
         node.metrics["uploads"] += 1
         return Response(str(cid), media_type="text/plain")
 
