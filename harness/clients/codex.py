@@ -77,6 +77,25 @@ class CodexClient:
     def space(self) -> dict:
         return self._ok("GET", "/space").json()
 
+    # -- network ----------------------------------------------------------------------------------
+    def network_download(self, cid: str) -> dict:
+        """`POST /data/{cid}/network`: returns the DataItem once the manifest is here; the
+        dataset keeps downloading in the background."""
+        return self._ok("POST", f"/data/{cid}/network").json()
+
+    def network_manifest(self, cid: str) -> dict:
+        return self._ok("GET", f"/data/{cid}/network/manifest").json()
+
+    def network_stream(self, cid: str) -> bytes:
+        return self._ok("GET", f"/data/{cid}/network/stream").content
+
+    def network_stream_to(self, cid: str, dest: Path, chunk: int = 1 << 20) -> int:
+        with self._ok("GET", f"/data/{cid}/network/stream", stream=True) as response, dest.open("wb") as out:
+            return sum(out.write(part) for part in response.iter_content(chunk))
+
+    def connect(self, peer_id: str, addrs: list[str]) -> None:
+        self._ok("GET", f"/connect/{peer_id}", params={"addrs": addrs})
+
     # -- node -------------------------------------------------------------------------------------
     def debug_info(self, timeout_s: float | None = None) -> dict:
         return self._ok("GET", "/debug/info", timeout=timeout_s or self.timeout_s).json()

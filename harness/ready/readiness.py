@@ -4,7 +4,9 @@
    A container that exits or turns unhealthy fails the wait at once, with its last log lines.
 2. app probe: from the host, `GET /debug/info` answers with a peer id and an `spr:` record.
 3. topology predicate: every node announces the address the plan gave it, and peer ids are
-   distinct (peering joins this layer with BlockExchange).
+   distinct.
+4. peering: the testbed connects the planned pairs (`GET /connect/{peer}?addrs=...`, the pattern
+   upstream's own tests use) and waits until every node lists all its planned peers.
 """
 
 from __future__ import annotations
@@ -135,6 +137,41 @@ def check_topology(plan: Plan, infos: dict[str, dict], report: ReadinessReport) 
     )
 
 
+def connect_peers(plan: Plan, infos: dict[str, dict], deadline_s: float, report: ReadinessReport) -> None:
+    start = time.monotonic()
+    for dialer, target in plan.edges:
+        addrs = [a for a in infos[target]["announceAddresses"] if "/tcp/" in a]
+        client = CodexClient(plan.nodes[dialer].api_url, timeout_s=15)
+
+        def dial(client: CodexClient = client, target: str = target, addrs: list[str] = addrs) -> bool:
+            try:
+                client.connect(infos[target]["id"], addrs)
+            except (requests.RequestException, CodexApiError) as exc:
+                raise NotYet(str(exc)) from None
+            return True
+
+        wait_until(f"{dialer} to connect to {target} at {addrs}", dial, deadline_s)
+
+    expected = {name: {infos[p]["id"] for p in node.peers} for name, node in plan.nodes.items()}
+
+    def all_peered() -> bool:
+        missing = []
+        for name, node in plan.nodes.items():
+            seen = {
+                n["peerId"] for n in CodexClient(node.api_url, timeout_s=5).debug_info()["table"]["nodes"]
+            }
+            if lacking := expected[name] - seen:
+                missing.append(f"{name} lacks {len(lacking)} of {len(expected[name])} peers")
+        if missing:
+            raise NotYet("; ".join(missing))
+        return True
+
+    wait_until("every node to see its planned peers", all_peered, deadline_s)
+    report.steps.append(
+        Step("peering", plan.topology, time.monotonic() - start, f"{len(plan.edges)} connections")
+    )
+
+
 def wait_ready(plan: Plan, deadline_s: float = 180, report: ReadinessReport | None = None) -> ReadinessReport:
     """Fills `report` as it goes, so a caller keeps the partial report when a layer fails."""
     report = report if report is not None else ReadinessReport(plan.project)
@@ -147,5 +184,6 @@ def wait_ready(plan: Plan, deadline_s: float = 180, report: ReadinessReport | No
     wait_containers_healthy(client, plan, remaining(), report)
     infos = wait_app_probes(plan, remaining(), report)
     check_topology(plan, infos, report)
+    connect_peers(plan, infos, remaining(), report)
     report.total_s = time.monotonic() - start
     return report

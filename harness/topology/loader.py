@@ -14,16 +14,16 @@ import yaml
 
 from harness.errors import TopologyError
 from harness.paths import TOPOLOGIES_DIR
-from harness.topology.model import NETWORK_KINDS, NODE_KINDS, Network, Node, Topology
+from harness.topology.model import NETWORK_KINDS, NODE_KINDS, PEERING_MODES, Network, Node, Topology
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 BYTES_RE = re.compile(r"^\d+\s*([kKmMgGtT]i?[bB]?)?$")
 DURATION_RE = re.compile(r"^\d+[smhd]?$")
 LOG_LEVELS = ("trace", "debug", "info", "notice", "warn", "error", "fatal")
 
-TOP_KEYS = {"name", "description", "networks", "nodes"}
+TOP_KEYS = {"name", "description", "networks", "nodes", "peering"}
 NETWORK_KEYS = {"kind"}
-NODE_KEYS = {"kind", "impl", "image", "network", "storage_quota", "block_ttl", "log_level", "env"}
+NODE_KEYS = {"kind", "impl", "image", "network", "storage_quota", "block_ttl", "log_level", "env", "peers"}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -137,6 +137,9 @@ def _load_node(check: _Checker, name: str, raw: Any, networks: dict[str, Network
     def optional(key: str, pattern: re.Pattern, what: str) -> str | None:
         return check.matches(data[key], pattern, what, f"{path}.{key}") if key in data else None
 
+    peers = data.get("peers", [])
+    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+        raise check.fail(f"{path}.peers", "must be a list of node names")
     level = data.get("log_level")
     if level is not None and str(level).split(";")[0].lower() not in LOG_LEVELS:
         raise check.fail(f"{path}.log_level", f"must be one of {', '.join(LOG_LEVELS)}; got {level!r}")
@@ -149,6 +152,7 @@ def _load_node(check: _Checker, name: str, raw: Any, networks: dict[str, Network
         block_ttl=optional("block_ttl", DURATION_RE, "a duration like 3600, 90m or 30d"),
         log_level=str(level) if level is not None else None,
         env={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in env.items()},
+        peers=tuple(peers),
     )
 
 
@@ -176,8 +180,16 @@ def parse(text: str, file: Path) -> Topology:
     if not raw_nodes:
         raise check.fail("nodes", "declares no nodes")
     nodes = {n: _load_node(check, n, v, networks, wans[0]) for n, v in raw_nodes.items()}
+    for node in nodes.values():
+        for i, peer in enumerate(node.peers):
+            if peer not in nodes or peer == node.name:
+                what = "itself" if peer == node.name else f"undefined node {peer!r}"
+                raise check.fail(f"nodes.{node.name}.peers[{i}]", f"names {what}")
+    peering = check.choice(data.get("peering", "mesh"), PEERING_MODES, "peering")
     description = data.get("description", "")
-    return Topology(name=name, source=file, networks=networks, nodes=nodes, description=str(description))
+    return Topology(
+        name=name, source=file, networks=networks, nodes=nodes, description=str(description), peering=peering
+    )
 
 
 def load(name_or_path: str | Path) -> Topology:

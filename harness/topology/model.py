@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 NODE_KINDS = ("codex",)
+PEERING_MODES = ("mesh", "none")
 NETWORK_KINDS = ("wan",)
 REFERENCE_IMAGES = {"codex": "codex-ref"}
 
@@ -26,6 +27,7 @@ class Node:
     block_ttl: str | None = None
     log_level: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    peers: tuple[str, ...] = ()  # nodes this one must be connected to, besides `peering`
 
     @property
     def reference_image(self) -> str | None:
@@ -40,6 +42,19 @@ class Topology:
     networks: dict[str, Network]
     nodes: dict[str, Node]
     description: str = ""
+    peering: str = "mesh"
+
+    def edges(self) -> list[tuple[str, str]]:
+        """Connections the testbed makes: all pairs for `mesh`, plus each node's `peers`."""
+        names = list(self.nodes)
+        pairs = (
+            {(a, b) for i, a in enumerate(names) for b in names[i + 1 :]} if self.peering == "mesh" else set()
+        )
+        for node in self.nodes.values():
+            for peer in node.peers:
+                if (peer, node.name) not in pairs:
+                    pairs.add((node.name, peer))
+        return sorted(pairs)
 
     @property
     def wan(self) -> Network:

@@ -17,6 +17,7 @@ from harness.paths import REPO_ROOT
 from harness.topology.model import Topology
 
 API_PORT = 8080
+METRICS_PORT = 8008
 LISTEN_PORT = 8070
 DISC_PORT = 8090
 FIRST_HOST = 10  # .1 is the bridge gateway; keep a few for routers and helpers later
@@ -41,10 +42,15 @@ class NodePlan:
     ip: str
     api_port: int
     env: dict[str, str]
+    peers: tuple[str, ...]  # the nodes it must be connected to once ready
 
     @property
     def api_url(self) -> str:
         return f"http://{self.ip}:{self.api_port}/api/codex/v1"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.ip}:{METRICS_PORT}/metrics"
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class Plan:
     created: str
     networks: dict[str, NetworkPlan]
     nodes: dict[str, NodePlan]
+    edges: tuple[tuple[str, str], ...]  # connections made during readiness (first dials second)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -68,7 +75,8 @@ class Plan:
             source=raw["source"],
             created=raw["created"],
             networks={k: NetworkPlan(**v) for k, v in raw["networks"].items()},
-            nodes={k: NodePlan(**v) for k, v in raw["nodes"].items()},
+            nodes={k: NodePlan(**{**v, "peers": tuple(v["peers"])}) for k, v in raw["nodes"].items()},
+            edges=tuple(tuple(e) for e in raw["edges"]),
         )
 
 
@@ -89,6 +97,9 @@ def _codex_env(node, ip: str) -> dict[str, str]:
         # Announce the WAN address explicitly: upstream's NAT_IP_AUTO breaks on multi-homed containers.
         "CODEX_NAT": f"extip:{ip}",
         "CODEX_LOG_LEVEL": node.log_level or "info",
+        "CODEX_METRICS": "true",
+        "CODEX_METRICS_ADDRESS": "0.0.0.0",
+        "CODEX_METRICS_PORT": str(METRICS_PORT),
     }
     if node.storage_quota:
         env["CODEX_STORAGE_QUOTA"] = node.storage_quota.replace(" ", "")
@@ -119,6 +130,7 @@ def make_plan(
             internal=network.kind == "wan",
         )
         free_hosts[network.name] = iter(hosts[FIRST_HOST - 1 :])
+    edges = topology.edges()
     nodes = {}
     for node in topology.nodes.values():
         ip = str(next(free_hosts[node.network]))
@@ -132,6 +144,7 @@ def make_plan(
             ip=ip,
             api_port=API_PORT,
             env=_codex_env(node, ip),
+            peers=tuple(sorted({b if a == node.name else a for a, b in edges if node.name in (a, b)})),
         )
     source = topology.source.resolve()
     return Plan(
@@ -141,4 +154,5 @@ def make_plan(
         created=created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         networks=networks,
         nodes=nodes,
+        edges=tuple(edges),
     )

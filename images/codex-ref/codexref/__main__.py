@@ -11,7 +11,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from codexref import config as cfg
-from codexref.api import build_app
+from codexref.api import build_app, build_metrics_app
 from codexref.node import Node, set_python_log_level
 
 log = logging.getLogger("codex")
@@ -26,12 +26,16 @@ async def maintenance(node: Node) -> None:
             log.info("maintenance: %d expired blocks removed", removed)
 
 
+def _hypercorn(bind: str) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [bind]
+    config.accesslog = None
+    config.graceful_timeout = 5
+    return config
+
+
 async def run(node: Node) -> None:
     stop = trio.Event()
-    hyper = HypercornConfig()
-    hyper.bind = [f"{node.config.api_bindaddr}:{node.config.api_port}"]
-    hyper.accesslog = None
-    hyper.graceful_timeout = 5
 
     async def on_signal() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -43,15 +47,22 @@ async def run(node: Node) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(on_signal)
         nursery.start_soon(maintenance, node)
-        app = build_app(node)
+        await nursery.start(node.run_p2p)  # REST starts last, once the switch and engine run
         log.info(
-            "peer id %s, repo %s, quota %d bytes",
+            "peer id %s, listening on %s, repo %s, quota %d bytes",
             node.identity.peer_id,
+            ", ".join(str(a) for a in node.host.get_addrs()),
             node.config.data_dir,
             node.config.storage_quota,
         )
-        print(f"REST service started on {hyper.bind[0]}{node.config.api_prefix}", flush=True)
-        await serve(app, hyper, shutdown_trigger=stop.wait)
+        if node.config.metrics:
+            metrics_bind = f"{node.config.metrics_address}:{node.config.metrics_port}"
+            nursery.start_soon(
+                lambda: serve(build_metrics_app(node), _hypercorn(metrics_bind), shutdown_trigger=stop.wait)
+            )
+        rest = _hypercorn(f"{node.config.api_bindaddr}:{node.config.api_port}")
+        print(f"REST service started on {rest.bind[0]}{node.config.api_prefix}", flush=True)
+        await serve(build_app(node), rest, shutdown_trigger=stop.wait)
         nursery.cancel_scope.cancel()
 
 

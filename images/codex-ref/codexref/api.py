@@ -5,21 +5,24 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 
+from libp2p.peer.id import ID
+from multiaddr import Multiaddr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from codexref import config as cfg
+from codexref.blockexc.engine import RetriesExhaustedError
 from codexref.cid import Cid, CidError
-from codexref.dataset import EmptyDatasetError, read_local, store_stream
+from codexref.dataset import EmptyDatasetError, store_stream
+from codexref.manifest import Manifest
 from codexref.node import Node
 from codexref.protobuf import DecodeError
 from codexref.store import BlockNotFoundError, QuotaNotEnoughError
 from codexref.validation import filename_from_content_disposition, is_known_mimetype, is_valid_filename
 
 ERROR_TYPE = "text/html; charset=utf-8"  # what upstream's presto server sends with error bodies
-NO_NETWORK = "This reference node has no BlockExchange yet: network retrieval is unavailable."
 
 
 def error(status: int, text: str = "") -> Response:
@@ -69,24 +72,56 @@ def build_app(node: Node) -> Starlette:
             cid = await store_stream(store, body, filename, mimetype)
         except (QuotaNotEnoughError, EmptyDatasetError) as exc:
             return await drained(body, error(500, str(exc)))
-        node.metrics["uploads"] += 1
+        node.metrics.inc("uploads")
         return Response(str(cid), media_type="text/plain")
 
     async def list_data(request: Request) -> Response:
         return JSONResponse({"content": [m.data_item(cid) for cid, m in store.manifests()]})
 
+    def stream_response(manifest: Manifest, extra: dict[str, str] | None = None) -> Response:
+        """Upstream's download headers; blocks missing locally are fetched while streaming."""
+        disposition = f'attachment; filename="{manifest.filename}"' if manifest.filename else "attachment"
+        headers = {
+            "Content-Disposition": disposition,
+            "Content-Length": str(manifest.dataset_size),
+            **(extra or {}),
+        }
+        node.metrics.inc("downloads")
+        return StreamingResponse(
+            node.engine.stream(manifest),
+            headers=headers,
+            media_type=manifest.mimetype or "application/octet-stream",
+        )
+
     async def download_local(request: Request, cid: Cid) -> Response:
         try:
             manifest = store.manifest(cid)
-            blocks = read_local(store, manifest)
         except (BlockNotFoundError, DecodeError) as exc:
             return error(404, f"The requested CID could not be retrieved ({exc}).")
-        disposition = f'attachment; filename="{manifest.filename}"' if manifest.filename else "attachment"
-        headers = {"Content-Disposition": disposition, "Content-Length": str(manifest.dataset_size)}
-        node.metrics["downloads"] += 1
-        return StreamingResponse(
-            blocks, headers=headers, media_type=manifest.mimetype or "application/octet-stream"
-        )
+        return stream_response(manifest)
+
+    async def network_manifest(cid: Cid) -> Manifest | Response:
+        try:
+            return await node.engine.fetch_manifest(cid)
+        except (RetriesExhaustedError, BlockNotFoundError, DecodeError) as exc:
+            return error(404, str(exc))
+
+    async def download_network(request: Request, cid: Cid) -> Response:
+        manifest = await network_manifest(cid)
+        if isinstance(manifest, Response):
+            return manifest
+        node.engine.start_fetch(manifest)
+        return JSONResponse(manifest.data_item(cid))
+
+    async def download_stream(request: Request, cid: Cid) -> Response:
+        manifest = await network_manifest(cid)
+        if isinstance(manifest, Response):
+            return manifest
+        return stream_response(manifest, {"Access-Control-Expose-Headers": "Content-Disposition"})
+
+    async def manifest_only(request: Request, cid: Cid) -> Response:
+        manifest = await network_manifest(cid)
+        return manifest if isinstance(manifest, Response) else JSONResponse(manifest.data_item(cid))
 
     async def delete(request: Request, cid: Cid) -> Response:
         store.delete(cid)
@@ -95,11 +130,17 @@ def build_app(node: Node) -> Starlette:
     async def exists(request: Request, cid: Cid) -> Response:
         return JSONResponse({str(cid): store.has(cid)})
 
-    async def network_unavailable(request: Request, cid: Cid) -> Response:
-        return error(503, NO_NETWORK)
-
     async def connect(request: Request) -> Response:
-        return error(503, NO_NETWORK)
+        try:
+            peer_id = ID.from_base58(request.path_params["peer_id"]).to_base58()
+            addrs = [str(Multiaddr(a)) for a in request.query_params.getlist("addrs")]
+        except Exception as exc:
+            return error(400, str(exc) or "Invalid peer id or address")
+        if not addrs:
+            return error(400, "Unable to find Peer!")  # no DHT here to look the peer up
+        if not await node.connect(peer_id, addrs):
+            return error(400, "Unable to dial peer")
+        return Response("Successfully connected to peer", media_type="text/plain")
 
     async def space(request: Request) -> Response:
         return JSONResponse(store.space())
@@ -136,9 +177,9 @@ def build_app(node: Node) -> Starlette:
         Route(f"{prefix}/data/{{cid}}", with_cid(download_local), methods=["GET"]),
         Route(f"{prefix}/data/{{cid}}", with_cid(delete), methods=["DELETE"]),
         Route(f"{prefix}/data/{{cid}}/exists", with_cid(exists), methods=["GET"]),
-        Route(f"{prefix}/data/{{cid}}/network", with_cid(network_unavailable), methods=["POST"]),
-        Route(f"{prefix}/data/{{cid}}/network/stream", with_cid(network_unavailable), methods=["GET"]),
-        Route(f"{prefix}/data/{{cid}}/network/manifest", with_cid(network_unavailable), methods=["GET"]),
+        Route(f"{prefix}/data/{{cid}}/network", with_cid(download_network), methods=["POST"]),
+        Route(f"{prefix}/data/{{cid}}/network/stream", with_cid(download_stream), methods=["GET"]),
+        Route(f"{prefix}/data/{{cid}}/network/manifest", with_cid(manifest_only), methods=["GET"]),
         Route(f"{prefix}/connect/{{peer_id}}", connect, methods=["GET"]),
         Route(f"{prefix}/space", space, methods=["GET"]),
         Route(f"{prefix}/debug/info", debug_info, methods=["GET"]),
@@ -151,3 +192,10 @@ def build_app(node: Node) -> Starlette:
         ),
     ]
     return Starlette(routes=routes)
+
+
+def build_metrics_app(node: Node) -> Starlette:
+    async def metrics(request: Request) -> Response:
+        return Response(node.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])

@@ -47,10 +47,10 @@ def read_local(store: RepoStore, manifest: Manifest) -> Iterator[bytes]:
     """The dataset's bytes block by block, trimmed to datasetSize.
 
     Raises BlockNotFoundError when a block is not in the local store."""
-    remaining = manifest.dataset_size
-    for leaf in store.tree_leaves(manifest.tree_cid):
-        block = store.get(Cid(BLOCK_CODEC, leaf))
-        yield block[: min(remaining, len(block))]
-        remaining -= len(block)
-        if remaining <= 0:
-            return
+    for index in range(manifest.blocks_count):
+        yield trim(manifest, index, store.block_at(manifest.tree_cid, index))
+
+
+def trim(manifest: Manifest, index: int, block: bytes) -> bytes:
+    """A block as part of the dataset: the last one loses its zero padding."""
+    return block[: max(0, min(len(block), manifest.dataset_size - index * manifest.block_size))]

@@ -1,19 +1,23 @@
-"""A node's state shared by its REST API and background tasks: config, repo, identity, records."""
+"""A node: config, repo, identity, libp2p host and BlockExchange engine, shared by REST and tasks."""
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections import Counter
-from pathlib import Path
 
+import multiaddr as ma
+import trio
 from Crypto.Hash import keccak
+from libp2p.peer.id import ID
 
-from codexref import VERSION, identity, multiaddr
+from codexref import VERSION, identity, multiaddr, p2p
+from codexref.blockexc.engine import Engine, EngineConfig
 from codexref.config import Config
+from codexref.metrics import Metrics
 from codexref.store import RepoStore
 
 REVISION = "reference"
+CONNECT_TIMEOUT_S = 10
 log = logging.getLogger("codex")
 
 
@@ -30,6 +34,11 @@ def set_python_log_level(level: str) -> None:
     logging.getLogger().setLevel(mapping.get(name, name))
 
 
+def node_id(peer_id_bytes: bytes) -> str:
+    """The DHT node id upstream shows in /debug/info: keccak256 of the peer id bytes."""
+    return keccak.new(digest_bits=256, data=peer_id_bytes).hexdigest()
+
+
 class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -38,19 +47,70 @@ class Node:
         self.store = RepoStore(config.data_dir, config.storage_quota)
         self.identity = identity.load_or_create(config.data_dir / "key")
         self.announce_ip = config.announce_ip or _own_ip()
-        self.metrics: Counter[str] = Counter()
-        # Like upstream's DHT record: the node's UDP discovery endpoint, first address reachable.
-        dht_addr = f"/ip4/{self.announce_ip}/udp/{config.disc_port}"
-        self.spr = self.identity.signed_peer_record([multiaddr.to_bytes(dht_addr)])
+        self.metrics = Metrics()
+        self.metrics.gauge("codex_repostore_blocks", lambda: self.store.total_blocks)
+        self.metrics.gauge("codex_repostore_bytes_used", lambda: self.store.quota_used_bytes)
+        self.metrics.gauge("codex_repostore_bytes_reserved", lambda: 0)
+        self.host = p2p.build_host(self.identity, self.announce_addresses)
+        self.engine = Engine(
+            self.host, self.store, self.metrics, EngineConfig(block_retries=config.block_retries)
+        )
+        # Like upstream's DHT record, the UDP discovery endpoint comes first; the TCP addresses
+        # follow so that other reference nodes can dial a bootstrap node without a DHT.
+        record = [f"/ip4/{self.announce_ip}/udp/{config.disc_port}", *self.announce_addresses]
+        self.spr = self.identity.signed_peer_record([multiaddr.to_bytes(a) for a in record])
 
     @property
     def announce_addresses(self) -> list[str]:
         return [multiaddr.with_ip(addr, self.announce_ip) for addr in self.config.listen_addrs]
 
+    async def run_p2p(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, start the engine, dial bootstrap nodes; reports started once listening."""
+        listen = [ma.Multiaddr(a) for a in self.config.listen_addrs]
+        async with self.host.run(listen_addrs=listen), trio.open_nursery() as nursery:
+            await nursery.start(self.engine.run)
+            events = p2p.PeerEvents(self.host, self.engine.peer_joined, self.engine.peer_left)
+            self.host.get_network().register_notifee(events)
+            for spr in self.config.bootstrap_nodes:
+                nursery.start_soon(self._keep_dialling, spr)
+            task_status.started()
+
+    async def _keep_dialling(self, spr: str) -> None:
+        """Dial a bootstrap node until it answers (it may start after us), backing off to 30 s."""
+        peer_id, addrs = p2p.decode_spr(spr)
+        tcp = [a for a in addrs if "/tcp/" in a]
+        delay = 1.0
+        while ID.from_base58(peer_id) not in self.engine.peers:
+            if await self.connect(peer_id, tcp):
+                log.info("connected to bootstrap node %s", peer_id)
+                return
+            await trio.sleep(delay)
+            delay = min(delay * 2, 30)
+
+    async def connect(self, peer_id: str, addrs: list[str]) -> bool:
+        with trio.move_on_after(CONNECT_TIMEOUT_S):
+            try:
+                await self.host.connect(p2p.peer_info(peer_id, addrs))
+                self.engine.peer_joined(ID.from_base58(peer_id))
+                return True
+            except Exception as exc:
+                log.info("dial %s %s failed: %r", peer_id, addrs, exc)
+        return False
+
+    def _peer_entry(self, peer: ID) -> dict:
+        conns = self.host.get_network().get_connections(peer)
+        remote = conns[0].muxed_conn.get_remote_address() if conns else None
+        return {
+            "nodeId": node_id(peer.to_bytes()),
+            "peerId": peer.to_base58(),
+            "record": "",
+            "address": f"{remote[0]}:{remote[1]}" if remote else None,
+            "seen": True,
+        }
+
     def debug_info(self) -> dict:
-        node_id = keccak.new(digest_bits=256, data=self.identity.peer_id_bytes).hexdigest()
         local = {
-            "nodeId": node_id,
+            "nodeId": node_id(self.identity.peer_id_bytes),
             "peerId": self.identity.peer_id,
             "record": self.spr,
             "address": f"{self.announce_ip}:{self.config.disc_port}",
@@ -58,11 +118,12 @@ class Node:
         }
         return {
             "id": self.identity.peer_id,
-            "addrs": list(self.config.listen_addrs),
-            "repo": str(Path(self.config.data_dir)),
+            "addrs": [str(a).split("/p2p/")[0] for a in self.host.get_addrs()]
+            or list(self.config.listen_addrs),
+            "repo": str(self.config.data_dir),
             "spr": self.spr,
             "announceAddresses": self.announce_addresses,
-            "table": {"localNode": local, "nodes": []},
+            "table": {"localNode": local, "nodes": [self._peer_entry(p) for p in self.engine.peers]},
             "codex": {"version": VERSION, "revision": REVISION, "contracts": ""},
         }
 

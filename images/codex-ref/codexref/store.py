@@ -17,6 +17,7 @@ from codexref.cid import BLOCK_CODEC, MANIFEST_CODEC, Cid
 from codexref.manifest import Manifest
 
 DIGEST_LEN = 32
+ZERO_DIGEST = bytes(DIGEST_LEN)
 
 
 class BlockNotFoundError(LookupError):
@@ -93,18 +94,43 @@ class RepoStore:
     def put_tree(self, tree_cid: Cid, leaves: list[bytes]) -> None:
         _atomic_write(self.trees_dir / str(tree_cid), b"".join(leaves))
 
+    def ensure_tree(self, tree_cid: Cid, nleaves: int) -> None:
+        """Room for a tree being downloaded: unknown leaves are all-zero digests."""
+        path = self.trees_dir / str(tree_cid)
+        if not path.exists():
+            _atomic_write(path, bytes(DIGEST_LEN * nleaves))
+
+    def put_leaf(self, tree_cid: Cid, index: int, digest: bytes) -> None:
+        with (self.trees_dir / str(tree_cid)).open("r+b") as tree:
+            tree.seek(index * DIGEST_LEN)
+            tree.write(digest)
+
+    def leaf_digest(self, tree_cid: Cid, index: int) -> bytes | None:
+        """The leaf's block digest, or None when the tree or that leaf is unknown here."""
+        try:
+            with (self.trees_dir / str(tree_cid)).open("rb") as tree:
+                digest = os.pread(tree.fileno(), DIGEST_LEN, index * DIGEST_LEN)
+        except FileNotFoundError:
+            return None
+        return digest if len(digest) == DIGEST_LEN and digest != ZERO_DIGEST else None
+
     def tree_leaves(self, tree_cid: Cid) -> list[bytes]:
+        """All leaf digests in order; unknown leaves of a partial tree are all zeros."""
         try:
             raw = (self.trees_dir / str(tree_cid)).read_bytes()
         except FileNotFoundError:
             raise BlockNotFoundError("Block not found in local store") from None
         return [raw[i : i + DIGEST_LEN] for i in range(0, len(raw), DIGEST_LEN)]
 
+    def has_leaf(self, tree_cid: Cid, index: int) -> bool:
+        digest = self.leaf_digest(tree_cid, index)
+        return digest is not None and self.has(Cid(BLOCK_CODEC, digest))
+
     def block_at(self, tree_cid: Cid, index: int) -> bytes:
-        leaves = self.tree_leaves(tree_cid)
-        if not 0 <= index < len(leaves):
+        digest = self.leaf_digest(tree_cid, index)
+        if digest is None:
             raise BlockNotFoundError("Block not found in local store")
-        return self.get(Cid(BLOCK_CODEC, leaves[index]))
+        return self.get(Cid(BLOCK_CODEC, digest))
 
     def put_manifest(self, manifest: Manifest) -> Cid:
         cid = manifest.cid()
@@ -143,7 +169,7 @@ class RepoStore:
 
     def _leaves_or_empty(self, tree_cid: Cid) -> list[bytes]:
         try:
-            return self.tree_leaves(tree_cid)
+            return [leaf for leaf in self.tree_leaves(tree_cid) if leaf != ZERO_DIGEST]
         except BlockNotFoundError:
             return []
 

@@ -1,0 +1,512 @@
+"""The BlockExchange engine (codex.md section 5.3), event-driven.
+
+Our side: every block we need is a `Want`. A want whose block no known peer has is *searching*:
+we send wantHave (sendDontHave) to connected peers and retry every 0..`retry_interval` seconds,
+spending one of its `block_retries`. When a peer reports presence, the want becomes *ready*; one
+scheduler task assigns ready wants to peers that have the block, by weighted random choice
+(penalty 2 x outstanding + 5 x failure rate) under a per-peer in-flight cap, and sends wantBlock.
+An assigned want that is not answered within `request_timeout` counts a failure for that peer and
+is retried elsewhere. After a delivery, cancels go to every other peer we asked. A peer silent for
+`peer_activity_timeout` while we wait on it is dropped and disconnected. Peer discovery is by
+presence alone (no DHT): whoever we are connected to is asked.
+
+Their side: wantHave is answered with a presence (dontHave only when asked for); wantBlock of a
+local block is queued for delivery, of a missing one remembered and served when it arrives;
+deliveries carry Merkle proofs that the receiver verifies; at most 20 blocks per message.
+On a new connection we send our whole want list (full=true).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from codexref import merkle
+from codexref.blockexc import PROTOCOL_ID
+from codexref.blockexc.messages import (
+    PRESENCE_DONT_HAVE,
+    PRESENCE_HAVE,
+    WANT_BLOCK,
+    WANT_HAVE,
+    BlockAddress,
+    BlockDelivery,
+    BlockPresence,
+    Message,
+    WantEntry,
+)
+from codexref.blockexc.peers import FrameReader, PeerContext
+from codexref.cid import BLOCK_CODEC, MANIFEST_CODEC, ROOT_CODEC, Cid, CidError
+from codexref.dataset import trim
+from codexref.manifest import Manifest
+from codexref.metrics import Metrics
+from codexref.protobuf import DecodeError
+from codexref.store import RepoStore
+
+log = logging.getLogger("codex.blockexc")
+
+
+class RetriesExhaustedError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    block_retries: int = 3000
+    retry_interval_s: float = 2.0
+    request_timeout_s: float = 30.0
+    peer_activity_timeout_s: float = 60.0
+    max_inflight_per_peer: int = 32
+    max_blocks_per_message: int = 20
+    window: int = 1024
+
+
+@dataclass(eq=False)
+class Want:
+    address: BlockAddress
+    retries: int
+    done: trio.Event = field(default_factory=trio.Event)
+    peer: PeerContext | None = None  # assigned: wantBlock in flight to this peer
+    deadline: float = 0.0
+    next_search: float = 0.0
+    queued: bool = False  # in the scheduler's ready queue
+    error: Exception | None = None
+    on_done: list[Callable[[], None]] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(self, host: IHost, store: RepoStore, metrics: Metrics, config: EngineConfig) -> None:
+        self.host = host
+        self.store = store
+        self.metrics = metrics
+        self.config = config
+        self.peers: dict[ID, PeerContext] = {}
+        self.wants: dict[BlockAddress, Want] = {}
+        self.ready: deque[Want] = deque()
+        self.schedule = trio.Event()
+        self.complete_trees: dict[bytes, list[list[bytes]]] = {}  # treeCid bytes -> Merkle layers
+        self.received_proofs: dict[tuple[bytes, int], bytes] = {}  # for trees still downloading
+        self.fetching: set[bytes] = set()  # trees with a background dataset fetch running
+        self.nursery: trio.Nursery | None = None
+        self.rng = random.Random()
+        host.set_stream_handler(TProtocol(PROTOCOL_ID), self.handle_stream)
+        metrics.gauge("codex_block_exchange_pending_block_requests", lambda: len(self.wants))
+        metrics.gauge("libp2p_peers", lambda: len(self.peers))
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            nursery.start_soon(self._scheduler)
+            nursery.start_soon(self._timers)
+            task_status.started()
+
+    # -- peers ------------------------------------------------------------------------------------------
+    def peer_joined(self, peer_id: ID) -> PeerContext:
+        ctx = self.peers.get(peer_id)
+        if ctx is None:
+            ctx = self.peers[peer_id] = PeerContext(peer_id)
+            assert self.nursery is not None
+            self.nursery.start_soon(self._sender, ctx)
+            wanted = [WantEntry(w.address, WANT_HAVE, send_dont_have=True) for w in self.wants.values()]
+            ctx.queue_wants(wanted, full=True)
+            self.schedule.set()
+        return ctx
+
+    def peer_left(self, peer_id: ID) -> None:
+        ctx = self.peers.pop(peer_id, None)
+        if ctx is None:
+            return
+        ctx.wake.set()  # lets its sender notice and end
+        for want in self.wants.values():
+            if want.peer is ctx:
+                self._unassign(want, failed=False)
+        self.schedule.set()
+
+    async def _drop_peer(self, ctx: PeerContext, reason: str) -> None:
+        log.info("dropping peer %s: %s", ctx.peer_id, reason)
+        self.peer_left(ctx.peer_id)
+        try:
+            await self.host.disconnect(ctx.peer_id)
+        except Exception as exc:
+            log.debug("disconnect %s failed: %s", ctx.peer_id, exc)
+
+    async def _sender(self, ctx: PeerContext) -> None:
+        stream: INetStream | None = None
+        try:
+            while ctx.peer_id in self.peers:
+                await ctx.wake.wait()
+                ctx.wake = trio.Event()
+                while ctx.peer_id in self.peers:
+                    msg = ctx.next_message(self._delivery_for, self.config.max_blocks_per_message)
+                    if msg is None:
+                        break
+                    if stream is None:
+                        stream = await self.host.new_stream(ctx.peer_id, [TProtocol(PROTOCOL_ID)])
+                    await stream.write(msg.framed())
+                    self._count_sent(msg)
+        except Exception as exc:
+            if ctx.peer_id in self.peers:
+                await self._drop_peer(ctx, f"send failed: {exc!r}")
+        finally:
+            if stream is not None:
+                with trio.move_on_after(1):
+                    await stream.close()
+
+    def _count_sent(self, msg: Message) -> None:
+        kinds = {e.want_type for e in msg.wantlist.entries if not e.cancel}
+        if WANT_HAVE in kinds:
+            self.metrics.inc("want_have_lists_sent")
+        if WANT_BLOCK in kinds:
+            self.metrics.inc("want_block_lists_sent")
+        self.metrics.inc("blocks_sent", len(msg.payload))
+
+    async def handle_stream(self, stream: INetStream) -> None:
+        peer_id = stream.muxed_conn.peer_id
+        reader = FrameReader(stream)
+        try:
+            while (body := await reader.read()) is not None:
+                ctx = self.peers.get(peer_id) or self.peer_joined(peer_id)
+                ctx.last_activity = time.monotonic()
+                self.handle_message(ctx, Message.decode(body))
+        except (DecodeError, CidError) as exc:
+            log.warning("malformed message from %s: %s", peer_id, exc)
+        except Exception as exc:
+            log.debug("inbound stream from %s ended: %r", peer_id, exc)
+        finally:
+            with trio.move_on_after(1):
+                await stream.close()
+
+    # -- their messages ---------------------------------------------------------------------------------
+    def handle_message(self, ctx: PeerContext, msg: Message) -> None:
+        kinds = {e.want_type for e in msg.wantlist.entries if not e.cancel}
+        if WANT_HAVE in kinds:
+            self.metrics.inc("want_have_lists_received")
+        if WANT_BLOCK in kinds:
+            self.metrics.inc("want_block_lists_received")
+        for entry in msg.wantlist.entries:
+            self._on_want(ctx, entry)
+        for presence in msg.block_presences:
+            self._on_presence(ctx, presence)
+        for delivery in msg.payload:
+            self._on_delivery(ctx, delivery)
+
+    def _on_want(self, ctx: PeerContext, entry: WantEntry) -> None:
+        address = entry.address
+        if entry.cancel:
+            ctx.wants_from_them.pop(address, None)
+            ctx.cancel_delivery(address)
+            return
+        local = self.has(address)
+        if entry.want_type == WANT_BLOCK and local:
+            ctx.queue_delivery(address)
+        elif entry.want_type == WANT_HAVE and local:
+            ctx.queue_presence(BlockPresence(address, PRESENCE_HAVE))
+        else:
+            ctx.wants_from_them[address] = entry  # answered when the block arrives here
+            if entry.send_dont_have:
+                ctx.queue_presence(BlockPresence(address, PRESENCE_DONT_HAVE))
+
+    def _on_presence(self, ctx: PeerContext, presence: BlockPresence) -> None:
+        address = presence.address
+        want = self.wants.get(address)
+        if presence.type == PRESENCE_HAVE:
+            ctx.have.add(address)
+            ctx.dont_have.discard(address)
+            if want is not None and want.peer is None:
+                self._make_ready(want)
+        else:
+            ctx.have.discard(address)
+            ctx.dont_have.add(address)
+            if want is not None and want.peer is ctx:
+                self._unassign(want, failed=False)
+
+    def _on_delivery(self, ctx: PeerContext, delivery: BlockDelivery) -> None:
+        address = delivery.address
+        want = self.wants.get(address)
+        if want is None:
+            self.metrics.inc("duplicate_blocks_received" if self.has(address) else "spurious_blocks_received")
+            return
+        problem = self._verify(delivery)
+        if problem:
+            log.warning("rejected block from %s: %s", ctx.peer_id, problem)
+            ctx.failures += 1
+            return
+        self._store(delivery)
+        self.metrics.inc("blocks_received")
+        ctx.successes += 1
+        ctx.have.add(address)
+        self._complete(want, deliverer=ctx)
+        self._announce_new_block(address)
+
+    def _verify(self, delivery: BlockDelivery) -> str | None:
+        try:
+            cid = Cid.from_bytes(delivery.cid)
+        except CidError:
+            return "bad block cid"
+        if hashlib.sha256(delivery.data).digest() != cid.digest:
+            return "data does not hash to its cid"
+        address = delivery.address
+        if not address.leaf:
+            return None if address.cid == delivery.cid else "cid differs from the requested one"
+        if cid.codec != BLOCK_CODEC:
+            return "leaf block with a non-block codec"
+        try:
+            tree = Cid.from_bytes(address.tree_cid)
+            proof = merkle.Proof.decode(delivery.proof)
+        except (CidError, DecodeError):
+            return "undecodable tree cid or proof"
+        if proof.index != address.index:
+            return f"proof is for index {proof.index}, not {address.index}"
+        if tree.codec != ROOT_CODEC or not merkle.verify(proof, cid.digest, tree.digest):
+            return "Merkle proof does not verify"
+        return None
+
+    def _store(self, delivery: BlockDelivery) -> None:
+        cid = Cid.from_bytes(delivery.cid)
+        self.store.put(cid, delivery.data)
+        address = delivery.address
+        if address.leaf:
+            tree = Cid.from_bytes(address.tree_cid)
+            self.store.ensure_tree(tree, merkle.Proof.decode(delivery.proof).nleaves)
+            self.store.put_leaf(tree, address.index, cid.digest)
+            self.received_proofs[(address.tree_cid, address.index)] = delivery.proof
+        elif cid.codec == MANIFEST_CODEC:
+            self.store.put_manifest(Manifest.decode(delivery.data))
+
+    def _announce_new_block(self, address: BlockAddress) -> None:
+        """Peers that asked us for this block while we lacked it get it (or its presence) now."""
+        for ctx in self.peers.values():
+            entry = ctx.wants_from_them.pop(address, None)
+            if entry is None:
+                continue
+            if entry.want_type == WANT_BLOCK:
+                ctx.queue_delivery(address)
+            else:
+                ctx.queue_presence(BlockPresence(address, PRESENCE_HAVE))
+
+    # -- serving ----------------------------------------------------------------------------------------
+    def has(self, address: BlockAddress) -> bool:
+        if address.leaf:
+            return self.store.has_leaf(Cid.from_bytes(address.tree_cid), address.index)
+        return self.store.has(Cid.from_bytes(address.cid))
+
+    def _delivery_for(self, address: BlockAddress) -> BlockDelivery | None:
+        try:
+            if not address.leaf:
+                cid = Cid.from_bytes(address.cid)
+                return BlockDelivery(address.cid, self.store.get(cid), address)
+            tree = Cid.from_bytes(address.tree_cid)
+            data = self.store.block_at(tree, address.index)
+            digest = self.store.leaf_digest(tree, address.index)
+            proof = self._proof(tree, address.index)
+        except LookupError:
+            return None
+        if proof is None or digest is None:
+            return None
+        return BlockDelivery(Cid(BLOCK_CODEC, digest).to_bytes(), data, address, proof)
+
+    def _proof(self, tree: Cid, index: int) -> bytes | None:
+        key = tree.to_bytes()
+        layers = self.complete_trees.get(key)
+        if layers is None:
+            leaves = self.store.tree_leaves(tree)
+            if any(leaf == bytes(32) for leaf in leaves):
+                return self.received_proofs.get((key, index))
+            layers = self.complete_trees[key] = merkle.layers(leaves)
+            for i in range(len(leaves)):
+                self.received_proofs.pop((key, i), None)
+        return merkle.prove(layers, index).encode()
+
+    # -- our wants ----------------------------------------------------------------------------------------
+    def want(self, address: BlockAddress) -> Want:
+        """The want for a block (created if needed); its `done` fires when the block is local."""
+        want = self.wants.get(address)
+        if want is not None:
+            return want
+        want = self.wants[address] = Want(address, retries=self.config.block_retries)
+        if self.has(address):
+            self._complete(want, deliverer=None)
+        elif any(address in ctx.have for ctx in self.peers.values()):
+            self._make_ready(want)
+        else:
+            self._search(want)
+        return want
+
+    async def get_block(self, address: BlockAddress) -> None:
+        """Wait until the block is local; raises RetriesExhaustedError when it cannot be found."""
+        want = self.want(address)
+        await want.done.wait()
+        if want.error is not None:
+            raise want.error
+
+    def _search(self, want: Want) -> None:
+        """Ask connected peers whether they have it (refreshing stale knowledge)."""
+        now = time.monotonic()
+        entry = WantEntry(want.address, WANT_HAVE, send_dont_have=True)
+        for ctx in self.peers.values():
+            if now - ctx.asked_at.get(want.address, -1e9) >= self.config.retry_interval_s:
+                ctx.queue_wants([entry])
+        want.next_search = now + self.rng.uniform(0.05, self.config.retry_interval_s)
+
+    def _make_ready(self, want: Want) -> None:
+        if not want.queued:
+            want.queued = True
+            self.ready.append(want)
+        self.schedule.set()
+
+    def _unassign(self, want: Want, failed: bool) -> None:
+        ctx = want.peer
+        want.peer = None
+        if ctx is not None:
+            ctx.outstanding.discard(want.address)
+            if failed:
+                ctx.failures += 1
+        if failed:
+            want.retries -= 1
+        if want.retries <= 0:
+            self._fail(want)
+            return
+        self._make_ready(want)
+
+    def _complete(self, want: Want, deliverer: PeerContext | None) -> None:
+        if want.peer is not None:
+            want.peer.outstanding.discard(want.address)
+            want.peer = None
+        cancel = WantEntry(want.address, WANT_BLOCK, cancel=True)
+        for ctx in self.peers.values():
+            if ctx is not deliverer and ctx.asked_at.pop(want.address, None) is not None:
+                ctx.queue_wants([cancel])
+        self._finish(want)
+
+    def _fail(self, want: Want) -> None:
+        self.metrics.inc("requests_failed")
+        want.error = RetriesExhaustedError(f"retries exhausted for {want.address}")
+        self._finish(want)
+
+    def _finish(self, want: Want) -> None:
+        self.wants.pop(want.address, None)
+        want.done.set()
+        for callback in want.on_done:
+            callback()
+        self.schedule.set()
+
+    async def _scheduler(self) -> None:
+        while True:
+            await self.schedule.wait()
+            self.schedule = trio.Event()
+            for _ in range(len(self.ready)):
+                want = self.ready.popleft()
+                want.queued = False
+                if want.done.is_set() or want.peer is not None:
+                    continue
+                holders = [c for c in self.peers.values() if want.address in c.have]
+                if not holders:
+                    want.next_search = 0.0  # nobody has it any more: back to searching now
+                    continue
+                free = [c for c in holders if len(c.outstanding) < self.config.max_inflight_per_peer]
+                if not free:
+                    want.queued = True  # every holder is busy; a completion wakes us again
+                    self.ready.append(want)
+                    continue
+                ctx = self.rng.choices(free, weights=[1 / (1 + c.penalty()) for c in free])[0]
+                want.peer, want.deadline = ctx, time.monotonic() + self.config.request_timeout_s
+                ctx.outstanding.add(want.address)
+                ctx.queue_wants([WantEntry(want.address, WANT_BLOCK, send_dont_have=True)])
+
+    async def _timers(self) -> None:
+        while True:
+            await trio.sleep(0.25)
+            now = time.monotonic()
+            for want in list(self.wants.values()):
+                if want.done.is_set():
+                    continue
+                if want.peer is not None:
+                    if now > want.deadline:
+                        self._unassign(want, failed=True)
+                elif not want.queued and now >= want.next_search:
+                    want.retries -= 1
+                    if want.retries <= 0:
+                        self._fail(want)
+                    else:
+                        self._search(want)
+            for ctx in list(self.peers.values()):
+                if ctx.outstanding and now - ctx.last_activity > self.config.peer_activity_timeout_s:
+                    self.metrics.inc("peer_timeouts")
+                    await self._drop_peer(ctx, "peer activity timeout")
+
+    # -- datasets -------------------------------------------------------------------------------------------
+    async def fetch_manifest(self, cid: Cid) -> Manifest:
+        if cid.codec != MANIFEST_CODEC:
+            raise RetriesExhaustedError("not a manifest CID")
+        if not self.store.has(cid):
+            await self.get_block(BlockAddress.of_cid(cid.to_bytes()))
+        return self.store.manifest(cid)
+
+    async def fetch_dataset(self, manifest: Manifest) -> None:
+        """Fetch every missing block through a sliding window (refilled at 75 %)."""
+        tree = manifest.tree_cid
+        self.store.ensure_tree(tree, manifest.blocks_count)
+        progress = trio.Event()
+        active: set[Want] = set()
+        failure: list[Exception] = []
+
+        def on_done(want: Want) -> Callable[[], None]:
+            def callback() -> None:
+                active.discard(want)
+                if want.error is not None:
+                    failure.append(want.error)
+                progress.set()
+
+            return callback
+
+        index = 0
+        while index < manifest.blocks_count or active:
+            if failure:
+                raise failure[0]
+            if len(active) <= self.config.window * 3 // 4:
+                while index < manifest.blocks_count and len(active) < self.config.window:
+                    if not self.store.has_leaf(tree, index):
+                        want = self.want(BlockAddress.of_leaf(tree.to_bytes(), index))
+                        if not want.done.is_set():
+                            active.add(want)
+                            want.on_done.append(on_done(want))
+                    index += 1
+            if active:
+                await progress.wait()
+                progress = trio.Event()
+
+    def start_fetch(self, manifest: Manifest) -> None:
+        """Download a dataset in the background (once per tree at a time)."""
+        key = manifest.tree_cid.to_bytes()
+        if key in self.fetching:
+            return
+        self.fetching.add(key)
+
+        async def run() -> None:
+            try:
+                await self.fetch_dataset(manifest)
+            except RetriesExhaustedError as exc:
+                log.warning("background fetch of %s stopped: %s", manifest.tree_cid, exc)
+            finally:
+                self.fetching.discard(key)
+
+        assert self.nursery is not None
+        self.nursery.start_soon(run)
+
+    async def stream(self, manifest: Manifest) -> AsyncIterator[bytes]:
+        """The dataset in order; from the first missing block on, a background prefetch runs."""
+        tree = manifest.tree_cid
+        for index in range(manifest.blocks_count):
+            if not self.store.has_leaf(tree, index):
+                self.start_fetch(manifest)
+                await self.get_block(BlockAddress.of_leaf(tree.to_bytes(), index))
+            yield trim(manifest, index, self.store.block_at(tree, index))

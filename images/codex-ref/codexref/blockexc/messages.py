@@ -1,0 +1,191 @@
+"""BlockExchange wire messages (codex.md section 5.2), the actual encoding of nim-codex's
+`blockexchange/protobuf/message.nim`, not the stale `message.proto`.
+
+Encoding follows the Nim encoder: fields are written in number order; booleans and zero
+integers that matter are written explicitly, and decoders accept messages with or without them.
+Frames on the stream are unsigned-varint length-prefixed (`writeLp`/`readLp`, 100 MiB max).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from codexref.protobuf import DecodeError, bytes_field, encode_varint, iter_fields, varint_field
+
+MAX_MESSAGE_BYTES = 100 * 1024 * 1024
+WANT_BLOCK = 0
+WANT_HAVE = 1
+PRESENCE_HAVE = 0
+PRESENCE_DONT_HAVE = 1
+
+
+@dataclass(frozen=True)
+class BlockAddress:
+    """A dataset block `(treeCid, index)` (leaf) or a standalone block / manifest by `cid`."""
+
+    leaf: bool
+    tree_cid: bytes = b""
+    index: int = 0
+    cid: bytes = b""
+
+    @classmethod
+    def of_leaf(cls, tree_cid: bytes, index: int) -> BlockAddress:
+        return cls(True, tree_cid=tree_cid, index=index)
+
+    @classmethod
+    def of_cid(cls, cid: bytes) -> BlockAddress:
+        return cls(False, cid=cid)
+
+    def encode(self) -> bytes:
+        out = varint_field(1, int(self.leaf))
+        if self.leaf:
+            return out + bytes_field(2, self.tree_cid) + varint_field(3, self.index)
+        return out + bytes_field(4, self.cid)
+
+    @classmethod
+    def decode(cls, data: bytes) -> BlockAddress:
+        f = _fields(data)
+        leaf = bool(f.get(1, 0))
+        if leaf:
+            if 2 not in f:
+                raise DecodeError("leaf BlockAddress without treeCid")
+            return cls(True, tree_cid=f[2], index=f.get(3, 0))
+        if 4 not in f:
+            raise DecodeError("BlockAddress without cid")
+        return cls(False, cid=f[4])
+
+
+@dataclass(frozen=True)
+class WantEntry:
+    address: BlockAddress
+    want_type: int = WANT_BLOCK
+    cancel: bool = False
+    send_dont_have: bool = False
+    priority: int = 0
+
+    def encode(self) -> bytes:
+        return (
+            bytes_field(1, self.address.encode())
+            + varint_field(2, self.priority)
+            + varint_field(3, int(self.cancel))
+            + varint_field(4, self.want_type)
+            + varint_field(5, int(self.send_dont_have))
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> WantEntry:
+        f = _fields(data)
+        if 1 not in f:
+            raise DecodeError("want entry without address")
+        want_type = f.get(4, WANT_BLOCK)
+        if want_type not in (WANT_BLOCK, WANT_HAVE):
+            raise DecodeError(f"unknown wantType {want_type}")
+        return cls(
+            BlockAddress.decode(f[1]),
+            want_type=want_type,
+            cancel=bool(f.get(3, 0)),
+            send_dont_have=bool(f.get(5, 0)),
+            priority=f.get(2, 0),
+        )
+
+
+@dataclass(frozen=True)
+class Wantlist:
+    entries: tuple[WantEntry, ...] = ()
+    full: bool = False
+
+    def encode(self) -> bytes:
+        return b"".join(bytes_field(1, e.encode()) for e in self.entries) + varint_field(2, int(self.full))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Wantlist:
+        entries, full = [], False
+        for number, _, value in iter_fields(data):
+            if number == 1:
+                entries.append(WantEntry.decode(_as_bytes(value)))
+            elif number == 2:
+                full = bool(value)
+        return cls(tuple(entries), full)
+
+
+@dataclass(frozen=True)
+class BlockDelivery:
+    cid: bytes
+    data: bytes
+    address: BlockAddress
+    proof: bytes = b""  # CodexProof bytes; leaf deliveries only
+
+    def encode(self) -> bytes:
+        out = bytes_field(1, self.cid) + bytes_field(2, self.data) + bytes_field(3, self.address.encode())
+        return out + (bytes_field(4, self.proof) if self.address.leaf else b"")
+
+    @classmethod
+    def decode(cls, data: bytes) -> BlockDelivery:
+        f = _fields(data)
+        if 1 not in f or 3 not in f:
+            raise DecodeError("block delivery without cid or address")
+        return cls(f[1], f.get(2, b""), BlockAddress.decode(f[3]), f.get(4, b""))
+
+
+@dataclass(frozen=True)
+class BlockPresence:
+    address: BlockAddress
+    type: int = PRESENCE_HAVE
+    price: bytes = bytes(32)  # UInt256 big-endian, as upstream writes it; always zero here
+
+    def encode(self) -> bytes:
+        return bytes_field(1, self.address.encode()) + varint_field(2, self.type) + bytes_field(3, self.price)
+
+    @classmethod
+    def decode(cls, data: bytes) -> BlockPresence:
+        f = _fields(data)
+        if 1 not in f:
+            raise DecodeError("block presence without address")
+        return cls(BlockAddress.decode(f[1]), f.get(2, PRESENCE_HAVE), f.get(3, b""))
+
+
+@dataclass(frozen=True)
+class Message:
+    wantlist: Wantlist = field(default_factory=Wantlist)
+    payload: tuple[BlockDelivery, ...] = ()
+    block_presences: tuple[BlockPresence, ...] = ()
+    pending_bytes: int = 0
+
+    def encode(self) -> bytes:
+        out = bytes_field(1, self.wantlist.encode())
+        out += b"".join(bytes_field(3, d.encode()) for d in self.payload)
+        out += b"".join(bytes_field(4, p.encode()) for p in self.block_presences)
+        out += varint_field(5, self.pending_bytes)
+        # 6 account {1 address} and 7 payment {1 update} (Nitro micropayments) are unused by
+        # default; upstream still writes both, each with an empty field 1.
+        empty = bytes_field(1, b"")
+        return out + bytes_field(6, empty) + bytes_field(7, empty)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Message:
+        wantlist, payload, presences, pending = Wantlist(), [], [], 0
+        for number, _, value in iter_fields(data):
+            if number == 1:
+                wantlist = Wantlist.decode(_as_bytes(value))
+            elif number == 3:
+                payload.append(BlockDelivery.decode(_as_bytes(value)))
+            elif number == 4:
+                presences.append(BlockPresence.decode(_as_bytes(value)))
+            elif number == 5:
+                pending = int(value)  # type: ignore[arg-type]
+        return cls(wantlist, tuple(payload), tuple(presences), pending)
+
+    def framed(self) -> bytes:
+        body = self.encode()
+        return encode_varint(len(body)) + body
+
+
+def _as_bytes(value: int | bytes) -> bytes:
+    if not isinstance(value, bytes):
+        raise DecodeError("expected a length-delimited field")
+    return value
+
+
+def _fields(data: bytes) -> dict:
+    """Last value per field number (the messages here have no repeated fields)."""
+    return {number: value for number, _, value in iter_fields(data)}
