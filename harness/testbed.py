@@ -21,6 +21,7 @@ from pathlib import Path
 import docker
 
 from harness.clients.codex import CodexClient
+from harness.clients.metrics import scrape
 from harness.engine import compose, images
 from harness.engine.bootstrap import ensure_engine
 from harness.errors import EngineError
@@ -141,6 +142,14 @@ class Testbed:
 
     def logs(self, node: str, tail: int = 100) -> str:
         return log_tail(self.container(node), tail)
+
+    def metrics(self, node: str) -> dict[str, float]:
+        """The node's Prometheus samples (counters as `<name>_total`)."""
+        return scrape(self.plan.nodes[node].metrics_url)
+
+    def kill(self, node: str) -> None:
+        """SIGKILL one node: no goodbye to its peers, as a crash or power loss."""
+        self.container(node).kill()
 
     def stop(self, node: str, timeout_s: int = 10) -> int:
         """Stop one node (SIGTERM, then SIGKILL after timeout_s); returns its exit code."""
