@@ -56,3 +56,4 @@ doctor: $(STAMP)
 ## bench: cold and warm bring-up timings against bare compose (writes bench-results/)
 bench: setup
 	$(BIN)/python -m suites.bench.spine
+	$(BIN)/python -m suites.bench.blockexchange

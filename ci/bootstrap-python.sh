@@ -17,6 +17,15 @@ if ! "$python" -m venv --help >/dev/null 2>&1 || ! "$python" -c 'import ensurepi
     exit 1
   fi
 fi
+# py-libp2p needs fastecdsa, which PyPI only has as source: it compiles against GMP.
+if ! ls /usr/include/gmp.h /usr/include/*/gmp.h >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgmp-dev gcc
+  else
+    echo "setup: GMP headers are missing (fastecdsa needs them): install libgmp-dev and gcc" >&2
+    exit 1
+  fi
+fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test]'
 # The reference node's own pins, so its content-addressing core is unit-tested on the host.

@@ -14,7 +14,15 @@ import yaml
 
 from harness.errors import TopologyError
 from harness.paths import TOPOLOGIES_DIR
-from harness.topology.model import NETWORK_KINDS, NODE_KINDS, PEERING_MODES, Network, Node, Topology
+from harness.topology.model import (
+    NETWORK_KINDS,
+    NODE_KINDS,
+    PEERING_MODES,
+    REPO_KINDS,
+    Network,
+    Node,
+    Topology,
+)
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 BYTES_RE = re.compile(r"^\d+\s*([kKmMgGtT]i?[bB]?)?$")
@@ -23,7 +31,18 @@ LOG_LEVELS = ("trace", "debug", "info", "notice", "warn", "error", "fatal")
 
 TOP_KEYS = {"name", "description", "networks", "nodes", "peering"}
 NETWORK_KEYS = {"kind"}
-NODE_KEYS = {"kind", "impl", "image", "network", "storage_quota", "block_ttl", "log_level", "env", "peers"}
+NODE_KEYS = {
+    "kind",
+    "impl",
+    "image",
+    "network",
+    "storage_quota",
+    "block_ttl",
+    "log_level",
+    "repo_kind",
+    "env",
+    "peers",
+}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -151,6 +170,9 @@ def _load_node(check: _Checker, name: str, raw: Any, networks: dict[str, Network
         storage_quota=optional("storage_quota", BYTES_RE, "a byte size like 1073741824, 512MiB or 20GiB"),
         block_ttl=optional("block_ttl", DURATION_RE, "a duration like 3600, 90m or 30d"),
         log_level=str(level) if level is not None else None,
+        repo_kind=check.choice(data["repo_kind"], REPO_KINDS, f"{path}.repo_kind")
+        if "repo_kind" in data
+        else None,
         env={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in env.items()},
         peers=tuple(peers),
     )

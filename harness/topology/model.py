@@ -7,6 +7,7 @@ from pathlib import Path
 
 NODE_KINDS = ("codex",)
 PEERING_MODES = ("mesh", "none")
+REPO_KINDS = ("fs", "sqlite")
 NETWORK_KINDS = ("wan",)
 REFERENCE_IMAGES = {"codex": "codex-ref"}
 
@@ -26,6 +27,7 @@ class Node:
     storage_quota: str | None = None
     block_ttl: str | None = None
     log_level: str | None = None
+    repo_kind: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     peers: tuple[str, ...] = ()  # nodes this one must be connected to, besides `peering`
 

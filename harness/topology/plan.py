@@ -105,6 +105,8 @@ def _codex_env(node, ip: str) -> dict[str, str]:
         env["CODEX_STORAGE_QUOTA"] = node.storage_quota.replace(" ", "")
     if node.block_ttl:
         env["CODEX_BLOCK_TTL"] = node.block_ttl
+    if node.repo_kind:
+        env["CODEX_REPO_KIND"] = node.repo_kind
     env.update(node.env)
     return env
 

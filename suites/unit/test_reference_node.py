@@ -10,6 +10,7 @@ from pathlib import Path
 import coincurve
 import pytest
 from codexref import config, identity, multiaddr, validation
+from codexref.blocks import SqliteBlocks
 from codexref.cid import MANIFEST_CODEC
 from codexref.dataset import read_local, store_stream
 from codexref.protobuf import iter_fields
@@ -66,9 +67,25 @@ def test_multiaddr_binary_form() -> None:
         multiaddr.to_bytes("/dns4/example/tcp/1")
 
 
-# -- store ---------------------------------------------------------------------------------------------
-def test_quota_counts_padded_blocks_and_refuses_overflow_with_upstream_text(tmp_path: Path) -> None:
-    store = RepoStore(tmp_path, 3 * KIB64)
+# -- store (both repo kinds) ------------------------------------------------------------------------------
+@pytest.fixture(params=["fs", "sqlite"])
+def repo_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def age_all_blocks(store: RepoStore) -> None:
+    """Make every stored block look stored long ago."""
+    if isinstance(store.blocks, SqliteBlocks):
+        store.blocks._db().execute("update blocks set stored = 1")
+    else:
+        for path in store.blocks.root.glob("*/*"):
+            os.utime(path, (1, 1))
+
+
+def test_quota_counts_padded_blocks_and_refuses_overflow_with_upstream_text(
+    tmp_path: Path, repo_kind: str
+) -> None:
+    store = RepoStore(tmp_path, 3 * KIB64, repo_kind)
     cid = upload(store, b"a" * (KIB64 + 1))  # two padded blocks + the manifest block
     used = store.space()["quotaUsedBytes"]
     assert 2 * KIB64 < used < 3 * KIB64
@@ -78,23 +95,23 @@ def test_quota_counts_padded_blocks_and_refuses_overflow_with_upstream_text(tmp_
     assert b"".join(read_local(store, store.manifest(cid))) == b"a" * (KIB64 + 1)
 
 
-def test_identical_blocks_are_stored_once(tmp_path: Path) -> None:
-    store = RepoStore(tmp_path, 1 << 30)
+def test_identical_blocks_are_stored_once(tmp_path: Path, repo_kind: str) -> None:
+    store = RepoStore(tmp_path, 1 << 30, repo_kind)
     upload(store, b"\0" * (4 * KIB64))
     assert store.space()["totalBlocks"] == 2  # one zero block + manifest
 
 
-def test_store_survives_reopening(tmp_path: Path) -> None:
-    store = RepoStore(tmp_path, 1 << 30)
+def test_store_survives_reopening(tmp_path: Path, repo_kind: str) -> None:
+    store = RepoStore(tmp_path, 1 << 30, repo_kind)
     cid = upload(store, b"persist me" * 10000)
-    reopened = RepoStore(tmp_path, 1 << 30)
+    reopened = RepoStore(tmp_path, 1 << 30, repo_kind)
     assert reopened.space() == store.space()
     assert [c for c, _ in reopened.manifests()] == [cid]
     assert b"".join(read_local(reopened, reopened.manifest(cid))) == b"persist me" * 10000
 
 
-def test_delete_keeps_blocks_another_dataset_uses(tmp_path: Path) -> None:
-    store = RepoStore(tmp_path, 1 << 30)
+def test_delete_keeps_blocks_another_dataset_uses(tmp_path: Path, repo_kind: str) -> None:
+    store = RepoStore(tmp_path, 1 << 30, repo_kind)
     shared = b"s" * KIB64
     first = upload(store, shared + b"x" * KIB64)
     second = upload(store, shared + b"y" * KIB64)
@@ -106,19 +123,18 @@ def test_delete_keeps_blocks_another_dataset_uses(tmp_path: Path) -> None:
     store.delete(second)  # absent: still fine (upstream answers 204)
 
 
-def test_a_block_cid_is_not_a_dataset(tmp_path: Path) -> None:
-    store = RepoStore(tmp_path, 1 << 30)
+def test_a_block_cid_is_not_a_dataset(tmp_path: Path, repo_kind: str) -> None:
+    store = RepoStore(tmp_path, 1 << 30, repo_kind)
     manifest = store.manifest(upload(store, b"z"))
     assert manifest.tree_cid.codec != MANIFEST_CODEC
     with pytest.raises(BlockNotFoundError):
         store.manifest(manifest.tree_cid)
 
 
-def test_expiry_removes_blocks_older_than_the_ttl(tmp_path: Path) -> None:
-    store = RepoStore(tmp_path, 1 << 30)
+def test_expiry_removes_blocks_older_than_the_ttl(tmp_path: Path, repo_kind: str) -> None:
+    store = RepoStore(tmp_path, 1 << 30, repo_kind)
     upload(store, b"old" * 30000)
-    for path in store.blocks_dir.glob("*/*"):
-        os.utime(path, (1, 1))
+    age_all_blocks(store)
     blocks = store.space()["totalBlocks"]
     assert store.expire(ttl_seconds=0, max_blocks=100) == 0  # 0 disables
     assert store.expire(ttl_seconds=60, max_blocks=1) == 1  # --block-mn bounds one cycle

@@ -48,6 +48,8 @@ class Config:
     block_maintenance_interval: int
     block_maintenance_count: int
     block_retries: int
+    max_inflight_per_peer: int
+    repo_kind: str
     metrics: bool
     metrics_address: str
     metrics_port: int
@@ -84,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-mi", type=parse_seconds, default=parse_seconds(_env("block-mi", "10m")))
     p.add_argument("--block-mn", type=int, default=int(_env("block-mn", "1000")))
     p.add_argument("--block-retries", type=int, default=int(_env("block-retries", "3000")))
+    p.add_argument("--repo-kind", choices=["fs", "sqlite"], default=_env("repo-kind", "fs"))
+    # not an upstream flag: the reference engine's per-peer cap on outstanding wantBlocks
+    p.add_argument("--max-inflight-per-peer", type=int, default=int(_env("max-inflight-per-peer", "128")))
     p.add_argument("--metrics", action="store_true", default=_env("metrics", "false").lower() == "true")
     p.add_argument("--metrics-address", default=_env("metrics-address", "127.0.0.1"))
     p.add_argument("--metrics-port", type=int, default=int(_env("metrics-port", "8008")))
@@ -112,6 +117,8 @@ def load(argv: list[str] | None = None) -> Config:
         block_maintenance_interval=args.block_mi,
         block_maintenance_count=args.block_mn,
         block_retries=args.block_retries,
+        max_inflight_per_peer=args.max_inflight_per_peer,
+        repo_kind=args.repo_kind,
         metrics=args.metrics,
         metrics_address=args.metrics_address,
         metrics_port=args.metrics_port,

@@ -10,6 +10,8 @@ from codexref.cid import BLOCK_CODEC, ROOT_CODEC, Cid
 from codexref.manifest import BLOCK_SIZE, Manifest
 from codexref.store import RepoStore
 
+UPLOAD_BATCH = 16  # blocks per store transaction
+
 
 class EmptyDatasetError(ValueError):
     pass
@@ -20,13 +22,17 @@ async def store_stream(
 ) -> Cid:
     """Store an upload as it arrives; the last block is zero-padded to 64 KiB, like upstream's chunker."""
     leaves: list[bytes] = []
+    batch: list[tuple[Cid, bytes]] = []
     pending = bytearray()
     size = 0
 
     def put_block(data: bytes) -> None:
         digest = hashlib.sha256(data).digest()
-        store.put(Cid(BLOCK_CODEC, digest), data)
+        batch.append((Cid(BLOCK_CODEC, digest), data))
         leaves.append(digest)
+        if len(batch) >= UPLOAD_BATCH:
+            store.put_many(batch)
+            batch.clear()
 
     async for chunk in chunks:
         size += len(chunk)
@@ -36,6 +42,7 @@ async def store_stream(
             del pending[:BLOCK_SIZE]
     if pending:
         put_block(bytes(pending).ljust(BLOCK_SIZE, b"\0"))
+    store.put_many(batch)
     if not leaves:
         raise EmptyDatasetError("Empty leaves")
     tree_cid = Cid(ROOT_CODEC, merkle.root(leaves))

@@ -44,7 +44,7 @@ class Node:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         config.data_dir.chmod(0o700)
-        self.store = RepoStore(config.data_dir, config.storage_quota)
+        self.store = RepoStore(config.data_dir, config.storage_quota, config.repo_kind)
         self.identity = identity.load_or_create(config.data_dir / "key")
         self.announce_ip = config.announce_ip or _own_ip()
         self.metrics = Metrics()
@@ -52,9 +52,10 @@ class Node:
         self.metrics.gauge("codex_repostore_bytes_used", lambda: self.store.quota_used_bytes)
         self.metrics.gauge("codex_repostore_bytes_reserved", lambda: 0)
         self.host = p2p.build_host(self.identity, self.announce_addresses)
-        self.engine = Engine(
-            self.host, self.store, self.metrics, EngineConfig(block_retries=config.block_retries)
+        engine_config = EngineConfig(
+            block_retries=config.block_retries, max_inflight_per_peer=config.max_inflight_per_peer
         )
+        self.engine = Engine(self.host, self.store, self.metrics, engine_config)
         # Like upstream's DHT record, the UDP discovery endpoint comes first; the TCP addresses
         # follow so that other reference nodes can dial a bootstrap node without a DHT.
         record = [f"/ip4/{self.announce_ip}/udp/{config.disc_port}", *self.announce_addresses]

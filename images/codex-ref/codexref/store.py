@@ -1,9 +1,10 @@
-"""The block repo on disk: blocks by CID, Merkle leaves per tree, a manifest index, a quota.
+"""The block repo: blocks by CID (in a `--repo-kind` backend), Merkle leaves per tree, a manifest
+index, and the quota.
 
-Layout under the data dir (survives restarts): `repo/<xx>/<cid>` one file per block (dataset
-blocks are stored padded to 64 KiB), `meta/trees/<treeCid>` the 32-byte leaf digests in order,
+Layout under the data dir (survives restarts): blocks in `repo/` (see blocks.py); `meta/trees/
+<treeCid>` the 32-byte leaf digests in order (all-zero for leaves not downloaded yet);
 `meta/manifests/<cid>` an empty marker per locally stored manifest. Quota usage counts stored
-block bytes (deduplicated), as upstream's `/space` does.
+block bytes (dataset blocks padded to 64 KiB, deduplicated), as upstream's `/space` does.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from codexref.blocks import REPO_KINDS, BlockBackend
 from codexref.cid import BLOCK_CODEC, MANIFEST_CODEC, Cid
 from codexref.manifest import Manifest
 
 DIGEST_LEN = 32
 ZERO_DIGEST = bytes(DIGEST_LEN)
+NOT_FOUND = "Block not found in local store"
 
 
 class BlockNotFoundError(LookupError):
@@ -29,66 +33,75 @@ class QuotaNotEnoughError(RuntimeError):
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write-then-rename, so a crash never leaves a torn file under its final name."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
+@dataclass(frozen=True)
+class Reservation:
+    blocks: list[tuple[Cid, bytes]]
+    size: int  # quota bytes held until commit
+
+
 class RepoStore:
-    def __init__(self, data_dir: Path, quota_max_bytes: int) -> None:
-        self.blocks_dir = data_dir / "repo"
+    def __init__(self, data_dir: Path, quota_max_bytes: int, repo_kind: str = "fs") -> None:
         self.trees_dir = data_dir / "meta" / "trees"
         self.manifests_dir = data_dir / "meta" / "manifests"
-        for folder in (self.blocks_dir, self.trees_dir, self.manifests_dir):
+        for folder in (self.trees_dir, self.manifests_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        self.blocks: BlockBackend = REPO_KINDS[repo_kind](data_dir / "repo")
         self.quota_max_bytes = quota_max_bytes
-        self.quota_used_bytes = 0
-        self.total_blocks = 0
-        for path in self._block_files():
-            self.quota_used_bytes += path.stat().st_size
-            self.total_blocks += 1
+        self.quota_reserved_bytes = 0
+        self.total_blocks, self.quota_used_bytes = self.blocks.usage()
 
     # -- blocks ---------------------------------------------------------------------------------
-    def _block_path(self, cid: Cid) -> Path:
-        text = str(cid)
-        return self.blocks_dir / text[-2:] / text
-
-    def _block_files(self) -> Iterator[Path]:
-        return (p for p in self.blocks_dir.glob("*/*") if not p.name.endswith(".tmp"))
-
     def has(self, cid: Cid) -> bool:
-        return self._block_path(cid).exists()
+        return self.blocks.has(cid)
 
     def get(self, cid: Cid) -> bytes:
-        try:
-            return self._block_path(cid).read_bytes()
-        except FileNotFoundError:
-            raise BlockNotFoundError("Block not found in local store") from None
+        data = self.blocks.get(cid)
+        if data is None:
+            raise BlockNotFoundError(NOT_FOUND)
+        return data
 
     def put(self, cid: Cid, data: bytes) -> None:
-        path = self._block_path(cid)
-        if path.exists():
-            os.utime(path)  # a re-stored block gets a fresh TTL, as upstream refreshes expiry
-            return
-        used = self.quota_used_bytes + len(data)
-        if used > self.quota_max_bytes:
-            raise QuotaNotEnoughError(
-                f"Quota usage would exceed the limit. Used: {used}, reserved: 0, "
-                f"limit: {self.quota_max_bytes}"
-            )
-        _atomic_write(path, data)
-        self.quota_used_bytes = used
-        self.total_blocks += 1
+        self.put_many([(cid, data)])
 
-    def _remove_block(self, path: Path) -> None:
-        try:
-            size = path.stat().st_size
-            path.unlink()
-        except FileNotFoundError:
-            return
-        self.quota_used_bytes -= size
-        self.total_blocks -= 1
+    def put_many(self, blocks: list[tuple[Cid, bytes]]) -> None:
+        """Store blocks on the calling thread; reserve/write/commit is the same, split so that
+        the write can run off the event loop."""
+        reservation = self.reserve(blocks)
+        self.commit(reservation, self.write(reservation))
+
+    def reserve(self, blocks: list[tuple[Cid, bytes]]) -> Reservation:
+        """Hold quota for the blocks not stored yet; QuotaNotEnoughError (upstream's text) if
+        they would not fit."""
+        size = sum(len(data) for cid, data in blocks if not self.blocks.has(cid))
+        if self.quota_used_bytes + self.quota_reserved_bytes + size > self.quota_max_bytes:
+            raise QuotaNotEnoughError(
+                f"Quota usage would exceed the limit. Used: {self.quota_used_bytes + size}, "
+                f"reserved: {self.quota_reserved_bytes}, limit: {self.quota_max_bytes}"
+            )
+        self.quota_reserved_bytes += size
+        return Reservation(blocks, size)
+
+    def write(self, reservation: Reservation) -> list[bool]:
+        """Write reserved blocks; safe in a worker thread. True for each block that was new."""
+        return self.blocks.write_many(reservation.blocks)
+
+    def commit(self, reservation: Reservation, created: list[bool]) -> None:
+        """Turn a reservation into usage for the blocks that were new."""
+        new = [len(data) for (_, data), was_new in zip(reservation.blocks, created, strict=True) if was_new]
+        self.quota_reserved_bytes -= reservation.size
+        self.quota_used_bytes += sum(new)
+        self.total_blocks += len(new)
+
+    def _remove_block(self, cid: Cid) -> None:
+        if size := self.blocks.delete(cid):
+            self.quota_used_bytes -= size
+            self.total_blocks -= 1
 
     # -- trees and manifests ----------------------------------------------------------------------
     def put_tree(self, tree_cid: Cid, leaves: list[bytes]) -> None:
@@ -119,7 +132,7 @@ class RepoStore:
         try:
             raw = (self.trees_dir / str(tree_cid)).read_bytes()
         except FileNotFoundError:
-            raise BlockNotFoundError("Block not found in local store") from None
+            raise BlockNotFoundError(NOT_FOUND) from None
         return [raw[i : i + DIGEST_LEN] for i in range(0, len(raw), DIGEST_LEN)]
 
     def has_leaf(self, tree_cid: Cid, index: int) -> bool:
@@ -129,18 +142,21 @@ class RepoStore:
     def block_at(self, tree_cid: Cid, index: int) -> bytes:
         digest = self.leaf_digest(tree_cid, index)
         if digest is None:
-            raise BlockNotFoundError("Block not found in local store")
+            raise BlockNotFoundError(NOT_FOUND)
         return self.get(Cid(BLOCK_CODEC, digest))
 
     def put_manifest(self, manifest: Manifest) -> Cid:
         cid = manifest.cid()
         self.put(cid, manifest.encode())
-        (self.manifests_dir / str(cid)).touch()
+        self.index_manifest(cid)
         return cid
+
+    def index_manifest(self, cid: Cid) -> None:
+        (self.manifests_dir / str(cid)).touch()
 
     def manifest(self, cid: Cid) -> Manifest:
         if cid.codec != MANIFEST_CODEC:
-            raise BlockNotFoundError("Block not found in local store")
+            raise BlockNotFoundError(NOT_FOUND)
         return Manifest.decode(self.get(cid))
 
     def manifests(self) -> Iterator[tuple[Cid, Manifest]]:
@@ -153,21 +169,21 @@ class RepoStore:
     def delete(self, cid: Cid) -> None:
         """A manifest CID deletes its dataset (blocks no other local dataset uses); a block CID, one block."""
         if cid.codec != MANIFEST_CODEC or not self.has(cid):
-            self._remove_block(self._block_path(cid))
+            self._remove_block(cid)
             return
         tree_cid = self.manifest(cid).tree_cid
-        self._remove_block(self._block_path(cid))
+        self._remove_block(cid)
         (self.manifests_dir / str(cid)).unlink(missing_ok=True)
         other_trees = {m.tree_cid for _, m in self.manifests()}
         if tree_cid in other_trees:
             return
-        still_used = {leaf for tree in other_trees for leaf in self._leaves_or_empty(tree)}
-        for leaf in self._leaves_or_empty(tree_cid):
+        still_used = {leaf for tree in other_trees for leaf in self._known_leaves(tree)}
+        for leaf in self._known_leaves(tree_cid):
             if leaf not in still_used:
-                self._remove_block(self._block_path(Cid(BLOCK_CODEC, leaf)))
+                self._remove_block(Cid(BLOCK_CODEC, leaf))
         (self.trees_dir / str(tree_cid)).unlink(missing_ok=True)
 
-    def _leaves_or_empty(self, tree_cid: Cid) -> list[bytes]:
+    def _known_leaves(self, tree_cid: Cid) -> list[bytes]:
         try:
             return [leaf for leaf in self.tree_leaves(tree_cid) if leaf != ZERO_DIGEST]
         except BlockNotFoundError:
@@ -177,20 +193,15 @@ class RepoStore:
         """Delete up to max_blocks blocks stored (or refreshed) more than ttl_seconds ago."""
         if ttl_seconds <= 0:
             return 0
-        cutoff = time.time() - ttl_seconds
-        removed = 0
-        for path in self._block_files():
-            if removed >= max_blocks:
-                break
-            if path.stat().st_mtime < cutoff:
-                self._remove_block(path)
-                removed += 1
-        return removed
+        removed = self.blocks.expire(time.time() - ttl_seconds, max_blocks)
+        self.quota_used_bytes -= sum(removed)
+        self.total_blocks -= len(removed)
+        return len(removed)
 
     def space(self) -> dict[str, int]:
         return {
             "totalBlocks": self.total_blocks,
             "quotaMaxBytes": self.quota_max_bytes,
             "quotaUsedBytes": self.quota_used_bytes,
-            "quotaReservedBytes": 0,
+            "quotaReservedBytes": self.quota_reserved_bytes,
         }

@@ -50,9 +50,11 @@ from codexref.dataset import trim
 from codexref.manifest import Manifest
 from codexref.metrics import Metrics
 from codexref.protobuf import DecodeError
-from codexref.store import RepoStore
+from codexref.store import QuotaNotEnoughError, RepoStore
 
 log = logging.getLogger("codex.blockexc")
+STORE_WORKERS = 2
+STORE_QUEUE = 8
 
 
 class RetriesExhaustedError(RuntimeError):
@@ -79,6 +81,7 @@ class Want:
     deadline: float = 0.0
     next_search: float = 0.0
     queued: bool = False  # in the scheduler's ready queue
+    storing: bool = False  # delivered and verified; being written
     error: Exception | None = None
     on_done: list[Callable[[], None]] = field(default_factory=list)
 
@@ -97,6 +100,11 @@ class Engine:
         self.received_proofs: dict[tuple[bytes, int], bytes] = {}  # for trees still downloading
         self.fetching: set[bytes] = set()  # trees with a background dataset fetch running
         self.nursery: trio.Nursery | None = None
+        # Read loops hand deliveries to store workers, so reading the next message overlaps
+        # verifying and writing this one (a full queue slows the readers: backpressure).
+        self._payloads_in, self._payloads_out = trio.open_memory_channel[
+            tuple[PeerContext, tuple[BlockDelivery, ...]]
+        ](STORE_QUEUE)
         self.rng = random.Random()
         host.set_stream_handler(TProtocol(PROTOCOL_ID), self.handle_stream)
         metrics.gauge("codex_block_exchange_pending_block_requests", lambda: len(self.wants))
@@ -107,7 +115,13 @@ class Engine:
             self.nursery = nursery
             nursery.start_soon(self._scheduler)
             nursery.start_soon(self._timers)
+            for _ in range(STORE_WORKERS):
+                nursery.start_soon(self._store_worker)
             task_status.started()
+
+    async def _store_worker(self) -> None:
+        async for ctx, payload in self._payloads_out:
+            await self._on_deliveries(ctx, payload)
 
     # -- peers ------------------------------------------------------------------------------------------
     def peer_joined(self, peer_id: ID) -> PeerContext:
@@ -176,7 +190,7 @@ class Engine:
             while (body := await reader.read()) is not None:
                 ctx = self.peers.get(peer_id) or self.peer_joined(peer_id)
                 ctx.last_activity = time.monotonic()
-                self.handle_message(ctx, Message.decode(body))
+                await self.handle_message(ctx, Message.decode(body))
         except (DecodeError, CidError) as exc:
             log.warning("malformed message from %s: %s", peer_id, exc)
         except Exception as exc:
@@ -186,7 +200,7 @@ class Engine:
                 await stream.close()
 
     # -- their messages ---------------------------------------------------------------------------------
-    def handle_message(self, ctx: PeerContext, msg: Message) -> None:
+    async def handle_message(self, ctx: PeerContext, msg: Message) -> None:
         kinds = {e.want_type for e in msg.wantlist.entries if not e.cancel}
         if WANT_HAVE in kinds:
             self.metrics.inc("want_have_lists_received")
@@ -196,8 +210,8 @@ class Engine:
             self._on_want(ctx, entry)
         for presence in msg.block_presences:
             self._on_presence(ctx, presence)
-        for delivery in msg.payload:
-            self._on_delivery(ctx, delivery)
+        if msg.payload:
+            await self._payloads_in.send((ctx, msg.payload))
 
     def _on_want(self, ctx: PeerContext, entry: WantEntry) -> None:
         address = entry.address
@@ -229,23 +243,42 @@ class Engine:
             if want is not None and want.peer is ctx:
                 self._unassign(want, failed=False)
 
-    def _on_delivery(self, ctx: PeerContext, delivery: BlockDelivery) -> None:
-        address = delivery.address
-        want = self.wants.get(address)
-        if want is None:
-            self.metrics.inc("duplicate_blocks_received" if self.has(address) else "spurious_blocks_received")
+    async def _on_deliveries(self, ctx: PeerContext, deliveries: tuple[BlockDelivery, ...]) -> None:
+        """Verify, then write the message's new blocks in a worker thread (disk I/O must not stall
+        the event loop that keeps requests flowing), then complete the wants."""
+        accepted: list[tuple[BlockDelivery, Want]] = []
+        for delivery in deliveries:
+            want = self.wants.get(delivery.address)
+            if want is None or want.storing:
+                duplicate = want is not None or self.has(delivery.address)
+                self.metrics.inc("duplicate_blocks_received" if duplicate else "spurious_blocks_received")
+                continue
+            if problem := self._verify(delivery):
+                log.warning("rejected block from %s: %s", ctx.peer_id, problem)
+                ctx.failures += 1
+                continue
+            want.storing = True
+            accepted.append((delivery, want))
+        if not accepted:
             return
-        problem = self._verify(delivery)
-        if problem:
-            log.warning("rejected block from %s: %s", ctx.peer_id, problem)
-            ctx.failures += 1
+        blocks = [(Cid.from_bytes(d.cid), d.data) for d, _ in accepted]
+        try:
+            reservation = self.store.reserve(blocks)
+        except QuotaNotEnoughError as exc:
+            for _, want in accepted:
+                want.storing = False
+                want.error = exc
+                self._finish(want)
             return
-        self._store(delivery)
-        self.metrics.inc("blocks_received")
-        ctx.successes += 1
-        ctx.have.add(address)
-        self._complete(want, deliverer=ctx)
-        self._announce_new_block(address)
+        created = await trio.to_thread.run_sync(self.store.write, reservation)
+        self.store.commit(reservation, created)
+        for delivery, want in accepted:
+            self._index(delivery)
+            self.metrics.inc("blocks_received")
+            ctx.successes += 1
+            ctx.have.add(delivery.address)
+            self._complete(want, deliverer=ctx)
+            self._announce_new_block(delivery.address)
 
     def _verify(self, delivery: BlockDelivery) -> str | None:
         try:
@@ -256,7 +289,14 @@ class Engine:
             return "data does not hash to its cid"
         address = delivery.address
         if not address.leaf:
-            return None if address.cid == delivery.cid else "cid differs from the requested one"
+            if address.cid != delivery.cid:
+                return "cid differs from the requested one"
+            if cid.codec == MANIFEST_CODEC:
+                try:
+                    Manifest.decode(delivery.data)
+                except DecodeError as exc:
+                    return str(exc)
+            return None
         if cid.codec != BLOCK_CODEC:
             return "leaf block with a non-block codec"
         try:
@@ -270,9 +310,9 @@ class Engine:
             return "Merkle proof does not verify"
         return None
 
-    def _store(self, delivery: BlockDelivery) -> None:
+    def _index(self, delivery: BlockDelivery) -> None:
+        """Record where a stored block belongs: its tree leaf and proof, or the manifest index."""
         cid = Cid.from_bytes(delivery.cid)
-        self.store.put(cid, delivery.data)
         address = delivery.address
         if address.leaf:
             tree = Cid.from_bytes(address.tree_cid)
@@ -280,7 +320,7 @@ class Engine:
             self.store.put_leaf(tree, address.index, cid.digest)
             self.received_proofs[(address.tree_cid, address.index)] = delivery.proof
         elif cid.codec == MANIFEST_CODEC:
-            self.store.put_manifest(Manifest.decode(delivery.data))
+            self.store.index_manifest(cid)
 
     def _announce_new_block(self, address: BlockAddress) -> None:
         """Peers that asked us for this block while we lacked it get it (or its presence) now."""
