@@ -16,7 +16,8 @@ from harness import sweep as sweeper
 from harness.engine import compose, images
 from harness.engine.bootstrap import engine_answers, ensure_engine
 from harness.errors import TestbedError
-from harness.paths import cache_dir
+from harness.net import natcheck
+from harness.paths import artifacts_dir, cache_dir, generated_dir
 from harness.ready.readiness import find_containers
 from harness.render.compose import render
 from harness.testbed import DEFAULT_DEADLINE_S, Testbed, down_project
@@ -118,18 +119,38 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     """Render without creating anything: subnets come from the pool, avoiding what is in use now."""
     model = loader.load(args.topology)
-    taken = [*subnets.host_routes(), *(subnets.engine_subnets() if engine_answers() else [])]
-    allocator = subnets.SubnetAllocator(subnets.wan_pool(), taken)
     wanted = {n.reference_image for n in model.nodes.values() if n.reference_image}
+    if model.lans:
+        wanted |= {"router", "stun"}
     plan = make_plan(
         model,
-        [allocator.allocate() for _ in model.networks],
+        subnets.preview([network.kind for network in model.networks.values()]),
         images.image_refs(wanted),
         project=args.project or new_project_name(model.name),
     )
     compose_file = render(plan, Path(args.out) if args.out else None)
     print(compose_file)
     return 0
+
+
+def cmd_nat_check(args: argparse.Namespace) -> int:
+    """Classify every router of a running testbed again and compare with its declared profile."""
+    plan_file = generated_dir(args.project) / "plan.json"
+    if not plan_file.exists():
+        print(f"no rendered plan for {args.project} (is it up, and was it started from this checkout?)")
+        return 1
+    plan = Plan.from_json(plan_file.read_text())
+    if not plan.routers:
+        print(f"{args.project} has no NAT routers")
+        return 0
+    verdicts = natcheck.check_all(plan, find_containers(docker.from_env(), plan.project))
+    out = artifacts_dir(plan.project)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "nat-check.md").write_text(natcheck.to_markdown(verdicts) + "\n")
+    (out / "nat-check.json").write_text(natcheck.to_json(verdicts))
+    print(natcheck.to_markdown(verdicts))
+    print(f"\nwritten: {out / 'nat-check.md'}, {out / 'nat-check.json'}")
+    return 0 if all(v.agrees for v in verdicts) else 1
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -225,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project")
     p.add_argument("--out", help="output folder (default compose/generated/<project>)")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser(
+        "nat-check", help="classify every NAT router with the STUN referee; compare with the topology"
+    )
+    p.add_argument("project")
+    p.set_defaults(func=cmd_nat_check)
 
     p = sub.add_parser("clean", help="remove everything any testbed run created (by label); idempotent")
     p.add_argument("--project", help="only this project's resources")

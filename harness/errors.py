@@ -39,3 +39,7 @@ class WaitTimeout(TestbedError):
 
 class ContainerFailed(TestbedError):
     """A container exited or turned unhealthy while we were waiting for it."""
+
+
+class NatMismatch(TestbedError):
+    """A router does not behave like the NAT profile its topology declares."""

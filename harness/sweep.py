@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import docker
 from docker.errors import APIError, NotFound
 
+from harness.net import hostfw
 from harness.paths import generated_dir
 from harness.render.compose import LABEL_PROJECT
 from harness.topology import subnets
@@ -111,6 +112,7 @@ def sweep(project: str | None = None, attempts: int = 5) -> SweepReport:
         if not any(leftovers(project, client).values()):
             break
         time.sleep(0.5 * (attempt + 1))
+    hostfw.release(project)
     for name in projects:
         subnets.release(name)
         shutil.rmtree(generated_dir(name), ignore_errors=True)

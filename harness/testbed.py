@@ -11,6 +11,7 @@ and by SIGINT/SIGTERM handlers. After a SIGKILL, `testbed clean` removes everyth
 from __future__ import annotations
 
 import atexit
+import json
 import shutil
 import signal
 import sys
@@ -25,6 +26,8 @@ from harness.clients.metrics import scrape
 from harness.engine import compose, images
 from harness.engine.bootstrap import ensure_engine
 from harness.errors import EngineError
+from harness.net import hostfw
+from harness.net.plumbing import plumb
 from harness.paths import artifacts_dir, generated_dir
 from harness.ready.readiness import (
     ReadinessReport,
@@ -89,13 +92,22 @@ class Testbed:
         model = loader.load(topology)  # a broken file stops here, before anything is created
         log(ensure_engine())
         wanted = {n.reference_image for n in model.nodes.values() if n.reference_image}
+        if model.lans:
+            wanted |= {"router", "stun"}
         refs = images.ensure_images(wanted, log=log)
         project = project or new_project_name(model.name)
-        plan = make_plan(model, subnets.reserve(project, len(model.networks)), refs, project=project)
+        kinds = [network.kind for network in model.networks.values()]
+        plan = make_plan(model, subnets.reserve(project, kinds), refs, project=project)
         testbed = cls(plan, render(plan))
         testbed.arm()
         try:
             compose.up(plan.project, testbed.compose_file)
+            # NATs need the guard; without LANs, docker's `internal` WAN already isolates, so
+            # an engine without iptables on the host (Docker Desktop) still runs those.
+            if plan.routers or hostfw.available():
+                hostfw.isolate(plan)
+            if plan.routers:
+                plumb(plan, testbed.containers())
             wait_ready(plan, deadline_s, testbed.readiness)
         except BaseException:
             testbed.save_artifacts()
@@ -159,8 +171,9 @@ class Testbed:
         return container.attrs["State"]["ExitCode"]
 
     def start(self, node: str, deadline_s: float = 60) -> None:
-        """Start a stopped node and wait until it is healthy again."""
+        """Start a stopped node (re-plumbing its routes) and wait until it is healthy again."""
         self.container(node).start()
+        plumb(self.plan, {node: self.container(node)})
         subset = Plan(**{**self.plan.__dict__, "nodes": {node: self.plan.nodes[node]}})
         wait_containers_healthy(docker.from_env(), subset, deadline_s, ReadinessReport(self.plan.project))
 
@@ -179,6 +192,8 @@ class Testbed:
         if source.exists():
             shutil.copytree(source, dest / "rendered", dirs_exist_ok=True)
         (dest / "readiness.json").write_text(self.readiness.to_json())
+        if self.readiness.nat:
+            (dest / "nat-check.json").write_text(json.dumps(self.readiness.nat, indent=2))
         try:
             for name, container in self.containers().items():
                 (dest / f"{name}.log").write_bytes(container.logs(timestamps=True))

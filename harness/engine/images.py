@@ -185,7 +185,7 @@ def build_service_image(
     return ref
 
 
-SERVICE_IMAGES = {"codex-ref": ServiceImage("codex-ref")}
+SERVICE_IMAGES = {name: ServiceImage(name) for name in ("codex-ref", "router", "stun")}
 
 
 def ensure_images(names: set[str] | None = None, rebuild: bool = False, log=print) -> dict[str, str]:

@@ -4,7 +4,7 @@
    A container that exits or turns unhealthy fails the wait at once, with its last log lines.
 2. app probe: from the host, `GET /debug/info` answers with a peer id and an `spr:` record.
 3. topology predicate: every node announces the address the plan gave it, and peer ids are
-   distinct.
+   distinct; behind NATs, the referee classifies every router and it must match its profile.
 4. peering: the testbed connects the planned pairs (`GET /connect/{peer}?addrs=...`, the pattern
    upstream's own tests use) and waits until every node lists all its planned peers.
 """
@@ -20,7 +20,8 @@ import requests
 from docker.models.containers import Container
 
 from harness.clients.codex import CodexApiError, CodexClient
-from harness.errors import ContainerFailed
+from harness.errors import ContainerFailed, NatMismatch
+from harness.net import natcheck
 from harness.ready.waits import NotYet, wait_until
 from harness.render.compose import LABEL_PROJECT
 from harness.topology.plan import Plan
@@ -41,6 +42,7 @@ class ReadinessReport:
     project: str
     steps: list[Step] = field(default_factory=list)
     total_s: float = 0.0
+    nat: list[dict] = field(default_factory=list)  # the referee's verdicts, one per router
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -74,7 +76,7 @@ def wait_containers_healthy(
     client: docker.DockerClient, plan: Plan, deadline_s: float, report: ReadinessReport
 ):
     start = time.monotonic()
-    pending = set(plan.nodes)
+    pending = set(plan.containers)
     containers: dict[str, Container] = {}
 
     def probe() -> bool:
@@ -125,8 +127,8 @@ def check_topology(plan: Plan, infos: dict[str, dict], report: ReadinessReport) 
     problems = []
     for name, node in plan.nodes.items():
         announced = " ".join(infos[name].get("announceAddresses", []))
-        if f"/ip4/{node.ip}/" not in announced:
-            problems.append(f"{name} announces {announced or 'nothing'}, expected its WAN address {node.ip}")
+        if f"/ip4/{node.announce_ip}/" not in announced:
+            problems.append(f"{name} announces {announced or 'nothing'}, expected {node.announce_ip}")
     ids = [info["id"] for info in infos.values()]
     if len(set(ids)) != len(ids):
         problems.append(f"peer ids are not distinct: {ids}")
@@ -135,6 +137,17 @@ def check_topology(plan: Plan, infos: dict[str, dict], report: ReadinessReport) 
     report.steps.append(
         Step("topology", plan.topology, time.monotonic() - start, f"{len(ids)} nodes announce")
     )
+
+
+def check_nats(plan: Plan, containers: dict[str, Container], report: ReadinessReport) -> None:
+    start = time.monotonic()
+    verdicts = natcheck.check_all(plan, containers)
+    report.nat = json.loads(natcheck.to_json(verdicts))
+    for verdict in verdicts:
+        detail = f"{verdict.declared}: {verdict.mapping} / {verdict.filtering}"
+        report.steps.append(Step("nat", verdict.lan, time.monotonic() - start, detail))
+    if not all(v.agrees for v in verdicts):
+        raise NatMismatch("a router does not behave as declared:\n" + natcheck.to_markdown(verdicts))
 
 
 def connect_peers(plan: Plan, infos: dict[str, dict], deadline_s: float, report: ReadinessReport) -> None:
@@ -181,9 +194,10 @@ def wait_ready(plan: Plan, deadline_s: float = 180, report: ReadinessReport | No
     def remaining() -> float:
         return max(1.0, deadline_s - (time.monotonic() - start))
 
-    wait_containers_healthy(client, plan, remaining(), report)
+    containers = wait_containers_healthy(client, plan, remaining(), report)
     infos = wait_app_probes(plan, remaining(), report)
     check_topology(plan, infos, report)
+    check_nats(plan, containers, report)
     connect_peers(plan, infos, remaining(), report)
     report.total_s = time.monotonic() - start
     return report

@@ -45,7 +45,9 @@ def render_to_strings(plan: Plan) -> dict[str, str]:
     """Relative path -> file content; pure, for golden tests."""
     files = {
         "compose.yaml": _env.get_template("compose.yaml.j2").render(
-            plan=plan, labels=lambda role: labels(plan, role)
+            plan=plan,
+            labels=lambda role: labels(plan, role),
+            wan=next(n.name for n in plan.networks.values() if n.kind == "wan"),
         ),
         "plan.json": plan.to_json() + "\n",
     }

@@ -15,6 +15,7 @@ import yaml
 from harness.errors import TopologyError
 from harness.paths import TOPOLOGIES_DIR
 from harness.topology.model import (
+    NAT_PROFILES,
     NETWORK_KINDS,
     NODE_KINDS,
     PEERING_MODES,
@@ -30,7 +31,7 @@ DURATION_RE = re.compile(r"^\d+[smhd]?$")
 LOG_LEVELS = ("trace", "debug", "info", "notice", "warn", "error", "fatal")
 
 TOP_KEYS = {"name", "description", "networks", "nodes", "peering"}
-NETWORK_KEYS = {"kind"}
+NETWORK_KEYS = {"kind", "nat", "hairpin", "udp_timeout"}
 NODE_KEYS = {
     "kind",
     "impl",
@@ -122,7 +123,24 @@ def _load_network(check: _Checker, name: str, raw: Any) -> Network:
     check.name(name, path)
     data = check.mapping(raw if raw is not None else {}, path)
     check.keys(data, NETWORK_KEYS, path)
-    return Network(name=name, kind=check.choice(data.get("kind", "wan"), NETWORK_KINDS, f"{path}.kind"))
+    kind = check.choice(data.get("kind", "wan"), NETWORK_KINDS, f"{path}.kind")
+    if kind == "wan":
+        for key in ("nat", "hairpin", "udp_timeout"):
+            if key in data:
+                raise check.fail(f"{path}.{key}", "only a lan has a NAT; the wan is the public side")
+        return Network(name=name, kind=kind)
+    if "nat" not in data:
+        raise check.fail(f"{path}.nat", f"is required for a lan (one of {', '.join(NAT_PROFILES)})")
+    nat = check.choice(data["nat"], NAT_PROFILES, f"{path}.nat")
+    hairpin = data.get("hairpin", False)
+    if not isinstance(hairpin, bool):
+        raise check.fail(f"{path}.hairpin", f"must be true or false, got {hairpin!r}")
+    if hairpin and nat not in ("full-cone", "restricted-cone", "port-forward"):
+        raise check.fail(f"{path}.hairpin", f"needs a profile that forwards to a LAN host, not {nat}")
+    timeout = data.get("udp_timeout", 10 if nat == "short-udp-timeout" else None)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1):
+        raise check.fail(f"{path}.udp_timeout", f"must be a whole number of seconds, got {timeout!r}")
+    return Network(name=name, kind=kind, nat=nat, hairpin=hairpin, udp_timeout=timeout)
 
 
 def _load_node(check: _Checker, name: str, raw: Any, networks: dict[str, Network], default_net: str) -> Node:
@@ -207,6 +225,9 @@ def parse(text: str, file: Path) -> Topology:
             if peer not in nodes or peer == node.name:
                 what = "itself" if peer == node.name else f"undefined node {peer!r}"
                 raise check.fail(f"nodes.{node.name}.peers[{i}]", f"names {what}")
+    for lan in (n for n in networks.values() if n.kind == "lan"):
+        if not any(node.network == lan.name for node in nodes.values()):
+            raise check.fail(f"networks.{lan.name}", "a lan needs at least one node behind its router")
     peering = check.choice(data.get("peering", "mesh"), PEERING_MODES, "peering")
     description = data.get("description", "")
     return Topology(

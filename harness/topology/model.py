@@ -8,7 +8,19 @@ from pathlib import Path
 NODE_KINDS = ("codex",)
 PEERING_MODES = ("mesh", "none")
 REPO_KINDS = ("fs", "sqlite")
-NETWORK_KINDS = ("wan",)
+NETWORK_KINDS = ("wan", "lan")
+# NAT profiles a LAN's router applies (shared/reference/nat.md, table A). `public` means a node
+# sits on the WAN itself, so it is not a LAN profile.
+NAT_PROFILES = (
+    "port-forward",
+    "full-cone",
+    "restricted-cone",
+    "port-restricted",
+    "port-restricted-rst",
+    "symmetric",
+    "udp-blocked",
+    "short-udp-timeout",
+)
 REFERENCE_IMAGES = {"codex": "codex-ref"}
 
 
@@ -16,6 +28,9 @@ REFERENCE_IMAGES = {"codex": "codex-ref"}
 class Network:
     name: str
     kind: str = "wan"
+    nat: str | None = None  # LANs: the NAT profile of their router
+    hairpin: bool = False
+    udp_timeout: int | None = None  # seconds; conntrack's UDP mapping lifetime on the router
 
 
 @dataclass(frozen=True)
@@ -47,17 +62,35 @@ class Topology:
     peering: str = "mesh"
 
     def edges(self) -> list[tuple[str, str]]:
-        """Connections the testbed makes: all pairs for `mesh`, plus each node's `peers`."""
+        """Connections the testbed makes, (dialer, target): all pairs for `mesh`, plus each node's
+        `peers`, each dialled from the side that can reach the other. Two nodes behind different
+        NATs cannot connect without a relay, so they get no edge."""
         names = list(self.nodes)
-        pairs = (
+        wanted = (
             {(a, b) for i, a in enumerate(names) for b in names[i + 1 :]} if self.peering == "mesh" else set()
         )
         for node in self.nodes.values():
-            for peer in node.peers:
-                if (peer, node.name) not in pairs:
-                    pairs.add((node.name, peer))
+            wanted.update((node.name, peer) for peer in node.peers if (peer, node.name) not in wanted)
+        pairs = set()
+        for a, b in wanted:
+            if self.reachable(a, b):
+                pairs.add((a, b))
+            elif self.reachable(b, a):
+                pairs.add((b, a))  # the NATed side dials out
         return sorted(pairs)
 
     @property
     def wan(self) -> Network:
         return next(n for n in self.networks.values() if n.kind == "wan")
+
+    @property
+    def lans(self) -> list[Network]:
+        return [n for n in self.networks.values() if n.kind == "lan"]
+
+    def reachable(self, dialer: str, target: str) -> bool:
+        """Can `dialer` open a connection to `target`? Without a relay, a node behind NAT is
+        reachable only from its own LAN (port-forward aside)."""
+        target_net = self.networks[self.nodes[target].network]
+        if target_net.kind == "wan" or target_net.nat == "port-forward":
+            return True
+        return self.nodes[dialer].network == target_net.name

@@ -6,6 +6,7 @@ for what the plan already knows.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -20,7 +21,9 @@ API_PORT = 8080
 METRICS_PORT = 8008
 LISTEN_PORT = 8070
 DISC_PORT = 8090
-FIRST_HOST = 10  # .1 is the bridge gateway; keep a few for routers and helpers later
+STUN_PORT = 3478
+FIRST_HOST = 10  # .1 is docker's bridge; on a LAN, .2 is the router
+LAN_ROUTER_HOST = 2
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,37 @@ class NetworkPlan:
     name: str
     kind: str
     subnet: str
-    gateway: str
+    gateway: str  # docker's bridge address (the host's leg); LAN nodes route via their router instead
     internal: bool
+    bridge: str | None = None  # host bridge name (for the host firewall guard)
+    nat: str | None = None
+    hairpin: bool = False
+    udp_timeout: int | None = None
+
+
+@dataclass(frozen=True)
+class RouterPlan:
+    name: str
+    image: str
+    lan: str
+    nat: str
+    wan_ip: str
+    lan_ip: str
+    lan_subnet: str
+    lan_host: str  # the LAN host that forwarding profiles (full/restricted cone, port-forward) target
+    hairpin: bool
+    udp_timeout: int | None
+    forward_ports: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StunPlan:
+    """The NAT referee: coturn with RFC 5780 on two WAN addresses."""
+
+    name: str
+    image: str
+    ip: str
+    alt_ip: str
 
 
 @dataclass(frozen=True)
@@ -43,6 +75,9 @@ class NodePlan:
     api_port: int
     env: dict[str, str]
     peers: tuple[str, ...]  # the nodes it must be connected to once ready
+    gateway: str | None = None  # its router's LAN address when it sits behind a NAT
+    announce_ip: str = ""  # what it announces (CODEX_NAT=extip): its own address, or, behind a
+    # port-forwarding router, the router's WAN address, as one configures a forwarded node
 
     @property
     def api_url(self) -> str:
@@ -62,6 +97,13 @@ class Plan:
     networks: dict[str, NetworkPlan]
     nodes: dict[str, NodePlan]
     edges: tuple[tuple[str, str], ...]  # connections made during readiness (first dials second)
+    routers: dict[str, RouterPlan]
+    stun: StunPlan | None
+
+    @property
+    def containers(self) -> list[str]:
+        """Every service the testbed runs (nodes, routers, referee), by name."""
+        return [*self.nodes, *self.routers, *([self.stun.name] if self.stun else [])]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -77,6 +119,11 @@ class Plan:
             networks={k: NetworkPlan(**v) for k, v in raw["networks"].items()},
             nodes={k: NodePlan(**{**v, "peers": tuple(v["peers"])}) for k, v in raw["nodes"].items()},
             edges=tuple(tuple(e) for e in raw["edges"]),
+            routers={
+                k: RouterPlan(**{**v, "forward_ports": tuple(v["forward_ports"])})
+                for k, v in raw["routers"].items()
+            },
+            stun=StunPlan(**raw["stun"]) if raw["stun"] else None,
         )
 
 
@@ -87,7 +134,7 @@ def new_project_name(topology: str) -> str:
     return "-".join(p for p in parts if p)
 
 
-def _codex_env(node, ip: str) -> dict[str, str]:
+def _codex_env(node, announce_ip: str) -> dict[str, str]:
     env = {
         "CODEX_API_BINDADDR": "0.0.0.0",
         "CODEX_API_PORT": str(API_PORT),
@@ -95,7 +142,7 @@ def _codex_env(node, ip: str) -> dict[str, str]:
         "CODEX_LISTEN_ADDRS": f"/ip4/0.0.0.0/tcp/{LISTEN_PORT}",
         "CODEX_DISC_PORT": str(DISC_PORT),
         # Announce the WAN address explicitly: upstream's NAT_IP_AUTO breaks on multi-homed containers.
-        "CODEX_NAT": f"extip:{ip}",
+        "CODEX_NAT": f"extip:{announce_ip}",
         "CODEX_LOG_LEVEL": node.log_level or "info",
         "CODEX_METRICS": "true",
         "CODEX_METRICS_ADDRESS": "0.0.0.0",
@@ -111,6 +158,11 @@ def _codex_env(node, ip: str) -> dict[str, str]:
     return env
 
 
+def _bridge_name(project: str, network: str) -> str:
+    """A host bridge name (at most 15 characters) unique to this project's LAN."""
+    return "tb" + hashlib.sha256(f"{project}/{network}".encode()).hexdigest()[:10]
+
+
 def make_plan(
     topology: Topology,
     subnets: list[ipaddress.IPv4Network],
@@ -118,7 +170,9 @@ def make_plan(
     project: str | None = None,
     created: str | None = None,
 ) -> Plan:
-    """Allocate addresses: one subnet per network (in declaration order), hosts from .10 up."""
+    """Allocate addresses: one subnet per network (in declaration order). On the WAN, hosts from .10
+    go to the referee (two addresses) and routers first, then to nodes; on a LAN, .2 is its router
+    and nodes get .10 up."""
     project = project or new_project_name(topology.name)
     networks: dict[str, NetworkPlan] = {}
     free_hosts = {}
@@ -130,12 +184,29 @@ def make_plan(
             subnet=str(subnet),
             gateway=str(hosts[0]),
             internal=network.kind == "wan",
+            bridge=_bridge_name(project, network.name),
+            nat=network.nat,
+            hairpin=network.hairpin,
+            udp_timeout=network.udp_timeout,
         )
         free_hosts[network.name] = iter(hosts[FIRST_HOST - 1 :])
+    wan = topology.wan.name
+    stun = None
+    if topology.lans:
+        stun = StunPlan(
+            name="stun",
+            image=image_refs["stun"],
+            ip=str(next(free_hosts[wan])),
+            alt_ip=str(next(free_hosts[wan])),
+        )
+    router_wan_ips = {lan.name: str(next(free_hosts[wan])) for lan in topology.lans}
     edges = topology.edges()
     nodes = {}
     for node in topology.nodes.values():
         ip = str(next(free_hosts[node.network]))
+        behind_nat = networks[node.network].kind == "lan"
+        forwarded = networks[node.network].nat == "port-forward"
+        announce_ip = router_wan_ips[node.network] if forwarded else ip
         image = node.image or image_refs[node.reference_image]  # type: ignore[index]
         nodes[node.name] = NodePlan(
             name=node.name,
@@ -145,8 +216,26 @@ def make_plan(
             network=node.network,
             ip=ip,
             api_port=API_PORT,
-            env=_codex_env(node, ip),
+            env=_codex_env(node, announce_ip),
+            announce_ip=announce_ip,
             peers=tuple(sorted({b if a == node.name else a for a, b in edges if node.name in (a, b)})),
+            gateway=_lan_host(networks[node.network], LAN_ROUTER_HOST) if behind_nat else None,
+        )
+    routers = {}
+    for lan in topology.lans:
+        first_node = next(n for n in nodes.values() if n.network == lan.name)
+        routers[f"router-{lan.name}"] = RouterPlan(
+            name=f"router-{lan.name}",
+            image=image_refs["router"],
+            lan=lan.name,
+            nat=lan.nat,  # type: ignore[arg-type]
+            wan_ip=router_wan_ips[lan.name],
+            lan_ip=_lan_host(networks[lan.name], LAN_ROUTER_HOST),
+            lan_subnet=networks[lan.name].subnet,
+            lan_host=first_node.ip,
+            hairpin=lan.hairpin,
+            udp_timeout=lan.udp_timeout,
+            forward_ports=(LISTEN_PORT, DISC_PORT) if lan.nat == "port-forward" else (),
         )
     source = topology.source.resolve()
     return Plan(
@@ -157,4 +246,10 @@ def make_plan(
         networks=networks,
         nodes=nodes,
         edges=tuple(edges),
+        routers=routers,
+        stun=stun,
     )
+
+
+def _lan_host(network: NetworkPlan, index: int) -> str:
+    return str(ipaddress.IPv4Network(network.subnet).network_address + index)

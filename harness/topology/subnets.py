@@ -22,6 +22,7 @@ from harness.errors import PoolExhaustedError
 from harness.paths import cache_dir
 
 DEFAULT_WAN_POOL = "11.200.0.0/16"
+DEFAULT_LAN_POOL = "10.213.0.0/16"  # private on purpose: LANs sit behind the emulated NATs
 SUBNET_PREFIX = 24
 RESERVATION_TTL_S = 15 * 60
 
@@ -30,6 +31,14 @@ Subnet = ipaddress.IPv4Network
 
 def wan_pool() -> Subnet:
     return ipaddress.IPv4Network(os.environ.get("TESTBED_WAN_POOL", DEFAULT_WAN_POOL))
+
+
+def lan_pool() -> Subnet:
+    return ipaddress.IPv4Network(os.environ.get("TESTBED_LAN_POOL", DEFAULT_LAN_POOL))
+
+
+def pool_for(kind: str) -> Subnet:
+    return wan_pool() if kind == "wan" else lan_pool()
 
 
 def host_routes() -> list[Subnet]:
@@ -52,11 +61,16 @@ def host_routes() -> list[Subnet]:
 
 
 def engine_subnets() -> list[Subnet]:
+    """Subnets of the engine's networks (none when no engine answers: nothing can clash then)."""
     import docker
 
-    client = docker.from_env()
+    try:
+        client = docker.from_env()
+        networks = client.api.networks()
+    except docker.errors.DockerException:
+        return []
     found = []
-    for network in client.api.networks():
+    for network in networks:
         for cfg in (network.get("IPAM") or {}).get("Config") or []:
             if "Subnet" in cfg and ":" not in cfg["Subnet"]:
                 found.append(ipaddress.IPv4Network(cfg["Subnet"]))
@@ -80,6 +94,19 @@ class SubnetAllocator:
         )
 
 
+def allocate(kinds: list[str], taken: list[Subnet]) -> list[Subnet]:
+    """One subnet per kind, each from its pool, none overlapping `taken` or each other."""
+    subnets: list[Subnet] = []
+    for kind in kinds:
+        subnets.append(SubnetAllocator(pool_for(kind), [*taken, *subnets]).allocate())
+    return subnets
+
+
+def preview(kinds: list[str]) -> list[Subnet]:
+    """What `reserve` would pick now, without reserving (for `testbed render`)."""
+    return allocate(kinds, [*host_routes(), *engine_subnets()])
+
+
 @contextmanager
 def _locked_reservations():
     path = cache_dir() / "subnet-reservations.json"
@@ -90,16 +117,16 @@ def _locked_reservations():
         path.write_text(json.dumps(data, indent=1))
 
 
-def reserve(project: str, count: int, pool: Subnet | None = None) -> list[Subnet]:
-    """Allocate `count` subnets for a project, avoiding engine, host and other runs' reservations."""
+def reserve(project: str, kinds: list[str]) -> list[Subnet]:
+    """A subnet per network kind given (wan or lan pool), avoiding engine, host and other runs'
+    reservations."""
     with _locked_reservations() as reservations:
         now = time.time()
         for subnet, entry in list(reservations.items()):
             if now - entry["at"] > RESERVATION_TTL_S:
                 del reservations[subnet]
         taken = [*engine_subnets(), *host_routes(), *(ipaddress.IPv4Network(s) for s in reservations)]
-        allocator = SubnetAllocator(pool or wan_pool(), taken)
-        subnets = [allocator.allocate() for _ in range(count)]
+        subnets = allocate(kinds, taken)
         for subnet in subnets:
             reservations[str(subnet)] = {"project": project, "at": now}
         return subnets

@@ -76,7 +76,8 @@ def bare_compose() -> dict[str, float]:
     model = loader.load(TOPOLOGY)
     project = new_project_name("bench-bare")
     refs = images.ensure_images({"codex-ref"}, log=quiet)
-    plan = make_plan(model, subnets.reserve(project, len(model.networks)), refs, project=project)
+    kinds = [network.kind for network in model.networks.values()]
+    plan = make_plan(model, subnets.reserve(project, kinds), refs, project=project)
     compose_file = render(plan)
     try:
         up_s, _ = timed(lambda: compose.up(project, compose_file))

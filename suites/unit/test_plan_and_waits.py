@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,46 @@ def test_wait_fails_fast_on_a_hard_error() -> None:
     with pytest.raises(RuntimeError, match="container exited"):
         wait_until("anything", probe, deadline_s=30, interval_s=0.01)
     assert time.monotonic() - start < 5
+
+
+def nat_pair_plan():
+    return make_plan(
+        loader.load("nat-pair"),
+        [Net("11.200.9.0/24"), Net("10.213.4.0/24"), Net("10.213.5.0/24")],
+        {"codex-ref": "img", "router": "router-img", "stun": "stun-img"},
+        project="p",
+    )
+
+
+def test_nat_plan_puts_routers_between_lan_and_wan_and_routes_lan_nodes_through_them() -> None:
+    plan = nat_pair_plan()
+    assert plan.stun is not None and (plan.stun.ip, plan.stun.alt_ip) == ("11.200.9.10", "11.200.9.11")
+    home_a = plan.routers["router-home-a"]
+    assert (home_a.wan_ip, home_a.lan_ip, home_a.nat) == ("11.200.9.12", "10.213.4.2", "port-restricted")
+    assert home_a.lan_host == plan.nodes["alice"].ip == "10.213.4.10"
+    assert plan.nodes["alice"].gateway == "10.213.4.2"
+    assert plan.nodes["seed"].gateway is None and plan.nodes["seed"].ip == "11.200.9.14"
+    assert plan.networks["home-a"].bridge and len(plan.networks["home-a"].bridge) <= 15
+    assert set(plan.containers) == {"seed", "alice", "bob", "router-home-a", "router-home-b", "stun"}
+
+
+def test_natted_nodes_dial_out_and_two_nats_get_no_direct_edge() -> None:
+    plan = nat_pair_plan()
+    assert plan.edges == (("alice", "seed"), ("bob", "seed"))
+    assert plan.nodes["alice"].peers == ("seed",) and plan.nodes["seed"].peers == ("alice", "bob")
+
+
+def test_a_port_forwarded_node_announces_its_routers_wan_address() -> None:
+    topology = loader.parse(
+        "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: port-forward}\n"
+        "nodes:\n  seed: {kind: codex}\n  fwd: {kind: codex, network: home}\n",
+        Path("t.yaml"),
+    )
+    plan = make_plan(
+        topology, [Net("11.200.9.0/24"), Net("10.213.4.0/24")], {"codex-ref": "i", "router": "r", "stun": "s"}
+    )
+    router = plan.routers["router-home"]
+    assert plan.nodes["fwd"].announce_ip == router.wan_ip
+    assert plan.nodes["fwd"].env["CODEX_NAT"] == f"extip:{router.wan_ip}"
+    assert router.forward_ports == (8070, 8090)
+    assert plan.edges == (("seed", "fwd"),), "a forwarded node can be dialled"

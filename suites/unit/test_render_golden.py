@@ -18,40 +18,58 @@ from harness.render.compose import render, render_to_strings
 from harness.topology import loader
 from harness.topology.plan import Plan, make_plan
 
-GOLDEN = Path(__file__).parent / "golden" / "basic"
-FIXED_IMAGE = {"codex-ref": "testbed/codex-ref:0123456789ab"}
+GOLDENS = Path(__file__).parent / "golden"
+FIXED_IMAGES = {
+    "codex-ref": "testbed/codex-ref:0123456789ab",
+    "router": "testbed/router:r",
+    "stun": "testbed/stun:s",
+}
+SUBNETS = {
+    "basic": ["11.200.42.0/24"],
+    "nat-pair": ["11.200.42.0/24", "10.213.42.0/24", "10.213.43.0/24"],
+}
 
 
-def golden_plan() -> Plan:
+def golden_plan(topology: str = "basic") -> Plan:
     return make_plan(
-        loader.load("basic"),
-        [ipaddress.IPv4Network("11.200.42.0/24")],
-        FIXED_IMAGE,
-        project="tb-basic-golden",
+        loader.load(topology),
+        [ipaddress.IPv4Network(s) for s in SUBNETS[topology]],
+        FIXED_IMAGES,
+        project=f"tb-{topology}-golden",
         created="2026-01-01T00:00:00Z",
     )
 
 
-def test_rendered_files_match_goldens() -> None:
-    rendered = render_to_strings(golden_plan())
+@pytest.mark.parametrize("topology", sorted(SUBNETS))
+def test_rendered_files_match_goldens(topology: str) -> None:
+    rendered = render_to_strings(golden_plan(topology))
+    golden = GOLDENS / topology
     if os.environ.get("UPDATE_GOLDENS") == "1":
-        shutil.rmtree(GOLDEN, ignore_errors=True)
+        shutil.rmtree(golden, ignore_errors=True)
         for relative, content in rendered.items():
-            (GOLDEN / relative).parent.mkdir(parents=True, exist_ok=True)
-            (GOLDEN / relative).write_text(content)
-    expected = {str(p.relative_to(GOLDEN)): p.read_text() for p in GOLDEN.rglob("*") if p.is_file()}
+            (golden / relative).parent.mkdir(parents=True, exist_ok=True)
+            (golden / relative).write_text(content)
+    expected = {str(p.relative_to(golden)): p.read_text() for p in golden.rglob("*") if p.is_file()}
     assert rendered == expected
 
 
 def test_compose_structure_follows_the_network_model() -> None:
-    compose = yaml.safe_load(render_to_strings(golden_plan())["compose.yaml"])
+    compose = yaml.safe_load(render_to_strings(golden_plan("nat-pair"))["compose.yaml"])
     wan = compose["networks"]["wan"]
+    assert compose["networks"]["home-a"]["internal"] is False, "a LAN must carry what its router forwards"
+    assert (
+        compose["networks"]["home-a"]["driver_opts"]["com.docker.network.bridge.enable_ip_masquerade"]
+        == "false"
+    )
+    for name, service in compose["services"].items():
+        privileged = set(service.get("cap_add", []))
+        assert privileged <= ({"NET_ADMIN", "NET_RAW"} if name.startswith("router-") else set()), name
     assert wan["internal"] is True, "the WAN must never reach outside the machine"
     assert wan["ipam"]["config"][0]["subnet"] == "11.200.42.0/24"
     assert set(compose) == {"services", "networks", "volumes"}, "no top-level name/version (v1 rejects name)"
     for name, service in compose["services"].items():
-        assert service["labels"]["testbed.project"] == "tb-basic-golden"
-        assert service["cap_drop"] == ["ALL"], f"{name} must run without capabilities"
+        assert service["labels"]["testbed.project"] == "tb-nat-pair-golden"
+        assert service["cap_drop"] == ["ALL"], f"{name} must drop every capability it does not add"
         assert "ports" not in service, "no host ports: the host reaches nodes by their WAN address"
         assert "privileged" not in service
         assert not any("docker.sock" in v for v in service.get("volumes", []))

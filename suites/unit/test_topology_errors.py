@@ -68,6 +68,39 @@ CASES = {
         "nodes.codex-1.env.CODEX_X",
         "must not contain '$'",
     ),
+    "lan-without-nat": (
+        "networks:\n  wan: {kind: wan}\n  home: {kind: lan}\nnodes:\n  a: {kind: codex, network: home}\n",
+        "networks.home.nat",
+        "is required for a lan",
+    ),
+    "unknown-nat-profile": (
+        "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: cone}\n"
+        "nodes:\n  a: {kind: codex, network: home}\n",
+        "networks.home.nat",
+        "must be one of port-forward, full-cone",
+    ),
+    "hairpin-without-forwarding": (
+        "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: symmetric, hairpin: true}\n"
+        "nodes:\n  a: {kind: codex, network: home}\n",
+        "networks.home.hairpin",
+        "needs a profile that forwards to a LAN host, not symmetric",
+    ),
+    "empty-lan": (
+        "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: symmetric}\nnodes:\n  a: {kind: codex}\n",
+        "networks.home",
+        "a lan needs at least one node behind its router",
+    ),
+    "nat-on-wan": (
+        "networks:\n  wan: {kind: wan, nat: symmetric}\nnodes:\n  a: {kind: codex}\n",
+        "networks.wan.nat",
+        "only a lan has a NAT",
+    ),
+    "bad-udp-timeout": (
+        "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: port-restricted, udp_timeout: soon}\n"
+        "nodes:\n  a: {kind: codex, network: home}\n",
+        "networks.home.udp_timeout",
+        "must be a whole number of seconds",
+    ),
     "bad-log-level": (
         "nodes:\n  codex-1:\n" + VALID_NODE + "    log_level: loud\n",
         "nodes.codex-1.log_level",

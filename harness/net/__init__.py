@@ -1,0 +1,1 @@
+"""Network plumbing inside container namespaces and on the host; the NAT referee."""

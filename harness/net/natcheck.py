@@ -1,0 +1,149 @@
+"""The NAT referee: classify each router from behind it and compare with its declared profile.
+
+From a LAN node's network namespace, `turnutils_natdiscovery` (RFC 5780) asks the coturn referee
+(two WAN addresses) for the filtering behaviour first, then the mapping: the mapping test contacts
+the referee's second address, which would pre-authorise an address-keyed filter and make a
+restricted cone look like a full cone (shared/reference/nat.md 4.1). Also checked: the reflexive
+address is the router's WAN address (a LAN address there means traffic bypassed the NAT),
+hairpinning where declared, inbound TCP to the node's listen port (open only where the profile
+forwards), and the conntrack UDP timeout where one is set.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from docker.models.containers import Container
+
+from harness.net.plumbing import run_in_netns, tcp_connects
+from harness.topology.plan import LISTEN_PORT, Plan, RouterPlan
+
+BLOCKED = "no answer (UDP blocked)"
+EIM, APDM = "Endpoint Independent Mapping", "Address and Port Dependent Mapping"
+EIF, ADF, APDF = (
+    "Endpoint Independent Filtering",
+    "Address Dependent Filtering",
+    "Address and Port Dependent Filtering",
+)
+# declared profile -> (mapping, filtering, inbound TCP to the listen port reaches the node?)
+EXPECTED: dict[str, tuple[str, str, bool | None]] = {
+    "port-forward": (EIM, APDF, True),  # ephemeral ports are filtered; the listen port is forwarded
+    "full-cone": (EIM, EIF, True),
+    "restricted-cone": (EIM, ADF, None),  # the referee itself was contacted: inbound is ambiguous
+    "port-restricted": (EIM, APDF, False),
+    "port-restricted-rst": (EIM, APDF, False),
+    "symmetric": (APDM, APDF, False),
+    "udp-blocked": (BLOCKED, BLOCKED, False),
+    "short-udp-timeout": (EIM, APDF, False),
+}
+
+
+@dataclass
+class NatVerdict:
+    lan: str
+    declared: str
+    mapping: str
+    filtering: str
+    reflexive_ip: str | None
+    router_wan_ip: str
+    problems: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+
+    @property
+    def agrees(self) -> bool:
+        return not self.problems
+
+
+def _behaviour(output: str) -> str:
+    if match := re.search(r"NAT with (.+?)!", output):
+        return match.group(1)
+    if "STUN receive timeout" in output:
+        return BLOCKED
+    return "unrecognised: " + " | ".join(output.strip().splitlines()[-3:])
+
+
+def _reflexive_ip(output: str) -> str | None:
+    match = re.search(r"UDP reflexive addr: ([\d.]+):\d+", output)
+    return match.group(1) if match else None
+
+
+def check_router(plan: Plan, router: RouterPlan, containers: dict[str, Container]) -> NatVerdict:
+    assert plan.stun is not None
+    node = next(n for n in plan.nodes.values() if n.network == router.lan)
+    inside = containers[node.name]
+
+    def discover(flag: str) -> str:
+        return run_in_netns(inside, ["turnutils_natdiscovery", flag, plan.stun.ip], plan.project)
+
+    if router.nat == "restricted-cone":
+        # forget the addresses learned by an earlier run, or its mapping test (which contacts the
+        # referee's second address) would make the filter look endpoint-independent now
+        containers[router.name].exec_run(["nft", "flush", "set", "ip", "restricted_cone", "contacted"])
+    filtering_out = discover("-f")
+    mapping_out = discover("-m")
+    mapping, filtering, inbound = EXPECTED[router.nat]
+    verdict = NatVerdict(
+        lan=router.lan,
+        declared=router.nat,
+        mapping=_behaviour(mapping_out),
+        filtering=_behaviour(filtering_out),
+        reflexive_ip=_reflexive_ip(mapping_out),
+        router_wan_ip=router.wan_ip,
+    )
+    if verdict.mapping != mapping:
+        verdict.problems.append(f"mapping is {verdict.mapping}, {router.nat} means {mapping}")
+    if verdict.filtering != filtering:
+        verdict.problems.append(f"filtering is {verdict.filtering}, {router.nat} means {filtering}")
+    if mapping != BLOCKED:
+        if verdict.reflexive_ip != router.wan_ip:
+            verdict.problems.append(
+                f"reflexive address {verdict.reflexive_ip} is not the router's WAN address {router.wan_ip}"
+            )
+        else:
+            verdict.checks.append("reflexive address = router WAN")
+    if router.hairpin:
+        hairpins = "successful hairpinning" in discover("-H")
+        (verdict.checks if hairpins else verdict.problems).append(
+            "hairpinning works" if hairpins else "hairpin declared but hairpinning fails"
+        )
+    if inbound is not None:
+        is_open = tcp_connects(containers[plan.stun.name], router.wan_ip, LISTEN_PORT, plan.project)
+        wording = (
+            f"inbound TCP to {router.wan_ip}:{LISTEN_PORT} {'reaches the node' if is_open else 'is dropped'}"
+        )
+        (verdict.checks if is_open == inbound else verdict.problems).append(wording)
+    if router.udp_timeout:
+        actual = containers[router.name].exec_run(["cat", "/proc/sys/net/netfilter/nf_conntrack_udp_timeout"])
+        value = actual.output.decode().strip()
+        ok = value == str(router.udp_timeout)
+        (verdict.checks if ok else verdict.problems).append(f"conntrack UDP timeout {value}s")
+    return verdict
+
+
+def check_all(plan: Plan, containers: dict[str, Container]) -> list[NatVerdict]:
+    """Every router at once (each check takes seconds of STUN timeouts)."""
+    if not plan.routers:
+        return []
+    with ThreadPoolExecutor(max_workers=len(plan.routers)) as pool:
+        return list(pool.map(lambda r: check_router(plan, r, containers), plan.routers.values()))
+
+
+def to_markdown(verdicts: list[NatVerdict]) -> str:
+    lines = [
+        "| LAN | declared | mapping | filtering | reflexive address | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in verdicts:
+        verdict = "agrees" if v.agrees else "MISMATCH: " + "; ".join(v.problems)
+        extra = f" ({'; '.join(v.checks)})" if v.checks else ""
+        lines.append(
+            f"| {v.lan} | {v.declared} | {v.mapping} | {v.filtering} | {v.reflexive_ip} | {verdict}{extra} |"
+        )
+    return "\n".join(lines)
+
+
+def to_json(verdicts: list[NatVerdict]) -> str:
+    return json.dumps([{**asdict(v), "agrees": v.agrees} for v in verdicts], indent=2)

@@ -1,0 +1,104 @@
+"""NAT emulation, checked by an independent referee; nothing leaves the machine.
+
+One testbed with a LAN per NAT profile. Tests run in file order; the last one breaks a router.
+"""
+
+from __future__ import annotations
+
+import json
+
+import docker
+import pytest
+
+from harness.engine.images import base_image_ref
+from harness.net import hostfw, natcheck
+from harness.net.plumbing import tcp_connects
+from harness.paths import artifacts_dir
+from harness.testbed import Testbed
+from harness.topology.model import NAT_PROFILES
+from suites.functional.helpers import random_bytes, sha256
+
+pytestmark = [pytest.mark.nat]
+TOPOLOGY = "nat-profiles"
+OUTSIDE = "192.0.2.1"  # TEST-NET-1: only ever looked up in routing tables here, never sent to
+
+
+def test_the_referee_agrees_with_every_declared_profile(testbed: Testbed) -> None:
+    verdicts = testbed.readiness.nat
+    assert sorted(v["declared"] for v in verdicts) == sorted(NAT_PROFILES)
+    assert all(v["agrees"] for v in verdicts), json.dumps(verdicts, indent=2)
+    rerun = natcheck.check_all(testbed.plan, testbed.containers())  # independent second run
+    table = natcheck.to_markdown(rerun)
+    out = artifacts_dir(testbed.plan.project)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "nat-check.md").write_text(table + "\n")
+    print("\n" + table)
+    assert all(v.agrees for v in rerun), table
+
+
+def test_the_seed_sees_every_natted_node_as_its_routers_wan_address(testbed: Testbed) -> None:
+    connections = {n["peerId"]: n["address"] for n in testbed.client("seed").debug_info()["table"]["nodes"]}
+    for router in testbed.plan.routers.values():
+        node = next(n for n in testbed.plan.nodes.values() if n.network == router.lan)
+        peer_id = testbed.client(node.name).peer_id()
+        assert peer_id in connections, f"{node.name} is not connected to the seed"
+        seen_ip = connections[peer_id].split(":")[0]
+        assert seen_ip == router.wan_ip, f"the seed sees {node.name} as {seen_ip}, not {router.wan_ip}"
+        assert seen_ip != node.ip
+
+
+def test_natted_nodes_fetch_from_the_public_seed_but_cannot_be_dialled(testbed: Testbed) -> None:
+    data = random_bytes(4 * 1024 * 1024)
+    cid = testbed.client("seed").upload(data)
+    for node in ("behind-symmetric", "behind-port-restricted", "behind-udp-blocked"):
+        assert sha256(testbed.client(node, timeout_s=120).network_stream(cid)) == sha256(data), node
+
+    # from a public host: neither the LAN address nor the router's WAN port lets a dial in
+    stun = testbed.container("stun")
+    behind = testbed.plan.nodes["behind-port-restricted"]
+    router = testbed.plan.routers["router-lan-port-restricted"]
+    assert not tcp_connects(stun, behind.ip, 8070, testbed.plan.project), "the host routed WAN -> LAN"
+    assert not tcp_connects(stun, router.wan_ip, 8070, testbed.plan.project), "the NAT let a dial in"
+    forwarded = testbed.plan.nodes["behind-port-forward"]
+    forwarding_router = testbed.plan.routers["router-lan-port-forward"]
+    assert forwarded.announce_ip == forwarding_router.wan_ip
+    assert tcp_connects(stun, forwarding_router.wan_ip, 8070, testbed.plan.project)
+
+
+def test_nothing_can_leave_the_machine(testbed: Testbed) -> None:
+    client = docker.from_env()
+    wan = next(n for n in testbed.plan.networks.values() if n.kind == "wan")
+    wan_network = next(n for n in client.networks.list(names=[f"{testbed.plan.project}_{wan.name}"]))
+    assert wan_network.attrs["Internal"] is True
+    guards = hostfw.rules(testbed.plan.project)
+    for network in testbed.plan.networks.values():
+        assert any(f"-i {network.bridge} ! -o {network.bridge}" in g and "-j DROP" in g for g in guards), (
+            network
+        )
+    containers = testbed.containers()
+    for name in [*testbed.plan.routers, "behind-symmetric", "seed"]:
+        # a routing-table lookup only: no packet is sent
+        result = client.containers.run(
+            base_image_ref(),
+            ["sh", "-c", f"ip route get {OUTSIDE} 2>&1; ip route show default"],
+            network_mode=f"container:{containers[name].id}",
+            remove=True,
+        ).decode()
+        if name.startswith("router-"):
+            assert "unreachable" in result and "default" not in result, f"{name}: {result}"
+        elif name == "seed":
+            # the internal WAN routes to docker's bridge, whose outside the guard closes (above)
+            assert f"via {wan.gateway}" in result, f"{name}: {result}"
+        else:
+            gateway = testbed.plan.nodes[name].gateway
+            assert f"via {gateway}" in result, f"{name} must route through its router: {result}"
+
+
+def test_the_referee_catches_a_router_that_does_not_nat(testbed: Testbed) -> None:
+    """Negative control: with its NAT rules gone, a port-restricted router must not pass."""
+    router = testbed.plan.routers["router-lan-port-restricted"]
+    container = testbed.container(router.name)
+    assert container.exec_run(["iptables", "-w", "-t", "nat", "-F"]).exit_code == 0
+    verdict = natcheck.check_router(testbed.plan, router, testbed.containers())
+    assert not verdict.agrees
+    assert any("reflexive address" in problem or "filtering" in problem for problem in verdict.problems)
