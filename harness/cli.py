@@ -16,7 +16,7 @@ from harness import sweep as sweeper
 from harness.engine import compose, images
 from harness.engine.bootstrap import engine_answers, ensure_engine
 from harness.errors import TestbedError
-from harness.net import natcheck
+from harness.net import hostfw, natcheck
 from harness.paths import artifacts_dir, cache_dir, generated_dir
 from harness.ready.readiness import find_containers
 from harness.render.compose import render
@@ -171,39 +171,55 @@ def cmd_images(args: argparse.Namespace) -> int:
     return 0
 
 
-def _doctor_checks() -> list[tuple[str, bool, str]]:
-    checks: list[tuple[str, bool, str]] = []
+def _netem_detail(client: docker.DockerClient, base: str) -> str:
+    probe = "ip link add p type dummy && tc qdisc add dev p root netem delay 1ms && echo yes || echo no"
+    output = client.containers.run(base, ["sh", "-c", probe], cap_add=["NET_ADMIN"], remove=True)
+    if output.decode().strip().endswith("yes"):
+        return "available: link delay, jitter and loss can be emulated"
+    return "not in this kernel (CONFIG_NET_SCH_NETEM): links can be rate-limited, not delayed"
+
+
+def _doctor_checks() -> list[tuple[str, str, str]]:
+    """(name, ok | FAIL | info, detail); `info` lines describe optional features and never fail."""
+
+    def check(name: str, ok: bool, detail: str) -> tuple[str, str, str]:
+        return name, "ok" if ok else "FAIL", detail
+
+    checks = []
     answers = engine_answers()
     version = docker.from_env().version()["Version"] if answers else "no engine answers (run make setup)"
-    checks.append(("docker engine", answers, version))
+    checks.append(check("docker engine", answers, version))
     try:
         checks.append(
-            ("compose cli", True, f"{' '.join(compose.compose_command())}: {compose.compose_version()}")
+            check("compose cli", True, f"{' '.join(compose.compose_command())}: {compose.compose_version()}")
         )
     except TestbedError as exc:
-        checks.append(("compose cli", False, str(exc)))
+        checks.append(check("compose cli", False, str(exc)))
     has_debootstrap = shutil.which("debootstrap") is not None
     checks.append(
-        ("debootstrap", has_debootstrap or bool(os.environ.get("BASE_IMAGE")), "for the base image")
+        check("debootstrap", has_debootstrap or bool(os.environ.get("BASE_IMAGE")), "for the base image")
     )
     py_ok = sys.version_info[:2] == (3, 11)
     checks.append(
-        ("host python 3.11", py_ok, f"{sys.version.split()[0]} (wheels must match the images' 3.11)")
+        check("host python 3.11", py_ok, f"{sys.version.split()[0]} (wheels must match the images' 3.11)")
     )
-    checks.append(("wan pool", True, f"{subnets.wan_pool()} (TESTBED_WAN_POOL)"))
+    checks.append(check("address pools", True, f"WAN {subnets.wan_pool()}, LAN {subnets.lan_pool()}"))
+    checks.append(check("host firewall", hostfw.available(), "iptables with docker's DOCKER-USER chain"))
     if answers:
         client = docker.from_env()
         present = {t for image in client.images.list() for t in image.tags}
         base = images.base_image_ref()
         checks.append(
-            ("base image", base in present, base if base in present else f"{base} missing: make images")
+            check("base image", base in present, base if base in present else f"{base} missing: make images")
         )
         running = sweeper.labelled_projects(client)
         orphans = sweeper.orphaned_projects(client)
         detail = f"{len(running)} testbeds present" + (
             f"; orphans of {', '.join(sorted(orphans))}" if orphans else ""
         )
-        checks.append(("no orphans", not orphans, detail + " (testbed clean removes orphans)"))
+        checks.append(check("no orphans", not orphans, detail + " (testbed clean removes orphans)"))
+        if base in present:
+            checks.append(("netem", "info", _netem_detail(client, base)))
     return checks
 
 
@@ -211,9 +227,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.fix:
         print(ensure_engine())
     checks = _doctor_checks()
-    for name, ok, detail in checks:
-        print(f"  {'ok  ' if ok else 'FAIL'}  {name:<18} {detail}")
-    return 0 if all(ok for _, ok, _ in checks) else 1
+    for name, status, detail in checks:
+        print(f"  {status:<4}  {name:<18} {detail}")
+    return 1 if any(status == "FAIL" for _, status, _ in checks) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

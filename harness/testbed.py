@@ -106,7 +106,7 @@ class Testbed:
             # an engine without iptables on the host (Docker Desktop) still runs those.
             if plan.routers or hostfw.available():
                 hostfw.isolate(plan)
-            if plan.routers:
+            if plan.routers or any(node.link for node in plan.nodes.values()):
                 plumb(plan, testbed.containers())
             wait_ready(plan, deadline_s, testbed.readiness)
         except BaseException:

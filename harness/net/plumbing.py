@@ -6,6 +6,7 @@ the helper (the base image, which carries iproute2) gets NET_ADMIN for one comma
 
 from __future__ import annotations
 
+import re
 import time
 
 import docker
@@ -14,6 +15,7 @@ from docker.models.containers import Container
 from harness.engine.images import base_image_ref
 from harness.errors import EngineError
 from harness.render.compose import LABEL_CREATED, LABEL_PROJECT, LABEL_ROLE
+from harness.topology.model import Link
 from harness.topology.plan import Plan
 
 
@@ -49,8 +51,64 @@ def run_in_netns(
     return output
 
 
+TC_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+
+
+def _rate_bps(rate: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(\w+)", rate).groups()  # type: ignore[union-attr]
+    return float(number) * TC_UNITS[unit]
+
+
+def _qdiscs(dev: str, link: Link) -> list[str]:
+    """tc commands shaping one direction on `dev`: netem (delay, jitter, loss), then tbf (rate)."""
+    commands = [f"tc qdisc del dev {dev} root 2>/dev/null || true"]
+    parent = "root"
+    if link.delay_ms or link.loss_pct:
+        netem = f"delay {link.delay_ms or 0}ms" + (f" {link.jitter_ms}ms" if link.jitter_ms else "")
+        netem += f" loss {link.loss_pct}%" if link.loss_pct else ""
+        commands.append(f"tc qdisc add dev {dev} root handle 1: netem {netem}")
+        parent = "parent 1:"
+    if link.rate:
+        burst = max(16384, int(_rate_bps(link.rate) / 8 / 100))  # 10 ms worth, at least 16 KiB
+        commands.append(
+            f"tc qdisc add dev {dev} {parent} handle 2: tbf rate {link.rate} burst {burst} latency 200ms"
+        )
+    return commands
+
+
+def shape(container: Container, ip: str, link: Link, project: str) -> None:
+    """Shape a node's link both ways: egress on its interface, ingress through an ifb device."""
+    script = [
+        "set -e",
+        rf"dev=$(ip -o -4 addr | awk '/ {ip}\//{{print $2}}')",
+        "ip link show ifb0 >/dev/null 2>&1 || ip link add ifb0 type ifb",
+        "ip link set ifb0 up",
+        "tc qdisc del dev $dev ingress 2>/dev/null || true",
+        "tc qdisc add dev $dev handle ffff: ingress",
+        "tc filter add dev $dev parent ffff: protocol all u32 match u32 0 0"
+        " action mirred egress redirect dev ifb0",
+        *_qdiscs("$dev", link),
+        *_qdiscs("ifb0", link),
+    ]
+    run_in_netns(container, ["sh", "-c", "\n".join(script)], project, net_admin=True)
+
+
+def netem_available(container: Container, project: str) -> bool:
+    """Can this kernel emulate delay and loss? (Some VM kernels are built without sch_netem.)"""
+    probe = "ip link add tbprobe type dummy && tc qdisc add dev tbprobe root netem delay 1ms && echo yes"
+    try:
+        return (
+            run_in_netns(container, ["sh", "-c", probe + " || echo no"], project, True)
+            .strip()
+            .endswith("yes")
+        )
+    finally:
+        run_in_netns(container, ["sh", "-c", "ip link del tbprobe 2>/dev/null; true"], project, True)
+
+
 def plumb(plan: Plan, containers: dict[str, Container]) -> None:
-    """Idempotent: LAN nodes route via their router; the referee gets its second WAN address."""
+    """Idempotent: LAN nodes route via their router; the referee gets its second WAN address;
+    shaped links get their qdiscs."""
     for node in plan.nodes.values():
         if node.gateway and node.name in containers:
             run_in_netns(
@@ -68,6 +126,15 @@ def plumb(plan: Plan, containers: dict[str, Container]) -> None:
             f"ip addr add {plan.stun.alt_ip}/{prefix} dev $dev"
         )
         run_in_netns(containers[plan.stun.name], ["sh", "-c", script], plan.project, True)
+    shaped = [n for n in plan.nodes.values() if n.link and n.name in containers]
+    needs_netem = [n.name for n in shaped if n.link and (n.link.delay_ms or n.link.loss_pct)]
+    if needs_netem and not netem_available(containers[needs_netem[0]], plan.project):
+        raise EngineError(
+            f"link delay/jitter/loss of {', '.join(needs_netem)} needs netem, which this kernel lacks "
+            "(CONFIG_NET_SCH_NETEM); rate limiting (link: {rate: ...}) works without it"
+        )
+    for node in shaped:
+        shape(containers[node.name], node.ip, node.link, plan.project)  # type: ignore[arg-type]
 
 
 def tcp_connects(source: Container, ip: str, port: int, project: str) -> bool:

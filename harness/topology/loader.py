@@ -20,6 +20,7 @@ from harness.topology.model import (
     NODE_KINDS,
     PEERING_MODES,
     REPO_KINDS,
+    Link,
     Network,
     Node,
     Topology,
@@ -43,7 +44,10 @@ NODE_KEYS = {
     "repo_kind",
     "env",
     "peers",
+    "link",
 }
+LINK_KEYS = {"rate", "delay_ms", "jitter_ms", "loss_pct"}
+RATE_RE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit)$")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -143,6 +147,36 @@ def _load_network(check: _Checker, name: str, raw: Any) -> Network:
     return Network(name=name, kind=kind, nat=nat, hairpin=hairpin, udp_timeout=timeout)
 
 
+def _load_link(check: _Checker, raw: Any, path: str) -> Link:
+    data = check.mapping(raw, path)
+    check.keys(data, LINK_KEYS, path)
+    if not data:
+        raise check.fail(path, f"give at least one of {', '.join(sorted(LINK_KEYS))}")
+    rate = (
+        check.matches(data["rate"], RATE_RE, "a tc rate like 8mbit", f"{path}.rate")
+        if "rate" in data
+        else None
+    )
+
+    def number(key: str, top: float) -> float | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= top:
+            raise check.fail(f"{path}.{key}", f"must be a number from 0 to {top}, got {value!r}")
+        return value
+
+    delay, jitter = number("delay_ms", 60_000), number("jitter_ms", 60_000)
+    if jitter and not delay:
+        raise check.fail(f"{path}.jitter_ms", "needs delay_ms")
+    return Link(
+        rate,
+        int(delay) if delay is not None else None,
+        int(jitter) if jitter else None,
+        number("loss_pct", 100),
+    )
+
+
 def _load_node(check: _Checker, name: str, raw: Any, networks: dict[str, Network], default_net: str) -> Node:
     path = f"nodes.{name}"
     check.name(name, path)
@@ -174,6 +208,7 @@ def _load_node(check: _Checker, name: str, raw: Any, networks: dict[str, Network
     def optional(key: str, pattern: re.Pattern, what: str) -> str | None:
         return check.matches(data[key], pattern, what, f"{path}.{key}") if key in data else None
 
+    link = _load_link(check, data["link"], f"{path}.link") if "link" in data else None
     peers = data.get("peers", [])
     if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
         raise check.fail(f"{path}.peers", "must be a list of node names")
@@ -193,6 +228,7 @@ def _load_node(check: _Checker, name: str, raw: Any, networks: dict[str, Network
         else None,
         env={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in env.items()},
         peers=tuple(peers),
+        link=link,
     )
 
 

@@ -34,6 +34,16 @@ class Network:
 
 
 @dataclass(frozen=True)
+class Link:
+    """Shaping of a node's link to its network, applied in both directions."""
+
+    rate: str | None = None  # tc rate, e.g. "8mbit"
+    delay_ms: int | None = None
+    jitter_ms: int | None = None
+    loss_pct: float | None = None
+
+
+@dataclass(frozen=True)
 class Node:
     name: str
     kind: str
@@ -45,6 +55,7 @@ class Node:
     repo_kind: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     peers: tuple[str, ...] = ()  # nodes this one must be connected to, besides `peering`
+    link: Link | None = None
 
     @property
     def reference_image(self) -> str | None:

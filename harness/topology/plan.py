@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from harness.paths import REPO_ROOT
-from harness.topology.model import Topology
+from harness.topology.model import Link, Topology
 
 API_PORT = 8080
 METRICS_PORT = 8008
@@ -76,6 +76,7 @@ class NodePlan:
     env: dict[str, str]
     peers: tuple[str, ...]  # the nodes it must be connected to once ready
     gateway: str | None = None  # its router's LAN address when it sits behind a NAT
+    link: Link | None = None  # shaping of its link, both directions
     announce_ip: str = ""  # what it announces (CODEX_NAT=extip): its own address, or, behind a
     # port-forwarding router, the router's WAN address, as one configures a forwarded node
 
@@ -117,7 +118,12 @@ class Plan:
             source=raw["source"],
             created=raw["created"],
             networks={k: NetworkPlan(**v) for k, v in raw["networks"].items()},
-            nodes={k: NodePlan(**{**v, "peers": tuple(v["peers"])}) for k, v in raw["nodes"].items()},
+            nodes={
+                k: NodePlan(
+                    **{**v, "peers": tuple(v["peers"]), "link": Link(**v["link"]) if v["link"] else None}
+                )
+                for k, v in raw["nodes"].items()
+            },
             edges=tuple(tuple(e) for e in raw["edges"]),
             routers={
                 k: RouterPlan(**{**v, "forward_ports": tuple(v["forward_ports"])})
@@ -217,6 +223,7 @@ def make_plan(
             ip=ip,
             api_port=API_PORT,
             env=_codex_env(node, announce_ip),
+            link=node.link,
             announce_ip=announce_ip,
             peers=tuple(sorted({b if a == node.name else a for a, b in edges if node.name in (a, b)})),
             gateway=_lan_host(networks[node.network], LAN_ROUTER_HOST) if behind_nat else None,

@@ -101,6 +101,21 @@ CASES = {
         "networks.home.udp_timeout",
         "must be a whole number of seconds",
     ),
+    "bad-link-rate": (
+        "nodes:\n  codex-1:\n" + VALID_NODE + "    link: {rate: fast}\n",
+        "nodes.codex-1.link.rate",
+        "'fast' is not a tc rate like 8mbit",
+    ),
+    "link-loss-out-of-range": (
+        "nodes:\n  codex-1:\n" + VALID_NODE + "    link: {loss_pct: 140}\n",
+        "nodes.codex-1.link.loss_pct",
+        "must be a number from 0 to 100, got 140",
+    ),
+    "jitter-without-delay": (
+        "nodes:\n  codex-1:\n" + VALID_NODE + "    link: {jitter_ms: 5}\n",
+        "nodes.codex-1.link.jitter_ms",
+        "needs delay_ms",
+    ),
     "bad-log-level": (
         "nodes:\n  codex-1:\n" + VALID_NODE + "    log_level: loud\n",
         "nodes.codex-1.log_level",
