@@ -32,7 +32,6 @@ from harness.paths import artifacts_dir, generated_dir
 from harness.ready.readiness import (
     ReadinessReport,
     find_containers,
-    log_tail,
     wait_containers_healthy,
     wait_ready,
 )
@@ -151,9 +150,6 @@ class Testbed:
 
     def container(self, node: str):
         return self.containers()[node]
-
-    def logs(self, node: str, tail: int = 100) -> str:
-        return log_tail(self.container(node), tail)
 
     def metrics(self, node: str) -> dict[str, float]:
         """The node's Prometheus samples (counters as `<name>_total`)."""

@@ -53,17 +53,8 @@ class CodexClient:
             headers["Content-Disposition"] = f'attachment; filename="{filename}"'
         return self._ok("POST", "/data", data=data, headers=headers).text.strip()
 
-    def upload_file(self, path: Path, **kwargs) -> str:
-        with path.open("rb") as body:
-            return self.upload(body, **kwargs)
-
     def download(self, cid: str) -> bytes:
         return self._ok("GET", f"/data/{cid}").content
-
-    def download_to(self, cid: str, dest: Path, chunk: int = 1 << 20) -> int:
-        """Stream a local download to a file; returns the byte count."""
-        with self._ok("GET", f"/data/{cid}", stream=True) as response, dest.open("wb") as out:
-            return sum(out.write(part) for part in response.iter_content(chunk))
 
     def list(self) -> list[dict]:
         return self._ok("GET", "/data").json()["content"]

@@ -32,9 +32,6 @@ class Metrics:
     def inc(self, key: str, amount: float = 1) -> None:
         self.counters[key].inc(amount)
 
-    def value(self, key: str) -> float:
-        return self.counters[key]._value.get()
-
     def gauge(self, name: str, read) -> None:
         """A gauge read at scrape time (no bookkeeping to get wrong)."""
         Gauge(name, name, registry=self.registry).set_function(read)
