@@ -5,10 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOPOLOGY ?= basic
 PYTEST_WORKERS ?= 2
-# Functional areas that fit CI's budget; `slow`, `load` and upstream-image suites are opt-in.
-FUNCTIONAL_MARKERS ?= not slow and not load and not real_codex and not real_status_go
+# Functional areas that fit CI's budget (the load gate in its CI-sized form); `slow` and
+# upstream-image suites are opt-in.
+FUNCTIONAL_MARKERS ?= not slow and not real_codex and not real_status_go
 
-.PHONY: setup images testbed-up testbed-down testbed-status test test-unit test-functional lint clean doctor bench
+.PHONY: setup images testbed-up testbed-down testbed-status test test-unit test-functional lint clean doctor bench load
+PROFILE ?= release
 
 $(STAMP): pyproject.toml ci/bootstrap-python.sh
 	ci/bootstrap-python.sh $(VENV)
@@ -52,6 +54,10 @@ clean: $(STAMP)
 
 doctor: $(STAMP)
 	$(BIN)/testbed doctor
+
+## load: the release gate (PROFILE=release by default; ci is the short form); exit 2 on a breach
+load: images
+	$(BIN)/testbed load --profile $(PROFILE)
 
 ## bench: cold and warm bring-up timings against bare compose (writes bench-results/)
 bench: setup

@@ -153,6 +153,21 @@ def cmd_nat_check(args: argparse.Namespace) -> int:
     return 0 if all(v.agrees for v in verdicts) else 1
 
 
+def cmd_load(args: argparse.Namespace) -> int:
+    """The release gate: exit 0 when every threshold held, 2 when one was breached."""
+    from harness import load  # imports matplotlib only for this command
+
+    overrides = {}
+    for item in args.threshold:
+        key, _, value = item.partition("=")
+        overrides[key] = float(value)
+    profile = load.load_profile(args.profile, overrides)
+    run_dir, passed = load.run_gate(profile, Path(args.baseline) if args.baseline else None)
+    print((run_dir / "summary.md").read_text())
+    print(f"reports: {run_dir}")
+    return 0 if passed else 2
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     if not engine_answers():
         print("no Docker engine answers: nothing to clean")
@@ -268,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("project")
     p.set_defaults(func=cmd_nat_check)
+
+    p = sub.add_parser("load", help="run a load profile against its topology; fail on a breached threshold")
+    p.add_argument("--profile", default="release", help="a profile in suites/load/profiles.yaml")
+    p.add_argument("--baseline", help="results.json of an earlier run to compare with")
+    p.add_argument("--threshold", action="append", default=[], help="override, e.g. min_mb_s=50")
+    p.set_defaults(func=cmd_load)
 
     p = sub.add_parser("clean", help="remove everything any testbed run created (by label); idempotent")
     p.add_argument("--project", help="only this project's resources")

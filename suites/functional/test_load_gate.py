@@ -1,0 +1,49 @@
+"""The release gate end to end (CI-sized): Locust against real testbeds, via the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.load]
+
+
+def run_gate(*args: str) -> tuple[int, str, Path]:
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "load", *args], capture_output=True, text=True, timeout=600
+    )
+    match = re.search(r"^reports: (.+)$", result.stdout, re.MULTILINE)
+    assert match, result.stdout + result.stderr
+    return result.returncode, result.stdout, Path(match.group(1))
+
+
+def test_the_ci_profile_passes_and_writes_every_report(tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"download_mb_s": 1.0, "requests_s": 1.0, "p50_ttfb_ms": 1.0}))
+
+    code, out, reports = run_gate("--profile", "ci", "--baseline", str(baseline))
+
+    assert code == 0, out
+    for name in ("results.json", "summary.md", "throughput.png", "latency.png", "run.html", "run_stats.csv"):
+        assert (reports / name).stat().st_size > 0, name
+    results = json.loads((reports / "results.json").read_text())
+    assert results["download_mb_s"] > 3 and results["requests"] > 100 and results["error_ratio"] == 0
+    assert results["generator_ceiling"]["mb_s"] > results["download_mb_s"], (
+        "the generator must not be the limit"
+    )
+    assert "## Against the baseline" in out
+
+
+def test_the_gate_catches_a_slowed_node() -> None:
+    code, out, reports = run_gate("--profile", "slowed")
+
+    assert code == 2, out
+    results = json.loads((reports / "results.json").read_text())
+    assert results["download_mb_s"] < 1.2, "8 Mbit/s is 1 MB/s"
+    assert any(b.startswith("download throughput") for b in results["breaches"])
+    assert "# Load gate `slowed`: FAIL" in out

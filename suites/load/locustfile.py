@@ -1,0 +1,144 @@
+"""Locust users for the Codex REST API, driven by `testbed load` (see harness/load.py).
+
+The run's configuration (nodes, upload sizes, which nodes download) comes as JSON in the file
+named by TESTBED_LOAD_CONFIG. Request names: `upload`, `ttfb` and `download` (time to first byte
+and full body of a network download, separately), `download@<node>` (per-node throughput).
+Every download fetches a dataset the downloading node does not have yet, so it always crosses
+the network; uploaders keep the pool of datasets fed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import deque
+from pathlib import Path
+
+import requests
+from locust import User, constant, events, task
+
+CONFIG = json.loads(Path(os.environ["TESTBED_LOAD_CONFIG"]).read_text())
+NODES: dict[str, str] = CONFIG["nodes"]
+SIZES, SIZE_WEIGHTS = zip(*CONFIG["sizes"], strict=True) if CONFIG["sizes"] else ((), ())
+DOWNLOADERS = CONFIG.get("downloaders_on") or list(NODES)
+POOL: deque[tuple[str, str]] = deque(maxlen=500)  # (cid, origin node), newest last
+FETCHED: dict[str, set[str]] = {node: set() for node in NODES}  # cids each node has
+TIMEOUT_S = 120
+
+
+def record(kind: str, name: str, start: float, length: int, exc: Exception | None = None) -> None:
+    events.request.fire(
+        request_type=kind,
+        name=name,
+        response_time=(time.perf_counter() - start) * 1000,
+        response_length=length,
+        exception=exc,
+        context={},
+    )
+
+
+class CodexUser(User):
+    abstract = True
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.session = requests.Session()
+
+    def upload(self) -> None:
+        node = random.choice(list(NODES))
+        size = random.choices(SIZES, SIZE_WEIGHTS)[0]
+        start = time.perf_counter()
+        try:
+            response = self.session.post(
+                f"{NODES[node]}/data",
+                data=random.randbytes(size),
+                headers={"Content-Type": "application/octet-stream"},
+                timeout=TIMEOUT_S,
+            )
+            response.raise_for_status()
+        except requests.RequestException as exc:
+            record("POST", "upload", start, 0, exc)
+            return
+        record("POST", "upload", start, size)
+        POOL.append((response.text.strip(), node))
+        FETCHED[node].add(response.text.strip())
+
+    def download(self, newest_first: bool) -> None:
+        node = random.choice(DOWNLOADERS)
+        candidates = [cid for cid, origin in POOL if cid not in FETCHED[node] and origin != node]
+        if not candidates:
+            time.sleep(0.1)
+            return
+        cid = candidates[-1] if newest_first else random.choice(candidates)
+        FETCHED[node].add(cid)
+        start = time.perf_counter()
+        try:
+            with self.session.get(
+                f"{NODES[node]}/data/{cid}/network/stream", stream=True, timeout=TIMEOUT_S
+            ) as r:
+                r.raise_for_status()
+                chunks = r.iter_content(64 * 1024)
+                received = len(next(chunks, b""))
+                record("GET", "ttfb", start, 0)
+                received += sum(len(chunk) for chunk in chunks)
+        except (requests.RequestException, StopIteration) as exc:
+            record("GET", "download", start, 0, exc)
+            return
+        record("GET", "download", start, received)
+        record("GET", f"download@{node}", start, received)
+
+
+class Uploader(CodexUser):
+    @task
+    def upload_one(self) -> None:
+        self.upload()
+
+
+class Downloader(CodexUser):
+    @task
+    def download_one(self) -> None:
+        self.download(newest_first=False)
+
+
+class Swarm(CodexUser):
+    """Many of these fetch the newest dataset from different nodes at once."""
+
+    @task
+    def download_newest(self) -> None:
+        self.download(newest_first=True)
+
+
+class Mixed(CodexUser):
+    @task(1)
+    def upload_one(self) -> None:
+        self.upload()
+
+    @task(3)
+    def download_one(self) -> None:
+        self.download(newest_first=False)
+
+
+class CeilingUser(User):
+    """The generator's own ceiling: fetch a static file from a trivial local server."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.session = requests.Session()
+
+    @task
+    def fetch(self) -> None:
+        start = time.perf_counter()
+        try:
+            body = self.session.get(CONFIG["ceiling_url"], timeout=TIMEOUT_S).content
+        except requests.RequestException as exc:
+            record("GET", "ceiling", start, 0, exc)
+            return
+        record("GET", "ceiling", start, len(body))
+
+
+USER_CLASSES = {cls.__name__: cls for cls in (Uploader, Downloader, Swarm, Mixed)}
+for _name, _weight in CONFIG.get("mix", {}).items():
+    USER_CLASSES[_name].weight = _weight
