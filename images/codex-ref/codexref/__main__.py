@@ -31,6 +31,9 @@ def _hypercorn(bind: str) -> HypercornConfig:
     config.bind = [bind]
     config.accesslog = None
     config.graceful_timeout = 5
+    # Keep idle connections longer than clients do: with hypercorn's 5 s default, a client reusing
+    # a connection just as the server drops it sees "connection reset" on a POST it cannot retry.
+    config.keep_alive_timeout = 75
     return config
 
 
