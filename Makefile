@@ -35,7 +35,7 @@ testbed-status: $(STAMP)
 	$(BIN)/testbed status
 
 ## test: unit tests, lint, then the functional suites that fit CI (two testbeds side by side)
-test: test-unit lint test-functional
+test: setup test-unit lint test-functional
 
 test-unit: $(STAMP)
 	$(BIN)/pytest suites/unit -q

@@ -119,13 +119,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     """Render without creating anything: subnets come from the pool, avoiding what is in use now."""
     model = loader.load(args.topology)
-    wanted = {n.reference_image for n in model.nodes.values() if n.reference_image}
-    if model.lans:
-        wanted |= {"router", "stun"}
     plan = make_plan(
         model,
         subnets.preview([network.kind for network in model.networks.values()]),
-        images.image_refs(wanted),
+        images.image_refs(model.images()),
         project=args.project or new_project_name(model.name),
     )
     compose_file = render(plan, Path(args.out) if args.out else None)

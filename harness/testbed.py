@@ -90,10 +90,7 @@ class Testbed:
         """Validate, build images, allocate, render, start and wait. Fails with nothing left behind."""
         model = loader.load(topology)  # a broken file stops here, before anything is created
         log(ensure_engine())
-        wanted = {n.reference_image for n in model.nodes.values() if n.reference_image}
-        if model.lans:
-            wanted |= {"router", "stun"}
-        refs = images.ensure_images(wanted, log=log)
+        refs = images.ensure_images(model.images(), log=log)
         project = project or new_project_name(model.name)
         kinds = [network.kind for network in model.networks.values()]
         plan = make_plan(model, subnets.reserve(project, kinds), refs, project=project)

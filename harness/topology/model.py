@@ -94,6 +94,11 @@ class Topology:
     def wan(self) -> Network:
         return next(n for n in self.networks.values() if n.kind == "wan")
 
+    def images(self) -> set[str]:
+        """The images this project builds that the topology needs."""
+        wanted = {node.reference_image for node in self.nodes.values() if node.reference_image}
+        return wanted | ({"router", "stun"} if self.lans else set())
+
     @property
     def lans(self) -> list[Network]:
         return [n for n in self.networks.values() if n.kind == "lan"]
