@@ -34,9 +34,6 @@ class NetworkPlan:
     gateway: str  # docker's bridge address (the host's leg); LAN nodes route via their router instead
     internal: bool
     bridge: str | None = None  # host bridge name (for the host firewall guard)
-    nat: str | None = None
-    hairpin: bool = False
-    udp_timeout: int | None = None
 
 
 @dataclass(frozen=True)
@@ -191,9 +188,6 @@ def make_plan(
             gateway=str(hosts[0]),
             internal=network.kind == "wan",
             bridge=_bridge_name(project, network.name),
-            nat=network.nat,
-            hairpin=network.hairpin,
-            udp_timeout=network.udp_timeout,
         )
         free_hosts[network.name] = iter(hosts[FIRST_HOST - 1 :])
     wan = topology.wan.name
@@ -211,7 +205,7 @@ def make_plan(
     for node in topology.nodes.values():
         ip = str(next(free_hosts[node.network]))
         behind_nat = networks[node.network].kind == "lan"
-        forwarded = networks[node.network].nat == "port-forward"
+        forwarded = topology.networks[node.network].nat == "port-forward"
         announce_ip = router_wan_ips[node.network] if forwarded else ip
         image = node.image or image_refs[node.reference_image]  # type: ignore[index]
         nodes[node.name] = NodePlan(
