@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,30 @@ def measure_ceiling(run_dir: Path, users: int) -> dict[str, float]:
     return {"req_s": float(row["Requests/s"]), "mb_s": _bytes(row) / CEILING_SECONDS / 1e6}
 
 
+@contextmanager
+def bx_agent(log: Path):
+    """The BlockExchange agent process (suites/load/bxagent.py); yields its loopback port."""
+    paths = [str(REPO_ROOT), str(REPO_ROOT / "images" / "codex-ref")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    with log.open("wb") as errors:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "suites.load.bxagent"], stdout=subprocess.PIPE, stderr=errors, env=env
+        )
+    try:
+        line = agent.stdout.readline() if agent.stdout else b""
+        if not line:
+            raise TestbedError(f"the BlockExchange agent did not start; see {log}")
+        yield json.loads(line)["port"]
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+
+
+def _bx_peer(testbed: Testbed, node: str) -> dict:
+    info = testbed.client(node).debug_info()
+    return {"peer": info["id"], "addrs": [a for a in info["announceAddresses"] if "/tcp/" in a]}
+
+
 def _block_counters(testbed: Testbed) -> dict[str, float]:
     totals = {"received": 0.0, "duplicates": 0.0}
     for node in testbed.plan.nodes:
@@ -139,6 +164,11 @@ def evaluate(profile: Profile, results: dict) -> list[str]:
             results["duplicate_ratio"],
             lambda v, t: v <= t,
             "duplicate ratio {v:.4f} > {t}",
+        ),
+        "p95_want_block_ms": (
+            results.get("bx_want_block_p95_ms", 0.0),
+            lambda v, t: v <= t,
+            "p95 BlockExchange want-block latency {v:.0f} ms > {t:.0f} ms",
         ),
     }
     breaches = []
@@ -223,6 +253,8 @@ def summary(profile: Profile, results: dict, breaches: list[str], baseline: dict
         f"| time to first byte p50 / p95 | {results['p50_ttfb_ms']:.0f} / {results['p95_ttfb_ms']:.0f} ms |",
         f"| error ratio | {results['error_ratio']:.4f} ({results['failures']} of {results['requests']}) |",
         f"| duplicate-block ratio | {results['duplicate_ratio']:.4f} |",
+        f"| BlockExchange p95 want-have / want-block | {results.get('bx_want_have_p95_ms', 0):.0f} / "
+        f"{results.get('bx_want_block_p95_ms', 0):.0f} ms ({results.get('bx_requests_s', 0):.1f} req/s) |",
         f"| generator ceiling | {results['generator_ceiling']['mb_s']:.1f} MB/s, "
         f"{results['generator_ceiling']['req_s']:.0f} req/s |",
         "",
@@ -251,12 +283,24 @@ def run_gate(
             "mix": profile.mix,
             "downloaders_on": profile.downloaders_on,
         }
-        _locust(
-            config, run_dir, "run", list(profile.mix), profile.users, profile.spawn_rate, profile.run_time_s
-        )
+        with ExitStack() as stack:
+            if "BlockExchange" in profile.mix:
+                config["bx_agent_port"] = stack.enter_context(bx_agent(run_dir / "bxagent.log"))
+                config["bx_peers"] = {name: _bx_peer(testbed, name) for name in testbed.plan.nodes}
+            _locust(
+                config,
+                run_dir,
+                "run",
+                list(profile.mix),
+                profile.users,
+                profile.spawn_rate,
+                profile.run_time_s,
+            )
         after = _block_counters(testbed)
     stats = _stats(run_dir, "run")
-    counted = [row for name, row in stats.items() if name in ("upload", "download")]
+    counted = [
+        row for name, row in stats.items() if name in ("upload", "download", "want-have", "want-block")
+    ]
     requests_total = sum(int(row["Request Count"]) for row in counted)
     failures = sum(int(row["Failure Count"]) for row in counted)
     ttfb = stats.get("ttfb", {})
@@ -272,6 +316,11 @@ def run_gate(
         "error_ratio": failures / requests_total if requests_total else 1.0,
         "duplicate_ratio": (after["duplicates"] - before["duplicates"]) / received if received else 0.0,
         "generator_ceiling": ceiling,
+        "bx_want_have_p95_ms": float(stats.get("want-have", {}).get("95%") or 0),
+        "bx_want_block_p95_ms": float(stats.get("want-block", {}).get("95%") or 0),
+        "bx_requests_s": sum(
+            float(stats[n]["Requests/s"]) for n in ("want-have", "want-block") if n in stats
+        ),
     }
     breaches = evaluate(profile, results)
     results["breaches"] = breaches

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import time
 from collections import deque
 from pathlib import Path
@@ -139,6 +140,53 @@ class CeilingUser(User):
         record("GET", "ceiling", start, len(body))
 
 
-USER_CLASSES = {cls.__name__: cls for cls in (Uploader, Downloader, Swarm, Mixed)}
+class BlockExchange(User):
+    """Loads /codex/blockexc/1.0.0 itself, without REST: want-have (presence latency) and
+    want-block (delivery latency, proof verified) for blocks of a dataset on a node, through
+    the trio agent in suites/load/bxagent.py (trio cannot run inside Locust's gevent)."""
+
+    wait_time = constant(0)
+    BLOCKS = 16  # the dataset each user uploads: 1 MiB
+
+    def on_start(self) -> None:
+        self.agent = socket.create_connection(("127.0.0.1", CONFIG["bx_agent_port"]))
+        self.replies = self.agent.makefile("rb")
+        self.node = random.choice(list(NODES))
+        session = requests.Session()
+        cid = session.post(
+            f"{NODES[self.node]}/data",
+            data=random.randbytes(self.BLOCKS * 64 * 1024),
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=TIMEOUT_S,
+        ).text.strip()
+        items = session.get(f"{NODES[self.node]}/data", timeout=TIMEOUT_S).json()["content"]
+        self.tree = next(item["manifest"]["treeCid"] for item in items if item["cid"] == cid)
+
+    def ask(self, op: str) -> None:
+        peer = CONFIG["bx_peers"][self.node]
+        request = {"op": op, **peer, "tree": self.tree, "index": random.randrange(self.BLOCKS)}
+        start = time.perf_counter()
+        self.agent.sendall(json.dumps(request).encode() + b"\n")
+        answer = json.loads(self.replies.readline())
+        failed = None if answer.get("ok") else RuntimeError(answer.get("error", f"{op} failed: {answer}"))
+        events.request.fire(
+            request_type="BX",
+            name=op.replace("_", "-"),
+            response_time=answer.get("ms", (time.perf_counter() - start) * 1000),
+            response_length=answer.get("bytes", 0),
+            exception=failed,
+            context={},
+        )
+
+    @task
+    def want_have(self) -> None:
+        self.ask("want_have")
+
+    @task
+    def want_block(self) -> None:
+        self.ask("want_block")
+
+
+USER_CLASSES = {cls.__name__: cls for cls in (Uploader, Downloader, Swarm, Mixed, BlockExchange)}
 for _name, _weight in CONFIG.get("mix", {}).items():
     USER_CLASSES[_name].weight = _weight

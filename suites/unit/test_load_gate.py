@@ -7,6 +7,7 @@ import pytest
 from harness.errors import TestbedError
 from harness.load import evaluate, load_profile, summary
 
+GOOD_THRESHOLDS = ("p95_ttfb_ms", "max_error_ratio", "min_mb_s", "max_duplicate_ratio", "p95_want_block_ms")
 GOOD = {
     "profile": "ci",
     "download_mb_s": 20.0,
@@ -24,12 +25,10 @@ GOOD = {
 def test_every_profile_loads_with_all_thresholds_known() -> None:
     for name in ("ci", "release", "slowed"):
         profile = load_profile(name)
-        assert set(profile.thresholds) == {
-            "p95_ttfb_ms",
-            "max_error_ratio",
-            "min_mb_s",
-            "max_duplicate_ratio",
-        }
+        assert {"p95_ttfb_ms", "max_error_ratio", "min_mb_s", "max_duplicate_ratio"} <= set(
+            profile.thresholds
+        )
+        assert set(profile.thresholds) <= {*GOOD_THRESHOLDS}
         assert profile.run_time_s > 0 and profile.users > 0
 
 
@@ -49,6 +48,7 @@ def test_a_run_within_every_threshold_passes() -> None:
         ({"p95_ttfb_ms": 9000.0}, "p95 time to first byte 9000 ms > 5000 ms"),
         ({"error_ratio": 0.2}, "error ratio 0.2000 > 0.01"),
         ({"duplicate_ratio": 0.5}, "duplicate ratio 0.5000 > 0.05"),
+        ({"bx_want_block_p95_ms": 9000.0}, "p95 BlockExchange want-block latency 9000 ms > 5000 ms"),
     ],
 )
 def test_each_breached_threshold_fails_the_gate(change: dict, breach: str) -> None:
