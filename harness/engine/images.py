@@ -27,7 +27,6 @@ from harness.paths import IMAGES_DIR, cache_dir
 
 BASE_REPO = "testbed/base"
 DEBIAN_SUITE = "bookworm"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 LABEL = {"testbed.image": "true"}
 
 
@@ -58,15 +57,22 @@ def _base_packages() -> list[str]:
 
 
 def debian_mirror() -> str:
-    """The host's own Debian mirror (so a local mirror or proxy is honoured), else the default."""
+    """The Debian mirror the host's apt already uses (so a local mirror or proxy is honoured);
+    TESTBED_DEBIAN_MIRROR overrides it."""
     if env := os.environ.get("TESTBED_DEBIAN_MIRROR"):
         return env
-    sources = Path("/etc/apt/sources.list.d/debian.sources")
-    if sources.exists():
-        for line in sources.read_text().splitlines():
+    deb822 = Path("/etc/apt/sources.list.d/debian.sources")
+    if deb822.exists():
+        for line in deb822.read_text().splitlines():
             if line.startswith("URIs:") and "security" not in line:
                 return line.split()[1]
-    return DEFAULT_MIRROR
+    legacy = Path("/etc/apt/sources.list")
+    if legacy.exists():
+        for line in legacy.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "deb" and "security" not in parts[1]:
+                return parts[2] if parts[1].startswith("[") else parts[1]
+    raise ImageBuildError("no Debian mirror in the host's apt sources: set TESTBED_DEBIAN_MIRROR")
 
 
 def base_image_ref() -> str:
