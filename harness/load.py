@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from harness.clients.codex import dialable_addresses
 from harness.errors import TestbedError
 from harness.paths import REPO_ROOT, artifacts_dir
 from harness.testbed import Testbed
@@ -134,7 +135,7 @@ def bx_agent(log: Path):
 
 def _bx_peer(testbed: Testbed, node: str) -> dict:
     info = testbed.client(node).debug_info()
-    return {"peer": info["id"], "addrs": [a for a in info["announceAddresses"] if "/tcp/" in a]}
+    return {"peer": info["id"], "addrs": dialable_addresses(info)}
 
 
 def _block_counters(testbed: Testbed) -> dict[str, float]:

@@ -14,6 +14,11 @@ import requests
 DEFAULT_TIMEOUT_S = 60.0
 
 
+def dialable_addresses(debug_info: dict) -> list[str]:
+    """The TCP addresses a node announces in `/debug/info`: where libp2p peers dial it."""
+    return [address for address in debug_info["announceAddresses"] if "/tcp/" in address]
+
+
 @dataclass
 class CodexApiError(Exception):
     method: str

@@ -51,6 +51,11 @@ def run_in_netns(
     return output
 
 
+def _dev_of(ip: str) -> str:
+    """Shell: set $dev to the interface holding `ip` (docker does not keep interface order)."""
+    return rf"dev=$(ip -o -4 addr | awk '/ {ip}\//{{print $2}}')"
+
+
 TC_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 
 
@@ -80,7 +85,7 @@ def shape(container: Container, ip: str, link: Link, project: str) -> None:
     """Shape a node's link both ways: egress on its interface, ingress through an ifb device."""
     script = [
         "set -e",
-        rf"dev=$(ip -o -4 addr | awk '/ {ip}\//{{print $2}}')",
+        _dev_of(ip),
         "ip link show ifb0 >/dev/null 2>&1 || ip link add ifb0 type ifb",
         "ip link set ifb0 up",
         "tc qdisc del dev $dev ingress 2>/dev/null || true",
@@ -121,7 +126,7 @@ def plumb(plan: Plan, containers: dict[str, Container]) -> None:
         wan = next(n for n in plan.networks.values() if n.kind == "wan")
         prefix = wan.subnet.split("/")[1]
         script = (
-            f"dev=$(ip -o -4 addr | awk '/ {plan.stun.ip}\\//{{print $2}}'); "
+            f"{_dev_of(plan.stun.ip)}; "
             f"ip addr show dev $dev | grep -q ' {plan.stun.alt_ip}/' || "
             f"ip addr add {plan.stun.alt_ip}/{prefix} dev $dev"
         )

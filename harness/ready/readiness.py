@@ -19,7 +19,7 @@ import docker
 import requests
 from docker.models.containers import Container
 
-from harness.clients.codex import CodexApiError, CodexClient
+from harness.clients.codex import CodexApiError, CodexClient, dialable_addresses
 from harness.errors import ContainerFailed, NatMismatch
 from harness.net import natcheck
 from harness.ready.waits import NotYet, wait_until
@@ -153,7 +153,7 @@ def check_nats(plan: Plan, containers: dict[str, Container], report: ReadinessRe
 def connect_peers(plan: Plan, infos: dict[str, dict], deadline_s: float, report: ReadinessReport) -> None:
     start = time.monotonic()
     for dialer, target in plan.edges:
-        addrs = [a for a in infos[target]["announceAddresses"] if "/tcp/" in a]
+        addrs = dialable_addresses(infos[target])
         client = CodexClient(plan.nodes[dialer].api_url, timeout_s=15)
 
         def dial(client: CodexClient = client, target: str = target, addrs: list[str] = addrs) -> bool:
