@@ -55,9 +55,10 @@ clean: $(STAMP)
 doctor: $(STAMP)
 	$(BIN)/testbed doctor
 
-## load: the release gate (PROFILE=release by default; ci is the short form); exit 2 on a breach
+## load: the release gate (PROFILE=release by default; ci is the short form; LOAD_WORKERS=N for
+## Locust as a master and N worker containers); exit 2 on a breach
 load: images
-	$(BIN)/testbed load --profile $(PROFILE)
+	$(BIN)/testbed load --profile $(PROFILE) $(if $(LOAD_WORKERS),--workers $(LOAD_WORKERS))
 
 ## bench: cold and warm bring-up timings against bare compose (writes bench-results/)
 bench: setup

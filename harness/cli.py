@@ -158,7 +158,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     for item in args.threshold:
         key, _, value = item.partition("=")
         overrides[key] = float(value)
-    profile = load.load_profile(args.profile, overrides)
+    profile = load.load_profile(args.profile, overrides, args.workers)
     run_dir, passed = load.run_gate(profile, Path(args.baseline) if args.baseline else None)
     print((run_dir / "summary.md").read_text())
     print(f"reports: {run_dir}")
@@ -285,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="release", help="a profile in suites/load/profiles.yaml")
     p.add_argument("--baseline", help="results.json of an earlier run to compare with")
     p.add_argument("--threshold", action="append", default=[], help="override, e.g. min_mb_s=50")
+    p.add_argument(
+        "--workers", type=int, help="run Locust as a master and N worker containers in the topology"
+    )
     p.set_defaults(func=cmd_load)
 
     p = sub.add_parser("clean", help="remove everything any testbed run created (by label); idempotent")

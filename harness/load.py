@@ -5,8 +5,10 @@ bounded time (Locust's own --run-time; the subprocess also has a hard deadline),
 Locust's CSVs and the nodes' Prometheus counters, applies the profile's thresholds and writes
 results.json, summary.md, throughput.png, latency.png and Locust's CSV/HTML under
 artifacts/load/<profile>-<time>/. Exit code 2 means a threshold was breached.
-Before the run, the same Locust setup fetches a file from a trivial local static server: the
+Before the run, the same Locust setup fetches a file from a trivial static server: the
 generator's own ceiling, so a slow generator is never mistaken for a slow node.
+With `workers: N` (or --workers N) Locust runs as a master and N worker containers on the
+testbed's WAN (harness/locust_run.py), and the static server is a container there too.
 """
 
 from __future__ import annotations
@@ -16,23 +18,23 @@ import http.server
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from harness.clients.codex import dialable_addresses
+from harness.engine import images
 from harness.errors import TestbedError
+from harness.locust_run import Fleet, LocustRun, run_on_host
 from harness.paths import REPO_ROOT, artifacts_dir
 from harness.testbed import Testbed
 
 PROFILES = REPO_ROOT / "suites" / "load" / "profiles.yaml"
-LOCUSTFILE = REPO_ROOT / "suites" / "load" / "locustfile.py"
 CEILING_SECONDS = 8
 CEILING_FILE_BYTES = 1024 * 1024
 DUPLICATES = (
@@ -40,6 +42,7 @@ DUPLICATES = (
     "codex_block_exchange_spurious_blocks_received_total",
 )
 RECEIVED = "codex_block_exchange_blocks_received_total"
+Execute = Callable[[LocustRun, dict, Path], None]  # runs Locust on the host or on a Fleet
 
 
 @dataclass(frozen=True)
@@ -53,31 +56,19 @@ class Profile:
     sizes: list[list[int]]
     thresholds: dict[str, float]
     downloaders_on: list[str] | None = None
+    workers: int = 0  # 0: Locust runs on the host; N: a master and N workers as containers
 
 
-def load_profile(name: str, overrides: dict[str, float] | None = None) -> Profile:
+def load_profile(name: str, overrides: dict[str, float] | None = None, workers: int | None = None) -> Profile:
+    """A profile of suites/load/profiles.yaml, with thresholds and the worker count overridden."""
     profiles = yaml.safe_load(PROFILES.read_text())
     if name not in profiles:
         raise TestbedError(f"{PROFILES}: no load profile {name!r} (profiles: {', '.join(profiles)})")
     raw = dict(profiles[name])
     raw["thresholds"] = {**raw["thresholds"], **(overrides or {})}
+    if workers is not None:
+        raw["workers"] = workers
     return Profile(name=name, **raw)
-
-
-def _locust(config: dict, run_dir: Path, prefix: str, classes: list[str], users: int, rate: float, secs: int):
-    config_file = run_dir / f"{prefix}-config.json"
-    config_file.write_text(json.dumps(config))
-    cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-        "--users", str(users), "--spawn-rate", str(rate), "--run-time", f"{secs}s", "--stop-timeout", "10",
-        "--csv", str(run_dir / prefix), "--csv-full-history", "--html", str(run_dir / f"{prefix}.html"),
-        "--exit-code-on-error", "0", *classes,
-    ]  # fmt: skip
-    env = {**os.environ, "TESTBED_LOAD_CONFIG": str(config_file)}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=secs + 120)
-    (run_dir / f"{prefix}-locust.log").write_text(result.stdout + result.stderr)
-    if result.returncode != 0:
-        raise TestbedError(f"locust ({prefix}) failed ({result.returncode}):\n{result.stderr[-2000:]}")
 
 
 def _stats(run_dir: Path, prefix: str) -> dict[str, dict[str, str]]:
@@ -89,8 +80,9 @@ def _bytes(row: dict[str, str]) -> float:
     return float(row["Average Content Size"]) * int(row["Request Count"])
 
 
-def measure_ceiling(run_dir: Path, users: int) -> dict[str, float]:
-    """Locust against a static file on loopback, with the run's user count."""
+@contextmanager
+def loopback_static_server(run_dir: Path) -> Iterator[str]:
+    """A trivial static server on loopback (the host generator's ceiling); yields the file's URL."""
     static = run_dir / "static"
     static.mkdir()
     (static / "blob").write_bytes(os.urandom(CEILING_FILE_BYTES))
@@ -105,32 +97,19 @@ def measure_ceiling(run_dir: Path, users: int) -> dict[str, float]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        config = {"nodes": {}, "sizes": [], "ceiling_url": f"http://127.0.0.1:{server.server_port}/blob"}
-        _locust(config, run_dir, "ceiling", ["CeilingUser"], users, users, CEILING_SECONDS)
+        yield f"http://127.0.0.1:{server.server_port}/blob"
     finally:
         server.shutdown()
         shutil.rmtree(static)
+
+
+def measure_ceiling(run_dir: Path, users: int, execute: Execute, server: AbstractContextManager[str]) -> dict:
+    """The same Locust setup as the run, fetching a static file: what the generator itself can do."""
+    with server as url:
+        config = {"nodes": {}, "sizes": [], "ceiling_url": url}
+        execute(LocustRun("ceiling", ["CeilingUser"], users, users, CEILING_SECONDS), config, run_dir)
     row = _stats(run_dir, "ceiling")["ceiling"]
     return {"req_s": float(row["Requests/s"]), "mb_s": _bytes(row) / CEILING_SECONDS / 1e6}
-
-
-@contextmanager
-def bx_agent(log: Path):
-    """The BlockExchange agent process (suites/load/bxagent.py); yields its loopback port."""
-    paths = [str(REPO_ROOT), str(REPO_ROOT / "images" / "codex-ref")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    with log.open("wb") as errors:
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "suites.load.bxagent"], stdout=subprocess.PIPE, stderr=errors, env=env
-        )
-    try:
-        line = agent.stdout.readline() if agent.stdout else b""
-        if not line:
-            raise TestbedError(f"the BlockExchange agent did not start; see {log}")
-        yield json.loads(line)["port"]
-    finally:
-        agent.terminate()
-        agent.wait(timeout=10)
 
 
 def _bx_peer(testbed: Testbed, node: str) -> dict:
@@ -245,7 +224,8 @@ def summary(profile: Profile, results: dict, breaches: list[str], baseline: dict
     lines = [
         f"# Load gate `{profile.name}`: {verdict}",
         "",
-        f"Topology `{profile.topology}`, {profile.users} users, {profile.run_time_s} s, mix {profile.mix}.",
+        f"Topology `{profile.topology}`, {profile.users} users, {profile.run_time_s} s, mix {profile.mix}, "
+        f"generator: {results['generator']}.",
         "",
         "| metric | value |",
         "|---|---|",
@@ -275,8 +255,16 @@ def run_gate(
     """Run one profile end to end; returns (report folder, passed)."""
     run_dir = out or artifacts_dir("load") / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    ceiling = measure_ceiling(run_dir, profile.users)
     with Testbed.up(profile.topology, log=lambda _: None) as testbed:
+        execute: Execute
+        if profile.workers:
+            fleet = Fleet(
+                testbed, profile.workers, images.ensure_images({"loadgen"}, log=lambda _: None)["loadgen"]
+            )
+            execute, server = fleet.run, fleet.static_server()
+        else:
+            execute, server = run_on_host, loopback_static_server(run_dir)
+        ceiling = measure_ceiling(run_dir, profile.users, execute, server)
         before = _block_counters(testbed)
         config = {
             "nodes": {name: node.api_url for name, node in testbed.plan.nodes.items()},
@@ -284,19 +272,10 @@ def run_gate(
             "mix": profile.mix,
             "downloaders_on": profile.downloaders_on,
         }
-        with ExitStack() as stack:
-            if "BlockExchange" in profile.mix:
-                config["bx_agent_port"] = stack.enter_context(bx_agent(run_dir / "bxagent.log"))
-                config["bx_peers"] = {name: _bx_peer(testbed, name) for name in testbed.plan.nodes}
-            _locust(
-                config,
-                run_dir,
-                "run",
-                list(profile.mix),
-                profile.users,
-                profile.spawn_rate,
-                profile.run_time_s,
-            )
+        if "BlockExchange" in profile.mix:
+            config["bx_peers"] = {name: _bx_peer(testbed, name) for name in testbed.plan.nodes}
+        run = LocustRun("run", list(profile.mix), profile.users, profile.spawn_rate, profile.run_time_s)
+        execute(run, config, run_dir)
         after = _block_counters(testbed)
     stats = _stats(run_dir, "run")
     counted = [
@@ -308,6 +287,7 @@ def run_gate(
     received = after["received"] - before["received"]
     results = {
         "profile": profile.name,
+        "generator": f"{profile.workers} worker containers" if profile.workers else "host",
         "download_mb_s": _bytes(stats["download"]) / profile.run_time_s / 1e6 if "download" in stats else 0.0,
         "requests_s": sum(float(row["Requests/s"]) for row in counted),
         "p50_ttfb_ms": float(ttfb.get("50%") or 0),

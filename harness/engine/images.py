@@ -23,7 +23,7 @@ import docker
 from docker.errors import BuildError, ImageNotFound
 
 from harness.errors import ImageBuildError
-from harness.paths import IMAGES_DIR, cache_dir
+from harness.paths import IMAGES_DIR, REPO_ROOT, cache_dir
 
 BASE_REPO = "testbed/base"
 DEBIAN_SUITE = "bookworm"
@@ -152,32 +152,42 @@ def build_wheelhouse(image_dir: Path, dest: Path) -> None:
 
 @dataclass(frozen=True)
 class ServiceImage:
+    """An image folder under images/. `parent` names the service image it builds FROM (the base
+    otherwise); `extra` lists repository files copied into its build context (path in the repo ->
+    path in the context), so one copy of a file serves both the host and the image."""
+
     name: str
+    parent: str | None = None
+    extra: tuple[tuple[str, str], ...] = ()
 
     @property
     def folder(self) -> Path:
         return IMAGES_DIR / self.name
 
-    def ref(self, base_ref: str) -> str:
-        return f"testbed/{self.name}:{folder_hash(self.folder, extra=base_ref)}"
+    def ref(self, from_ref: str) -> str:
+        extras = "".join(f"{dest}:{(REPO_ROOT / src).read_text()}" for src, dest in self.extra)
+        return f"testbed/{self.name}:{folder_hash(self.folder, extra=from_ref + extras)}"
 
 
 def build_service_image(
-    client: docker.DockerClient, image: ServiceImage, base_ref: str, rebuild: bool, log=print
+    client: docker.DockerClient, image: ServiceImage, from_ref: str, rebuild: bool, log=print
 ) -> str:
-    ref = image.ref(base_ref)
+    ref = image.ref(from_ref)
     if _image_exists(client, ref) and not rebuild:
         return ref
     log(f"image: building {ref} ...")
     with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
         context = Path(tmp) / "context"
         shutil.copytree(image.folder, context, ignore=shutil.ignore_patterns("__pycache__"))
+        for src, dest in image.extra:
+            (context / dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO_ROOT / src, context / dest)
         build_wheelhouse(image.folder, context / "wheelhouse")
         try:
             client.images.build(
                 path=str(context),
                 tag=ref,
-                buildargs={"BASE_IMAGE": base_ref},
+                buildargs={"BASE_IMAGE": from_ref},
                 rm=True,
                 forcerm=True,
                 nocache=rebuild,
@@ -191,7 +201,37 @@ def build_service_image(
     return ref
 
 
-SERVICE_IMAGES = {name: ServiceImage(name) for name in ("codex-ref", "router", "stun")}
+SERVICE_IMAGES = {
+    image.name: image
+    for image in (
+        ServiceImage("codex-ref"),
+        ServiceImage("router"),
+        ServiceImage("stun"),
+        # Locust master/workers for distributed load: the reference node's venv (trio, py-libp2p
+        # and codexref for the BlockExchange agent) plus Locust, and the load suite's two files.
+        ServiceImage(
+            "loadgen",
+            parent="codex-ref",
+            extra=(
+                ("suites/load/locustfile.py", "load/locustfile.py"),
+                ("suites/load/bxagent.py", "load/bxagent.py"),
+            ),
+        ),
+    )
+}
+
+
+def _resolve(names: set[str], base_ref: str, make) -> dict[str, str]:
+    """name -> ref; `make(image, from_ref)` builds (or names) one image once its parent has a ref."""
+    refs: dict[str, str] = {}
+
+    def ref_of(name: str) -> str:
+        if name not in refs:
+            image = SERVICE_IMAGES[name]
+            refs[name] = make(image, ref_of(image.parent) if image.parent else base_ref)
+        return refs[name]
+
+    return {name: ref_of(name) for name in sorted(names)}
 
 
 def ensure_images(names: set[str] | None = None, rebuild: bool = False, log=print) -> dict[str, str]:
@@ -200,13 +240,13 @@ def ensure_images(names: set[str] | None = None, rebuild: bool = False, log=prin
     wanted = names if names is not None else set(SERVICE_IMAGES)
     with _build_lock():
         base_ref = build_base_image(client, rebuild, log)
-        return {
-            name: build_service_image(client, SERVICE_IMAGES[name], base_ref, rebuild, log)
-            for name in sorted(wanted)
-        }
+        return _resolve(
+            wanted,
+            base_ref,
+            lambda image, from_ref: build_service_image(client, image, from_ref, rebuild, log),
+        )
 
 
 def image_refs(names: set[str]) -> dict[str, str]:
     """The refs images would have, without building (for rendering)."""
-    base_ref = base_image_ref()
-    return {name: SERVICE_IMAGES[name].ref(base_ref) for name in names}
+    return _resolve(names, base_image_ref(), lambda image, from_ref: image.ref(from_ref))

@@ -47,3 +47,19 @@ def test_the_gate_catches_a_slowed_node() -> None:
     assert results["download_mb_s"] < 1.2, "8 Mbit/s is 1 MB/s"
     assert any(b.startswith("download throughput") for b in results["breaches"])
     assert "# Load gate `slowed`: FAIL" in out
+
+
+def test_distributed_mode_runs_the_profile_on_worker_containers() -> None:
+    code, out, reports = run_gate("--profile", "ci", "--workers", "2")
+
+    assert code == 0, out
+    results = json.loads((reports / "results.json").read_text())
+    assert results["generator"] == "2 worker containers"
+    assert results["requests"] > 100 and results["error_ratio"] == 0
+    assert results["bx_requests_s"] > 0, "each worker runs its own BlockExchange agent"
+    master_log = (reports / "run-master-locust.log").read_text()
+    assert "2 workers connected" in master_log and "to 2 ready workers" in master_log
+    for worker in (1, 2):
+        assert "Got quit message from master" in (reports / f"run-worker-{worker}-locust.log").read_text()
+    assert results["generator_ceiling"]["mb_s"] > results["download_mb_s"], "measured by the same workers"
+    assert "generator: 2 worker containers" in out

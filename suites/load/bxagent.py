@@ -9,7 +9,8 @@ newline-delimited JSON requests on a loopback port (printed as `{"port": N}` at 
     {"op": "want_block", "peer": id, "addrs": [...], "tree": cid, "index": i}
         -> {"ok": true, "ms": delivery latency, "bytes": n}   (data hash and Merkle proof verified)
 
-Run as `python -m suites.load.bxagent` with images/codex-ref on PYTHONPATH.
+The Locust process starts it (suites/load/locustfile.py) as a script, with codexref (images/codex-ref)
+on PYTHONPATH: the harness sets that on the host, the loadgen image has it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Locust users for the Codex REST API, driven by `testbed load` (see harness/load.py).
 
-The run's configuration (nodes, upload sizes, which nodes download) comes as JSON in the file
-named by TESTBED_LOAD_CONFIG. Request names: `upload`, `ttfb` and `download` (time to first byte
-and full body of a network download, separately), `download@<node>` (per-node throughput).
+The run's configuration (nodes, upload sizes, which nodes download) comes as JSON in the
+TESTBED_LOAD_CONFIG environment variable, the same way on the host and in a worker container.
+Request names: `upload`, `ttfb` and `download` (time to first byte and full body of a network
+download, separately), `download@<node>` (per-node throughput).
 Every download fetches a dataset the downloading node does not have yet, so it always crosses
 the network; uploaders keep the pool of datasets fed.
 """
@@ -13,14 +14,18 @@ import json
 import os
 import random
 import socket
+import subprocess
+import sys
 import time
 from collections import deque
 from pathlib import Path
 
+import gevent.event
 import requests
 from locust import User, constant, events, task
+from locust.runners import MasterRunner
 
-CONFIG = json.loads(Path(os.environ["TESTBED_LOAD_CONFIG"]).read_text())
+CONFIG = json.loads(os.environ["TESTBED_LOAD_CONFIG"])
 NODES: dict[str, str] = CONFIG["nodes"]
 SIZES, SIZE_WEIGHTS = zip(*CONFIG["sizes"], strict=True) if CONFIG["sizes"] else ((), ())
 DOWNLOADERS = CONFIG.get("downloaders_on") or list(NODES)
@@ -149,7 +154,10 @@ class BlockExchange(User):
     BLOCKS = 16  # the dataset each user uploads: 1 MiB
 
     def on_start(self) -> None:
-        self.agent = socket.create_connection(("127.0.0.1", CONFIG["bx_agent_port"]))
+        # A worker may be told to spawn users while its agent is still starting (init below).
+        if not AGENT_READY.wait(timeout=AGENT_START_S):
+            raise RuntimeError(f"no BlockExchange agent after {AGENT_START_S} s")
+        self.agent = socket.create_connection(("127.0.0.1", AGENT["port"]))
         self.replies = self.agent.makefile("rb")
         self.node = random.choice(list(NODES))
         session = requests.Session()
@@ -185,6 +193,32 @@ class BlockExchange(User):
     @task
     def want_block(self) -> None:
         self.ask("want_block")
+
+
+AGENT: dict = {}  # the BlockExchange agent of this process: {"process": Popen, "port": int}
+AGENT_READY = gevent.event.Event()
+AGENT_START_S = 60
+
+
+@events.init.add_listener
+def start_agent(environment, **_kwargs) -> None:
+    """Each process that runs users (local or worker, never the master) gets its own agent."""
+    if "BlockExchange" not in CONFIG.get("mix", {}) or isinstance(environment.runner, MasterRunner):
+        return
+    agent = Path(__file__).with_name("bxagent.py")
+    process = subprocess.Popen([sys.executable, str(agent)], stdout=subprocess.PIPE)
+    line = process.stdout.readline() if process.stdout else b""
+    if not line:
+        raise RuntimeError(f"the BlockExchange agent ({agent}) did not start; see its stderr")
+    AGENT.update(process=process, port=json.loads(line)["port"])
+    AGENT_READY.set()
+
+
+@events.quit.add_listener
+def stop_agent(**_kwargs) -> None:
+    if process := AGENT.get("process"):
+        process.terminate()
+        process.wait(timeout=10)
 
 
 USER_CLASSES = {cls.__name__: cls for cls in (Uploader, Downloader, Swarm, Mixed, BlockExchange)}

@@ -19,6 +19,7 @@ GOOD = {
     "error_ratio": 0.0,
     "duplicate_ratio": 0.0,
     "generator_ceiling": {"mb_s": 250.0, "req_s": 250.0},
+    "generator": "host",
 }
 
 

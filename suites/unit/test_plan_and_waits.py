@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from harness.engine import images
 from harness.errors import PoolExhaustedError, WaitTimeout
 from harness.ready.waits import NotYet, wait_until
 from harness.topology import loader
@@ -111,3 +113,13 @@ def test_a_port_forwarded_node_announces_its_routers_wan_address() -> None:
     assert plan.nodes["fwd"].env["CODEX_NAT"] == f"extip:{router.wan_ip}"
     assert router.forward_ports == (8070, 8090)
     assert plan.edges == (("seed", "fwd"),), "a forwarded node can be dialled"
+
+
+def test_an_image_built_from_another_changes_tag_with_its_parent_and_copied_files() -> None:
+    refs = images.image_refs({"codex-ref", "loadgen"})
+    loadgen = images.SERVICE_IMAGES["loadgen"]
+
+    assert refs["loadgen"] == loadgen.ref(refs["codex-ref"])
+    assert loadgen.ref("testbed/codex-ref:other") != refs["loadgen"], "a new parent means a new tag"
+    other_file = replace(loadgen, extra=(("pyproject.toml", "load/locustfile.py"), *loadgen.extra[1:]))
+    assert other_file.ref(refs["codex-ref"]) != refs["loadgen"], "files copied in from the suite count"
