@@ -28,5 +28,6 @@ if ! ls /usr/include/gmp.h /usr/include/*/gmp.h >/dev/null 2>&1; then
 fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test]'
-# The reference node's own pins, so its content-addressing core is unit-tested on the host.
-"$venv/bin/pip" install -q --disable-pip-version-check -r images/codex-ref/requirements.txt
+# The reference node's and peer's own pins, so their cores are unit-tested on the host.
+"$venv/bin/pip" install -q --disable-pip-version-check -r images/codex-ref/requirements.txt \
+  -r images/status-ref/requirements.txt

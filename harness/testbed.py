@@ -23,6 +23,7 @@ import docker
 
 from harness.clients.codex import CodexClient
 from harness.clients.metrics import scrape
+from harness.clients.status import StatusClient
 from harness.engine import compose, images
 from harness.engine.bootstrap import ensure_engine
 from harness.errors import EngineError
@@ -76,6 +77,7 @@ class Testbed:
         self.compose_file = compose_file
         self.readiness = ReadinessReport(plan.project)
         self._clients: dict[str, CodexClient] = {}
+        self._status: dict[str, StatusClient] = {}
         self._down = False
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -128,6 +130,8 @@ class Testbed:
         self._down = True
         for client in self._clients.values():
             client.session.close()
+        for status in self._status.values():
+            status.close()
         return down_project(self.plan.project)
 
     def __enter__(self) -> Testbed:
@@ -141,6 +145,12 @@ class Testbed:
         if node not in self._clients:
             self._clients[node] = CodexClient(self.plan.nodes[node].api_url, timeout_s=timeout_s)
         return self._clients[node]
+
+    def status(self, peer: str) -> StatusClient:
+        """A client of a status peer's status-backend surface (signals buffered from now on)."""
+        if peer not in self._status:
+            self._status[peer] = StatusClient(self.plan.status[peer].url)
+        return self._status[peer]
 
     def containers(self) -> dict:
         return find_containers(docker.from_env(), self.plan.project)

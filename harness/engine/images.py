@@ -207,6 +207,8 @@ SERVICE_IMAGES = {
         ServiceImage("codex-ref"),
         ServiceImage("router"),
         ServiceImage("stun"),
+        # The reference status-go peer reuses the node's venv and codexref (protobuf codec, host).
+        ServiceImage("status-ref", parent="codex-ref"),
         # Locust master/workers for distributed load: the reference node's venv (trio, py-libp2p
         # and codexref for the BlockExchange agent) plus Locust, and the load suite's two files.
         ServiceImage(

@@ -88,7 +88,8 @@ def wait_containers_healthy(
             status, health = _health(container)
             if status in ("exited", "dead") or health == "unhealthy":
                 raise ContainerFailed(f"{name} is {status}/{health} during readiness\n{log_tail(container)}")
-            if health == "healthy":
+            # An upstream image without a healthcheck counts once running; its app probe decides.
+            if health == "healthy" or (health == "none" and status == "running"):
                 pending.discard(name)
                 report.steps.append(Step("container", name, time.monotonic() - start, "healthy"))
         if pending:
@@ -120,6 +121,23 @@ def wait_app_probes(plan: Plan, deadline_s: float, report: ReadinessReport) -> d
         infos[name] = wait_until(f"{name} to answer GET {node.api_url}/debug/info", probe, deadline_s)
         report.steps.append(Step("app", name, time.monotonic() - start, infos[name]["id"]))
     return infos
+
+
+def wait_status_peers(plan: Plan, deadline_s: float, report: ReadinessReport) -> None:
+    """Every status peer answers POST /health (status-backend's readiness probe)."""
+    for name, peer in plan.status.items():
+        start = time.monotonic()
+
+        def probe(url: str = f"{peer.url}/health") -> dict:
+            try:
+                response = requests.post(url, timeout=5)
+                response.raise_for_status()
+                return response.json()
+            except (requests.RequestException, ValueError) as exc:
+                raise NotYet(f"{exc.__class__.__name__}: {exc}") from None
+
+        version = wait_until(f"{name} to answer POST {peer.url}/health", probe, deadline_s)
+        report.steps.append(Step("app", name, time.monotonic() - start, str(version.get("version"))))
 
 
 def check_topology(plan: Plan, infos: dict[str, dict], report: ReadinessReport) -> None:
@@ -199,5 +217,6 @@ def wait_ready(plan: Plan, deadline_s: float = 180, report: ReadinessReport | No
     check_topology(plan, infos, report)
     check_nats(plan, containers, report)
     connect_peers(plan, infos, remaining(), report)
+    wait_status_peers(plan, remaining(), report)
     report.total_s = time.monotonic() - start
     return report

@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 
 from harness.paths import TEMPLATES_DIR, generated_dir
-from harness.topology.plan import Plan
+from harness.topology.plan import STATUS_PORT, Plan
 
 LABEL_PROJECT = "testbed.project"
 LABEL_ROLE = "testbed.role"
@@ -48,10 +48,11 @@ def render_to_strings(plan: Plan) -> dict[str, str]:
             plan=plan,
             labels=lambda role: labels(plan, role),
             wan=next(n.name for n in plan.networks.values() if n.kind == "wan"),
+            status_port=STATUS_PORT,
         ),
         "plan.json": plan.to_json() + "\n",
     }
-    for node in plan.nodes.values():
+    for node in [*plan.nodes.values(), *plan.status.values()]:
         files[f"nodes/{node.name}.env"] = _env.get_template("node.env.j2").render(node=node)
     return files
 

@@ -20,9 +20,11 @@ from harness.topology.model import (
     NODE_KINDS,
     PEERING_MODES,
     REPO_KINDS,
+    STATUS_ROLES,
     Link,
     Network,
     Node,
+    StatusPeer,
     Topology,
 )
 
@@ -46,6 +48,7 @@ NODE_KEYS = {
     "peers",
     "link",
 }
+STATUS_KEYS = {"kind", "role", "codex", "impl", "image", "env"}
 LINK_KEYS = {"rate", "delay_ms", "jitter_ms", "loss_pct"}
 RATE_RE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit)$")
 
@@ -177,22 +180,16 @@ def _load_link(check: _Checker, raw: Any, path: str) -> Link:
     )
 
 
-def _load_node(check: _Checker, name: str, raw: Any, networks: dict[str, Network], default_net: str) -> Node:
-    path = f"nodes.{name}"
-    check.name(name, path)
-    data = check.mapping(raw, path)
-    check.keys(data, NODE_KEYS, path)
-    if "kind" not in data:
-        raise check.fail(f"{path}.kind", f"is required (one of {', '.join(NODE_KINDS)})")
-    kind = check.choice(data["kind"], NODE_KINDS, f"{path}.kind")
+def _load_image(check: _Checker, data: dict, path: str) -> str | None:
+    """`image: <ref>` (an upstream image) or `impl: reference` / nothing (the reference one)."""
     if "impl" in data and "image" in data:
         raise check.fail(path, "give either impl: reference or image: <ref>, not both")
     if "impl" in data:
         check.choice(data["impl"], ("reference",), f"{path}.impl")
-    image = check.string(data["image"], f"{path}.image") if "image" in data else None
-    network = data.get("network", default_net)
-    if network not in networks:
-        raise check.fail(f"{path}.network", f"undefined network {network!r} (defined: {', '.join(networks)})")
+    return check.string(data["image"], f"{path}.image") if "image" in data else None
+
+
+def _load_env(check: _Checker, data: dict, path: str) -> dict[str, str]:
     env = check.mapping(data.get("env", {}), f"{path}.env")
     for key, value in env.items():
         if not isinstance(key, str) or not re.match(r"^[A-Z_][A-Z0-9_]*$", key):
@@ -204,6 +201,43 @@ def _load_node(check: _Checker, name: str, raw: Any, networks: dict[str, Network
             raise check.fail(
                 f"{path}.env.{key}", "must not contain '$' (compose v1 and v2 read it differently)"
             )
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in env.items()}
+
+
+def _load_status_peer(check: _Checker, name: str, data: dict, nodes: dict[str, Node], networks) -> StatusPeer:
+    path = f"nodes.{name}"
+    check.keys(data, STATUS_KEYS, path)
+    for key in ("role", "codex"):
+        if key not in data:
+            raise check.fail(f"{path}.{key}", "is required for a status peer")
+    role = check.choice(data["role"], STATUS_ROLES, f"{path}.role")
+    codex = data["codex"]
+    if codex not in nodes:
+        raise check.fail(f"{path}.codex", f"names {codex!r}, which is not a codex node")
+    if networks[nodes[codex].network].kind != "wan":
+        raise check.fail(
+            f"{path}.codex", "status peers behind a NAT are not supported yet: pair with a WAN node"
+        )
+    return StatusPeer(
+        name=name,
+        role=role,
+        codex=codex,
+        image=_load_image(check, data, path),
+        env=_load_env(check, data, path),
+    )
+
+
+def _load_node(
+    check: _Checker, name: str, data: dict, networks: dict[str, Network], default_net: str
+) -> Node:
+    path = f"nodes.{name}"
+    check.keys(data, NODE_KEYS, path)
+    kind = data["kind"]
+    image = _load_image(check, data, path)
+    network = data.get("network", default_net)
+    if network not in networks:
+        raise check.fail(f"{path}.network", f"undefined network {network!r} (defined: {', '.join(networks)})")
+    env = _load_env(check, data, path)
 
     def optional(key: str, pattern: re.Pattern, what: str) -> str | None:
         return check.matches(data[key], pattern, what, f"{path}.{key}") if key in data else None
@@ -226,7 +260,7 @@ def _load_node(check: _Checker, name: str, raw: Any, networks: dict[str, Network
         repo_kind=check.choice(data["repo_kind"], REPO_KINDS, f"{path}.repo_kind")
         if "repo_kind" in data
         else None,
-        env={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in env.items()},
+        env=env,
         peers=tuple(peers),
         link=link,
     )
@@ -255,7 +289,25 @@ def parse(text: str, file: Path) -> Topology:
     raw_nodes = check.mapping(data["nodes"], "nodes")
     if not raw_nodes:
         raise check.fail("nodes", "declares no nodes")
-    nodes = {n: _load_node(check, n, v, networks, wans[0]) for n, v in raw_nodes.items()}
+    kinds = {}
+    for node_name, raw_node in raw_nodes.items():
+        check.name(node_name, f"nodes.{node_name}")
+        node_data = check.mapping(raw_node, f"nodes.{node_name}")
+        if "kind" not in node_data:
+            raise check.fail(f"nodes.{node_name}.kind", f"is required (one of {', '.join(NODE_KINDS)})")
+        kinds[node_name] = (check.choice(node_data["kind"], NODE_KINDS, f"nodes.{node_name}.kind"), node_data)
+    nodes = {n: _load_node(check, n, d, networks, wans[0]) for n, (k, d) in kinds.items() if k == "codex"}
+    status = {
+        n: _load_status_peer(check, n, d, nodes, networks) for n, (k, d) in kinds.items() if k == "status"
+    }
+    if not nodes:
+        raise check.fail("nodes", "declares no codex node")
+    paired = [peer.codex for peer in status.values()]
+    for peer in status.values():
+        if paired.count(peer.codex) > 1:
+            raise check.fail(
+                f"nodes.{peer.name}.codex", f"{peer.codex!r} is already paired with another status peer"
+            )
     for node in nodes.values():
         for i, peer in enumerate(node.peers):
             if peer not in nodes or peer == node.name:
@@ -267,7 +319,13 @@ def parse(text: str, file: Path) -> Topology:
     peering = check.choice(data.get("peering", "mesh"), PEERING_MODES, "peering")
     description = data.get("description", "")
     return Topology(
-        name=name, source=file, networks=networks, nodes=nodes, description=str(description), peering=peering
+        name=name,
+        source=file,
+        networks=networks,
+        nodes=nodes,
+        description=str(description),
+        peering=peering,
+        status=status,
     )
 
 

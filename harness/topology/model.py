@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-NODE_KINDS = ("codex",)
+NODE_KINDS = ("codex", "status")
+STATUS_ROLES = ("owner", "member")
 PEERING_MODES = ("mesh", "none")
 REPO_KINDS = ("fs", "sqlite")
 NETWORK_KINDS = ("wan", "lan")
@@ -21,7 +22,7 @@ NAT_PROFILES = (
     "udp-blocked",
     "short-udp-timeout",
 )
-REFERENCE_IMAGES = {"codex": "codex-ref"}
+REFERENCE_IMAGES = {"codex": "codex-ref", "status": "status-ref"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,22 @@ class Node:
 
 
 @dataclass(frozen=True)
+class StatusPeer:
+    """A status-go peer (`kind: status`), paired with the Codex node that stores its archives; it
+    sits on that node's network."""
+
+    name: str
+    role: str  # owner (controls a community) or member
+    codex: str
+    image: str | None = None  # a status-backend image; None means the reference peer
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def reference_image(self) -> str | None:
+        return REFERENCE_IMAGES["status"] if self.image is None else None
+
+
+@dataclass(frozen=True)
 class Topology:
     name: str
     source: Path
@@ -71,6 +88,7 @@ class Topology:
     nodes: dict[str, Node]
     description: str = ""
     peering: str = "mesh"
+    status: dict[str, StatusPeer] = field(default_factory=dict)
 
     def edges(self) -> list[tuple[str, str]]:
         """Connections the testbed makes, (dialer, target): all pairs for `mesh`, plus each node's
@@ -96,7 +114,8 @@ class Topology:
 
     def images(self) -> set[str]:
         """The images this project builds that the topology needs."""
-        wanted = {node.reference_image for node in self.nodes.values() if node.reference_image}
+        peers = [*self.nodes.values(), *self.status.values()]
+        wanted = {peer.reference_image for peer in peers if peer.reference_image}
         return wanted | ({"router", "stun"} if self.lans else set())
 
     @property

@@ -12,7 +12,7 @@ import json
 import os
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from harness.paths import REPO_ROOT
 from harness.topology.model import Link, Topology
@@ -22,6 +22,8 @@ METRICS_PORT = 8008
 LISTEN_PORT = 8070
 DISC_PORT = 8090
 STUN_PORT = 3478
+STATUS_PORT = 3333  # status-backend --address
+CHAT_PORT = 30303  # the reference peer's chat transport (gossipsub)
 FIRST_HOST = 10  # .1 is docker's bridge; on a LAN, .2 is the router
 LAN_ROUTER_HOST = 2
 
@@ -87,6 +89,28 @@ class NodePlan:
 
 
 @dataclass(frozen=True)
+class StatusPlan:
+    """A status-go peer: the status-backend HTTP surface on STATUS_PORT, its Codex node's API in env."""
+
+    name: str
+    image: str
+    reference: bool
+    role: str
+    codex: str
+    network: str
+    ip: str
+    env: dict[str, str]
+
+    @property
+    def kind(self) -> str:
+        return "status"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{STATUS_PORT}"
+
+
+@dataclass(frozen=True)
 class Plan:
     project: str
     topology: str
@@ -97,11 +121,12 @@ class Plan:
     edges: tuple[tuple[str, str], ...]  # connections made during readiness (first dials second)
     routers: dict[str, RouterPlan]
     stun: StunPlan | None
+    status: dict[str, StatusPlan] = field(default_factory=dict)
 
     @property
     def containers(self) -> list[str]:
-        """Every service the testbed runs (nodes, routers, referee), by name."""
-        return [*self.nodes, *self.routers, *([self.stun.name] if self.stun else [])]
+        """Every service the testbed runs (nodes, status peers, routers, referee), by name."""
+        return [*self.nodes, *self.status, *self.routers, *([self.stun.name] if self.stun else [])]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -127,6 +152,7 @@ class Plan:
                 for k, v in raw["routers"].items()
             },
             stun=StunPlan(**raw["stun"]) if raw["stun"] else None,
+            status={k: StatusPlan(**v) for k, v in raw.get("status", {}).items()},
         )
 
 
@@ -222,6 +248,26 @@ def make_plan(
             peers=tuple(sorted({b if a == node.name else a for a, b in edges if node.name in (a, b)})),
             gateway=_lan_host(networks[node.network], LAN_ROUTER_HOST) if behind_nat else None,
         )
+    status = {}
+    for peer in topology.status.values():
+        codex = nodes[peer.codex]
+        ip = str(next(free_hosts[codex.network]))
+        status[peer.name] = StatusPlan(
+            name=peer.name,
+            image=peer.image or image_refs[peer.reference_image],  # type: ignore[index]
+            reference=peer.image is None,
+            role=peer.role,
+            codex=peer.codex,
+            network=codex.network,
+            ip=ip,
+            env={
+                "CODEX_API_URL": codex.api_url,
+                "STATUS_CHAT_PORT": str(CHAT_PORT),
+                "STATUS_ANNOUNCE_IP": ip,
+                "STATUS_ROLE": peer.role,
+                **peer.env,
+            },
+        )
     routers = {}
     for lan in topology.lans:
         first_node = next(n for n in nodes.values() if n.network == lan.name)
@@ -249,6 +295,7 @@ def make_plan(
         edges=tuple(edges),
         routers=routers,
         stun=stun,
+        status=status,
     )
 
 

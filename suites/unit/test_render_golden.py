@@ -23,10 +23,12 @@ FIXED_IMAGES = {
     "codex-ref": "testbed/codex-ref:0123456789ab",
     "router": "testbed/router:r",
     "stun": "testbed/stun:s",
+    "status-ref": "testbed/status-ref:st",
 }
 SUBNETS = {
     "basic": ["11.200.42.0/24"],
     "nat-pair": ["11.200.42.0/24", "10.213.42.0/24", "10.213.43.0/24"],
+    "archive": ["11.200.42.0/24"],
 }
 
 
@@ -97,8 +99,9 @@ def _compose_clis() -> list[list[str]]:
 @pytest.mark.parametrize(
     "cli", _compose_clis() or [pytest.param(None, marks=pytest.mark.skip("no compose CLI"))]
 )
-def test_compose_cli_accepts_the_rendered_file(cli: list[str], tmp_path: Path) -> None:
-    compose_file = render(golden_plan(), tmp_path)
+@pytest.mark.parametrize("topology", sorted(SUBNETS))
+def test_compose_cli_accepts_the_rendered_file(cli: list[str], topology: str, tmp_path: Path) -> None:
+    compose_file = render(golden_plan(topology), tmp_path)
     result = subprocess.run(
         [*cli, "-p", "tb-golden", "-f", str(compose_file), "config", "-q"], capture_output=True, text=True
     )

@@ -1,0 +1,68 @@
+"""`status-backend`: serve the reference status peer until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from statusref.api import SignalHub, build_app
+from statusref.codex import Codex
+from statusref.messenger import Messenger
+
+log = logging.getLogger("status-backend")
+
+
+async def run(address: str) -> None:
+    hub = SignalHub()
+    messenger = Messenger(
+        data_dir=Path(os.environ.get("STATUS_DATA_DIR", "/usr/status-user")),
+        codex=Codex(os.environ.get("CODEX_API_URL", "http://127.0.0.1:8080/api/codex/v1")),
+        emit=hub.emit,
+        chat_port=int(os.environ.get("STATUS_CHAT_PORT", "30303")),
+        announce_ip=os.environ.get("STATUS_ANNOUNCE_IP", "127.0.0.1"),
+    )
+    stop = trio.Event()
+
+    async def on_signal() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s, stopping", signal.Signals(signum).name)
+                stop.set()
+                return
+
+    config = HypercornConfig()
+    config.bind = [address]
+    config.accesslog = None
+    config.graceful_timeout = 2
+    config.keep_alive_timeout = 75
+    async with trio.open_nursery() as system:
+        system.start_soon(on_signal)
+        print(f"status-backend (reference peer) listening on {address}", flush=True)
+        await serve(build_app(messenger, hub, system), config, shutdown_trigger=stop.wait)
+        system.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="status-backend")
+    parser.add_argument("--address", default="0.0.0.0:3333")
+    parser.add_argument("--pprof", default="false")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("libp2p", "multiaddr", "hypercorn", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    trio.run(run, args.address)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

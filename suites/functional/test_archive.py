@@ -1,0 +1,352 @@
+"""Community History Archives over Codex, end to end (status-go.md section 6.3).
+
+An owner and three members, each status peer with its own Codex node (topology `archive`). Every
+test uses its own community on the same owner, so the tests are independent. Assertions are on the
+exact messages a member ends up with, the archive IDs it records, and what the owner's Codex node
+holds, never only on a call returning. Time to history (link published -> messages imported) is
+written to artifacts/archive/time-to-history-<scenario>.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+from statusref.protobufs import ArchiveIndex, WakuMessageArchive
+
+from harness.clients.codex import CodexClient
+from harness.clients.status import StatusClient, chat_texts, create_community, join_community, wire_chat
+from harness.paths import artifacts_dir
+from harness.ready.waits import NotYet, wait_until
+from harness.testbed import Testbed
+
+pytestmark = [pytest.mark.archive]
+TOPOLOGY = "archive"
+INTERVAL_S = 6  # the owner's archive interval (status-go's default is 7 days; its tests use 10-80 s)
+IMPORT_DELAY_S = 1
+ROUND_S = 3 * INTERVAL_S  # deadline for anything that takes one archive round
+
+
+@pytest.fixture(scope="module")
+def peers(testbed: Testbed) -> Iterator[dict[str, StatusClient]]:
+    clients = {name: testbed.status(name) for name in ("owner", "alice", "bob", "carol")}
+    for name, client in clients.items():
+        client.create_account_and_login(name, INTERVAL_S, IMPORT_DELAY_S)
+    wire_chat(list(clients.values()))
+    yield clients
+
+
+def community_of(event: dict, community_id: str) -> bool:
+    return event.get("communityId") == community_id
+
+
+def record_time_to_history(scenario: str, seconds: float) -> None:
+    folder = artifacts_dir("archive")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"time-to-history-{scenario}.json").write_text(
+        json.dumps({"scenario": scenario, "seconds": seconds})
+    )
+    print(f"time to history ({scenario}): {seconds:.2f} s")
+
+
+def wait_for_log(testbed: Testbed, peer: str, pattern: str, deadline_s: float = ROUND_S) -> str:
+    """A log line of `peer` matching `pattern`: evidence of what it decided, with a deadline."""
+    regex = re.compile(pattern)
+
+    def probe() -> str:
+        logs = testbed.container(peer).logs().decode(errors="replace")
+        found = [line for line in logs.splitlines() if regex.search(line)]
+        if not found:
+            raise NotYet(f"no log line matching {pattern!r} yet")
+        return found[-1]
+
+    return wait_until(f"{peer} to log {pattern!r}", probe, deadline_s)
+
+
+def owner_codex(testbed: Testbed) -> CodexClient:
+    return testbed.client("codex-owner")
+
+
+def current_index(codex: CodexClient, community_id: str) -> ArchiveIndex:
+    """The community's index among the owner's uploads: an `archive-index.bin` whose archives
+    cover the community's content topics (superseded indexes are deleted, so there is one)."""
+    found = []
+    for item in codex.list():
+        if item["manifest"].get("filename") == "archive-index.bin":
+            index = ArchiveIndex.decode(codex.download(item["cid"]))
+            if all(community_id.encode() in entry.metadata.topics for entry in index.archives.values()):
+                found.append(index)
+    assert len(found) == 1, f"{len(found)} indexes of {community_id} on the owner's Codex node"
+    return found[0]
+
+
+def test_owner_publishes_an_archive_the_member_downloads_and_decodes(testbed, peers) -> None:
+    """Scenario 1: a message, one interval -> historyArchivesCreated, hasCommunityArchive, the
+    index on the owner's Codex decodes and its archive holds exactly that message."""
+    owner, alice = peers["owner"], peers["alice"]
+    community, chat = create_community(owner, "scenario-1")
+    join_community(owner, alice, community)
+    mark_owner, mark_alice = owner.signals.mark(), alice.signals.mark()
+
+    sent = owner.rpc(
+        "wakuext_sendChatMessage", {"chatId": chat, "text": "first archived message", "contentType": 1}
+    )
+    created = owner.signals.expect(
+        "community.historyArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark_owner
+    )
+    seeding = owner.signals.expect(
+        "community.historyArchivesSeeding", lambda e: community_of(e, community), 5, mark_owner
+    )
+    downloaded = alice.signals.expect(
+        "community.historyArchiveDownloaded", lambda e: community_of(e, community), ROUND_S, mark_alice
+    )
+
+    assert owner.rpc("wakuext_hasCommunityArchive", community) is True
+    index_cid = alice.signals.expect(
+        "community.historyArchiveIndexDownloadCompleted", lambda e: community_of(e, community), 5, mark_alice
+    ).event["indexCid"]
+    index = ArchiveIndex.decode(owner_codex(testbed).download(index_cid))
+    assert len(index.archives) == 1
+    archive_id, entry = next(iter(index.archives.items()))
+    assert archive_id == entry.archive_id, "keys are the Keccak-256 of the marshalled entry"
+    assert (entry.metadata.start, entry.metadata.end) == (downloaded.event["from"], downloaded.event["to"])
+    archive = WakuMessageArchive.decode(owner_codex(testbed).download(entry.cid))
+    texts = [json.loads(m.payload)["message"]["text"] for m in archive.messages]
+    assert texts == ["first archived message"]
+    assert json.loads(archive.messages[0].payload)["message"]["id"] == sent["messages"][0]["id"]
+    assert alice.rpc("wakuext_getDownloadedMessageArchiveIDs", community) == [archive_id]
+    assert chat_texts(alice, chat) == ["first archived message"]
+    assert created.event["to"] >= created.event["from"]
+    record_time_to_history("1-owner-publishes", downloaded.at - seeding.at)
+
+
+def test_no_messages_means_no_archive_and_no_link(peers) -> None:
+    """Scenario 2: two rounds without messages -> noHistoryArchivesCreated, no link, nothing downloaded."""
+    owner, bob = peers["owner"], peers["bob"]
+    mark = owner.signals.mark()
+    community, chat = create_community(owner, "scenario-2")
+    join_community(owner, bob, community)
+
+    first = owner.signals.expect(
+        "community.noHistoryArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark
+    )
+    owner.signals.expect(
+        "community.noHistoryArchivesCreated",
+        lambda e: community_of(e, community),
+        ROUND_S,
+        owner.signals.signals.index(first) + 1,
+    )
+
+    assert (
+        owner.signals.find("community.historyArchivesCreated", lambda e: community_of(e, community), mark)
+        == []
+    )
+    assert owner.rpc("wakuext_hasCommunityArchive", community) is False
+    assert bob.rpc("wakuext_getDownloadedMessageArchiveIDs", community) == []
+    assert chat_texts(bob, chat) == []
+
+
+def test_each_round_adds_an_archive_and_replaces_the_index(testbed, peers) -> None:
+    """Scenario 4: two rounds -> the member has 1 then 2 archive IDs; a new index CID each round;
+    the superseded index is deleted (unseeded) on the owner's Codex node."""
+    owner, bob = peers["owner"], peers["bob"]
+    community, chat = create_community(owner, "scenario-4")
+    join_community(owner, bob, community)
+    indexes = []
+    for round_number, text in enumerate(("round one", "round two"), start=1):
+        mark_owner, mark_bob = owner.signals.mark(), bob.signals.mark()
+        owner.rpc("wakuext_sendChatMessage", {"chatId": chat, "text": text, "contentType": 1})
+        owner.signals.expect(
+            "community.historyArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark_owner
+        )
+        seeding = owner.signals.expect(
+            "community.historyArchivesSeeding", lambda e: community_of(e, community), 5, mark_owner
+        )
+        downloaded = bob.signals.expect(
+            "community.historyArchiveDownloaded", lambda e: community_of(e, community), ROUND_S, mark_bob
+        )
+        indexes.append(
+            bob.signals.expect(
+                "community.historyArchiveIndexDownloadCompleted",
+                lambda e: community_of(e, community),
+                5,
+                mark_bob,
+            ).event["indexCid"]
+        )
+        assert len(bob.rpc("wakuext_getDownloadedMessageArchiveIDs", community)) == round_number
+        record_time_to_history(f"4-round-{round_number}", downloaded.at - seeding.at)
+
+    assert indexes[0] != indexes[1]
+    assert len(ArchiveIndex.decode(owner_codex(testbed).download(indexes[1])).archives) == 2
+    assert owner_codex(testbed).exists(indexes[0]) is False, "the old index is unseeded on the owner"
+    assert owner_codex(testbed).exists(indexes[1]) is True
+    assert chat_texts(bob, chat) == ["round one", "round two"]
+
+
+def test_a_late_joiner_gets_the_history_from_the_archive(peers) -> None:
+    """Scenario 5: messages sent before carol joined reach her only through the archive (the
+    chat transport keeps no history): the join response carries the link, she imports."""
+    owner, alice, carol = peers["owner"], peers["alice"], peers["carol"]
+    community, chat = create_community(owner, "scenario-5")
+    join_community(owner, alice, community)
+    mark_owner = owner.signals.mark()
+    texts = ["before carol 1", "before carol 2", "before carol 3"]
+    for text in texts:
+        owner.rpc("wakuext_sendChatMessage", {"chatId": chat, "text": text, "contentType": 1})
+    owner.signals.expect(
+        "community.historyArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark_owner
+    )
+    assert chat_texts(carol, chat) == []
+
+    mark_carol = carol.signals.mark()
+    joined_at = time.monotonic()
+    join_community(owner, carol, community)
+    carol.signals.expect(
+        "community.downloadingHistoryArchivesFinished",
+        lambda e: community_of(e, community),
+        ROUND_S,
+        mark_carol,
+    )
+    imported = carol.signals.find("messages.new", lambda e: e["messages"][0]["chatId"] == chat, mark_carol)
+
+    assert sorted(s.event["messages"][0]["text"] for s in imported) == texts
+    assert chat_texts(carol, chat) == texts
+    assert carol.signals.find(
+        "community.importingHistoryArchiveMessages", lambda e: community_of(e, community), mark_carol
+    )
+    record_time_to_history("5-late-joiner", imported[-1].at - joined_at)
+
+
+def test_a_member_logged_out_during_creation_gets_the_archive_after_login(peers) -> None:
+    """Scenario 8: bob logs out, the owner archives a message bob never saw live, bob logs back
+    in: the link reaches him (the owner's description carries it) and he imports exactly it."""
+    owner, bob = peers["owner"], peers["bob"]
+    community, chat = create_community(owner, "scenario-8")
+    join_community(owner, bob, community)
+    key_uid = bob.signals.find("node.login")[0].event["keyUid"]
+    bob.logout()
+    mark_owner = owner.signals.mark()
+    owner.rpc(
+        "wakuext_sendChatMessage", {"chatId": chat, "text": "sent while bob was away", "contentType": 1}
+    )
+    owner.signals.expect(
+        "community.historyArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark_owner
+    )
+
+    mark_bob = bob.signals.mark()
+    logged_in_at = time.monotonic()
+    bob.login(key_uid)
+    bob.signals.expect(
+        "community.downloadingHistoryArchivesFinished",
+        lambda e: community_of(e, community),
+        ROUND_S,
+        mark_bob,
+    )
+
+    assert chat_texts(bob, chat) == ["sent while bob was away"]
+    imported = bob.signals.find("messages.new", lambda e: e["messages"][0]["chatId"] == chat, mark_bob)
+    record_time_to_history("8-relogin", imported[-1].at - logged_in_at)
+
+
+def test_missing_or_corrupt_index_fails_visibly_and_imports_nothing(testbed, peers) -> None:
+    """Scenario 10 (index): an index CID nobody holds -> the timeout, one retry, then failure;
+    index bytes that are not an index -> failure. Nothing is recorded or imported."""
+    owner, alice = peers["owner"], peers["alice"]
+    community, chat = create_community(owner, "scenario-10")
+    join_community(owner, alice, community)
+    codex = owner_codex(testbed)
+    gone = codex.upload(os.urandom(1000))
+    codex.delete(gone)
+    garbage = codex.upload(b"not an archive index " * 50)
+    mark = alice.signals.mark()
+
+    owner.rpc("testbed_publishArchiveLink", community, gone, int(time.time() * 1000))
+    wait_for_log(testbed, "alice", rf"index {gone} timed out after 5 s, retrying once")
+    wait_for_log(testbed, "alice", rf"index {gone} download failed: ReadTimeout", deadline_s=30)
+    owner.rpc("testbed_publishArchiveLink", community, garbage, int(time.time() * 1000))
+    wait_for_log(testbed, "alice", rf"index {garbage} download failed: .*(DecodeError|ValueError|KeyError)")
+
+    assert (
+        alice.signals.find(
+            "community.historyArchiveIndexDownloadCompleted", lambda e: community_of(e, community), mark
+        )
+        == []
+    )
+    assert alice.rpc("wakuext_getDownloadedMessageArchiveIDs", community) == []
+    assert chat_texts(alice, chat) == []
+
+
+def test_an_archive_gone_from_every_provider_is_skipped_and_the_rest_imports(testbed, peers) -> None:
+    """Scenario 10 (archive): of two archives, the older is deleted from its only provider before
+    carol joins: she imports the newer one, and the missing one is logged, not counted."""
+    owner, carol = peers["owner"], peers["carol"]
+    community, chat = create_community(owner, "scenario-10b")
+    for text in ("lost with its archive", "kept in the newer archive"):
+        mark = owner.signals.mark()
+        owner.rpc("wakuext_sendChatMessage", {"chatId": chat, "text": text, "contentType": 1})
+        owner.signals.expect(
+            "community.historyArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark
+        )
+    entries = current_index(owner_codex(testbed), community).newest_first()
+    assert len(entries) == 2
+    lost_id, lost = entries[1]
+    owner_codex(testbed).delete(lost.cid)
+
+    mark = carol.signals.mark()
+    join_community(owner, carol, community)
+    carol.signals.expect(
+        "community.downloadingHistoryArchivesFinished", lambda e: community_of(e, community), 40, mark
+    )
+
+    wait_for_log(testbed, "carol", rf"archive {lost_id} \({lost.cid}\) not downloaded")
+    assert carol.rpc("wakuext_getDownloadedMessageArchiveIDs", community) == [entries[0][0]]
+    assert chat_texts(carol, chat) == ["kept in the newer archive"]
+
+
+def test_stale_repeated_forged_and_own_links_are_ignored(testbed, peers) -> None:
+    """Scenario 11: an older clock, the same link again, a link signed by a member and the owner's
+    own link are each ignored for the stated reason, and the member keeps the real history."""
+    owner, alice, bob = peers["owner"], peers["alice"], peers["bob"]
+    community, chat = create_community(owner, "scenario-11")
+    join_community(owner, alice, community)
+    join_community(owner, bob, community)
+    mark_owner, mark_bob = owner.signals.mark(), bob.signals.mark()
+    owner.rpc("wakuext_sendChatMessage", {"chatId": chat, "text": "the real history", "contentType": 1})
+    owner.signals.expect(
+        "community.historyArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark_owner
+    )
+    current = bob.signals.expect(
+        "community.historyArchiveIndexDownloadCompleted",
+        lambda e: community_of(e, community),
+        ROUND_S,
+        mark_bob,
+    ).event["indexCid"]
+    decoy = owner_codex(testbed).upload(b"decoy " * 100)
+
+    owner.rpc("testbed_publishArchiveLink", community, decoy, 1)
+    wait_for_log(testbed, "bob", rf"ignored archive link {decoy} \(clock 1\): clock older than")
+    owner.rpc("testbed_publishArchiveLink", community, current, int(time.time() * 1000))
+    wait_for_log(testbed, "bob", rf"ignored archive link {current} .*: the link already seen")
+    alice.rpc("testbed_publishArchiveLink", community, decoy, int(time.time() * 1000))
+    wait_for_log(
+        testbed, "bob", rf"ignored archive link {decoy} .*: signed by 0x[0-9a-f]+, not by the control node"
+    )
+    wait_for_log(testbed, "owner", rf"ignored archive link {decoy} .*: this peer is the control node")
+
+    assert (
+        bob.signals.find(
+            "community.historyArchiveIndexDownloadCompleted", lambda e: community_of(e, community), mark_bob
+        )[-1].event["indexCid"]
+        == current
+    )
+    assert chat_texts(bob, chat) == ["the real history"]
+    assert (
+        owner.signals.find(
+            "community.downloadingHistoryArchivesStarted", lambda e: community_of(e, community)
+        )
+        == []
+    )
