@@ -64,8 +64,17 @@ class ChatTransport:
             identity.load_or_create(key_file), [f"/ip4/{announce_ip}/tcp/{listen_port}"]
         )
         self.listen = multiaddr.Multiaddr(f"/ip4/0.0.0.0/tcp/{listen_port}")
+        # Recent messages stay in the gossip cache for 3 heartbeats of 1 s: a peer that subscribes
+        # later gets them (as from a Waku store with a short retention); older history only comes
+        # from archives.
         self.router = GossipSub(
-            protocols=[PROTOCOL_ID_V11], degree=6, degree_low=4, degree_high=12, heartbeat_interval=1
+            protocols=[PROTOCOL_ID_V11],
+            degree=6,
+            degree_low=4,
+            degree_high=12,
+            heartbeat_interval=1,
+            gossip_window=2,
+            gossip_history=3,
         )
         self.pubsub = Pubsub(self.host, self.router)
         self.subscribed: set[str] = set()
