@@ -19,7 +19,14 @@ import pytest
 from statusref.protobufs import ArchiveIndex, WakuMessageArchive
 
 from harness.clients.codex import CodexClient
-from harness.clients.status import StatusClient, chat_texts, create_community, join_community, wire_chat
+from harness.clients.status import (
+    Signal,
+    StatusClient,
+    chat_texts,
+    create_community,
+    join_community,
+    wire_chat,
+)
 from harness.paths import artifacts_dir
 from harness.ready.waits import NotYet, wait_until
 from harness.testbed import Testbed
@@ -44,22 +51,25 @@ def community_of(event: dict, community_id: str) -> bool:
     return event.get("communityId") == community_id
 
 
+def expect_for(
+    client: StatusClient, kind: str, community: str, since: int, timeout_s: float = ROUND_S
+) -> Signal:
+    """The first `kind` signal about `community` that `client` got after mark `since`."""
+    return client.signals.expect(kind, lambda e: community_of(e, community), timeout_s, since)
+
+
 def wait_one_more_round(owner: StatusClient, community: str) -> None:
     """Until the owner's next archive round for `community` has passed, so what was sent before
     it is older than the chat transport's message cache (gossipsub hands recent messages to new
     subscribers, as a Waku store node would): after this, history can only come from archives."""
     mark = owner.signals.mark()
-    owner.signals.expect(
-        "community.noHistoryArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark
-    )
+    expect_for(owner, "community.noHistoryArchivesCreated", community, mark)
 
 
 def texts_imported(member: StatusClient, chat: str, community: str, since: int) -> list[str]:
     """Texts `member` received after it started importing the community's archives; asserts that
     none of the chat's messages arrived before that (so they came from the archive)."""
-    started = member.signals.expect(
-        "community.importingHistoryArchiveMessages", lambda e: community_of(e, community), 5, since
-    )
+    started = expect_for(member, "community.importingHistoryArchiveMessages", community, since, 5)
     position = member.signals.signals.index(started)
     in_chat = lambda e: e["messages"][0]["chatId"] == chat  # noqa: E731
     early = [
@@ -120,25 +130,14 @@ def test_owner_publishes_an_archive_the_member_downloads_and_decodes(testbed, pe
     sent = owner.rpc(
         "wakuext_sendChatMessage", {"chatId": chat, "text": "first archived message", "contentType": 1}
     )
-    created = owner.signals.expect(
-        "community.historyArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark_owner
-    )
-    seeding = owner.signals.expect(
-        "community.historyArchivesSeeding", lambda e: community_of(e, community), 5, mark_owner
-    )
-    downloaded = alice.signals.expect(
-        "community.historyArchiveDownloaded", lambda e: community_of(e, community), ROUND_S, mark_alice
-    )
-    finished = alice.signals.expect(
-        "community.downloadingHistoryArchivesFinished",
-        lambda e: community_of(e, community),
-        ROUND_S,
-        mark_alice,
-    )
+    created = expect_for(owner, "community.historyArchivesCreated", community, mark_owner)
+    seeding = expect_for(owner, "community.historyArchivesSeeding", community, mark_owner, 5)
+    downloaded = expect_for(alice, "community.historyArchiveDownloaded", community, mark_alice)
+    finished = expect_for(alice, "community.downloadingHistoryArchivesFinished", community, mark_alice)
 
     assert owner.rpc("wakuext_hasCommunityArchive", community) is True
-    index_cid = alice.signals.expect(
-        "community.historyArchiveIndexDownloadCompleted", lambda e: community_of(e, community), 5, mark_alice
+    index_cid = expect_for(
+        alice, "community.historyArchiveIndexDownloadCompleted", community, mark_alice, 5
     ).event["indexCid"]
     index = ArchiveIndex.decode(owner_codex(testbed).download(index_cid))
     assert len(index.archives) == 1
@@ -162,15 +161,8 @@ def test_no_messages_means_no_archive_and_no_link(peers) -> None:
     community, chat = create_community(owner, "scenario-2")
     join_community(owner, bob, community)
 
-    first = owner.signals.expect(
-        "community.noHistoryArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark
-    )
-    owner.signals.expect(
-        "community.noHistoryArchivesCreated",
-        lambda e: community_of(e, community),
-        ROUND_S,
-        owner.signals.signals.index(first) + 1,
-    )
+    first = expect_for(owner, "community.noHistoryArchivesCreated", community, mark)
+    expect_for(owner, "community.noHistoryArchivesCreated", community, owner.signals.signals.index(first) + 1)
 
     assert (
         owner.signals.find("community.historyArchivesCreated", lambda e: community_of(e, community), mark)
@@ -191,25 +183,13 @@ def test_each_round_adds_an_archive_and_replaces_the_index(testbed, peers) -> No
     for round_number, text in enumerate(("round one", "round two"), start=1):
         mark_owner, mark_bob = owner.signals.mark(), bob.signals.mark()
         owner.rpc("wakuext_sendChatMessage", {"chatId": chat, "text": text, "contentType": 1})
-        owner.signals.expect(
-            "community.historyArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark_owner
-        )
-        seeding = owner.signals.expect(
-            "community.historyArchivesSeeding", lambda e: community_of(e, community), 5, mark_owner
-        )
-        finished = bob.signals.expect(
-            "community.downloadingHistoryArchivesFinished",
-            lambda e: community_of(e, community),
-            ROUND_S,
-            mark_bob,
-        )
+        expect_for(owner, "community.historyArchivesCreated", community, mark_owner)
+        seeding = expect_for(owner, "community.historyArchivesSeeding", community, mark_owner, 5)
+        finished = expect_for(bob, "community.downloadingHistoryArchivesFinished", community, mark_bob)
         indexes.append(
-            bob.signals.expect(
-                "community.historyArchiveIndexDownloadCompleted",
-                lambda e: community_of(e, community),
-                5,
-                mark_bob,
-            ).event["indexCid"]
+            expect_for(bob, "community.historyArchiveIndexDownloadCompleted", community, mark_bob, 5).event[
+                "indexCid"
+            ]
         )
         assert len(bob.rpc("wakuext_getDownloadedMessageArchiveIDs", community)) == round_number
         record_time_to_history(f"4-round-{round_number}", finished.at - seeding.at)
@@ -231,21 +211,14 @@ def test_a_late_joiner_gets_the_history_from_the_archive(peers) -> None:
     texts = ["before carol 1", "before carol 2", "before carol 3"]
     for text in texts:
         owner.rpc("wakuext_sendChatMessage", {"chatId": chat, "text": text, "contentType": 1})
-    owner.signals.expect(
-        "community.historyArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark_owner
-    )
+    expect_for(owner, "community.historyArchivesCreated", community, mark_owner)
     wait_one_more_round(owner, community)
     assert chat_texts(carol, chat) == []
 
     mark_carol = carol.signals.mark()
     joined_at = time.monotonic()
     join_community(owner, carol, community)
-    finished = carol.signals.expect(
-        "community.downloadingHistoryArchivesFinished",
-        lambda e: community_of(e, community),
-        ROUND_S,
-        mark_carol,
-    )
+    finished = expect_for(carol, "community.downloadingHistoryArchivesFinished", community, mark_carol)
 
     assert sorted(texts_imported(carol, chat, community, mark_carol)) == texts
     assert chat_texts(carol, chat) == texts
@@ -265,21 +238,14 @@ def test_a_member_logged_out_during_creation_gets_the_archive_after_login(peers)
     owner.rpc(
         "wakuext_sendChatMessage", {"chatId": chat, "text": "sent while bob was away", "contentType": 1}
     )
-    owner.signals.expect(
-        "community.historyArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark_owner
-    )
+    expect_for(owner, "community.historyArchivesCreated", community, mark_owner)
 
     wait_one_more_round(owner, community)
 
     mark_bob = bob.signals.mark()
     logged_in_at = time.monotonic()
     bob.login(key_uid)
-    finished = bob.signals.expect(
-        "community.downloadingHistoryArchivesFinished",
-        lambda e: community_of(e, community),
-        ROUND_S,
-        mark_bob,
-    )
+    finished = expect_for(bob, "community.downloadingHistoryArchivesFinished", community, mark_bob)
 
     # The message itself may also come back through the chat transport after the reconnect (py-libp2p
     # gossipsub replays its cache to a returning peer, as a Waku store would); either way bob must
@@ -331,9 +297,7 @@ def test_an_archive_gone_from_every_provider_is_skipped_and_the_rest_imports(tes
     for text in ("lost with its archive", "kept in the newer archive"):
         mark = owner.signals.mark()
         owner.rpc("wakuext_sendChatMessage", {"chatId": chat, "text": text, "contentType": 1})
-        owner.signals.expect(
-            "community.historyArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark
-        )
+        expect_for(owner, "community.historyArchivesCreated", community, mark)
     entries = current_index(owner_codex(testbed), community).newest_first()
     assert len(entries) == 2
     lost_id, lost = entries[1]
@@ -342,9 +306,7 @@ def test_an_archive_gone_from_every_provider_is_skipped_and_the_rest_imports(tes
 
     mark = carol.signals.mark()
     join_community(owner, carol, community)
-    carol.signals.expect(
-        "community.downloadingHistoryArchivesFinished", lambda e: community_of(e, community), 40, mark
-    )
+    expect_for(carol, "community.downloadingHistoryArchivesFinished", community, mark, 40)
 
     wait_for_log(testbed, "carol", rf"archive {lost_id} \({lost.cid}\) not downloaded")
     assert carol.rpc("wakuext_getDownloadedMessageArchiveIDs", community) == [entries[0][0]]
@@ -361,15 +323,10 @@ def test_stale_repeated_forged_and_own_links_are_ignored(testbed, peers) -> None
     join_community(owner, bob, community)
     mark_owner, mark_bob = owner.signals.mark(), bob.signals.mark()
     owner.rpc("wakuext_sendChatMessage", {"chatId": chat, "text": "the real history", "contentType": 1})
-    owner.signals.expect(
-        "community.historyArchivesCreated", lambda e: community_of(e, community), ROUND_S, mark_owner
-    )
-    current = bob.signals.expect(
-        "community.historyArchiveIndexDownloadCompleted",
-        lambda e: community_of(e, community),
-        ROUND_S,
-        mark_bob,
-    ).event["indexCid"]
+    expect_for(owner, "community.historyArchivesCreated", community, mark_owner)
+    current = expect_for(bob, "community.historyArchiveIndexDownloadCompleted", community, mark_bob).event[
+        "indexCid"
+    ]
     decoy = owner_codex(testbed).upload(b"decoy " * 100)
 
     owner.rpc("testbed_publishArchiveLink", community, decoy, 1)

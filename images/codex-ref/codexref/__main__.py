@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from codexref import config as cfg
 from codexref.api import build_app, build_metrics_app
 from codexref.node import Node, set_python_log_level
+from codexref.serving import hypercorn_config, stop_on_signals
 
 log = logging.getLogger("codex")
 
@@ -26,29 +25,10 @@ async def maintenance(node: Node) -> None:
             log.info("maintenance: %d expired blocks removed", removed)
 
 
-def _hypercorn(bind: str) -> HypercornConfig:
-    config = HypercornConfig()
-    config.bind = [bind]
-    config.accesslog = None
-    config.graceful_timeout = 5
-    # Keep idle connections longer than clients do: with hypercorn's 5 s default, a client reusing
-    # a connection just as the server drops it sees "connection reset" on a POST it cannot retry.
-    config.keep_alive_timeout = 75
-    return config
-
-
 async def run(node: Node) -> None:
     stop = trio.Event()
-
-    async def on_signal() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("received %s, stopping", signal.Signals(signum).name)
-                stop.set()
-                return
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(on_signal)
+        nursery.start_soon(stop_on_signals, stop)
         nursery.start_soon(maintenance, node)
         await nursery.start(node.run_p2p)  # REST starts last, once the switch and engine run
         log.info(
@@ -61,9 +41,11 @@ async def run(node: Node) -> None:
         if node.config.metrics:
             metrics_bind = f"{node.config.metrics_address}:{node.config.metrics_port}"
             nursery.start_soon(
-                lambda: serve(build_metrics_app(node), _hypercorn(metrics_bind), shutdown_trigger=stop.wait)
+                lambda: serve(
+                    build_metrics_app(node), hypercorn_config(metrics_bind), shutdown_trigger=stop.wait
+                )
             )
-        rest = _hypercorn(f"{node.config.api_bindaddr}:{node.config.api_port}")
+        rest = hypercorn_config(f"{node.config.api_bindaddr}:{node.config.api_port}")
         print(f"REST service started on {rest.bind[0]}{node.config.api_prefix}", flush=True)
         await serve(build_app(node), rest, shutdown_trigger=stop.wait)
         nursery.cancel_scope.cancel()

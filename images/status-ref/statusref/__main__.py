@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
 import trio
-from hypercorn.config import Config as HypercornConfig
+from codexref.serving import hypercorn_config, stop_on_signals
 from hypercorn.trio import serve
 
 from statusref.api import SignalHub, build_app
@@ -30,21 +29,9 @@ async def run(address: str) -> None:
         announce_ip=os.environ.get("STATUS_ANNOUNCE_IP", "127.0.0.1"),
     )
     stop = trio.Event()
-
-    async def on_signal() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("received %s, stopping", signal.Signals(signum).name)
-                stop.set()
-                return
-
-    config = HypercornConfig()
-    config.bind = [address]
-    config.accesslog = None
-    config.graceful_timeout = 2
-    config.keep_alive_timeout = 75
+    config = hypercorn_config(address, graceful_timeout_s=2)
     async with trio.open_nursery() as system:
-        system.start_soon(on_signal)
+        system.start_soon(stop_on_signals, stop)
         print(f"status-backend (reference peer) listening on {address}", flush=True)
         await serve(build_app(messenger, hub, system), config, shutdown_trigger=stop.wait)
         system.cancel_scope.cancel()
