@@ -14,6 +14,7 @@ from codexref import VERSION, identity, multiaddr, p2p
 from codexref.blockexc.engine import Engine, EngineConfig
 from codexref.config import Config
 from codexref.metrics import Metrics
+from codexref.relayclient import RelayClient
 from codexref.store import RepoStore
 
 REVISION = "reference"
@@ -56,6 +57,7 @@ class Node:
             block_retries=config.block_retries, max_inflight_per_peer=config.max_inflight_per_peer
         )
         self.engine = Engine(self.host, self.store, self.metrics, engine_config)
+        self.relay = RelayClient(self.host, config.relay_info_url) if config.relay_info_url else None
         # Like upstream's DHT record, the UDP discovery endpoint comes first; the TCP addresses
         # follow so that other reference nodes can dial a bootstrap node without a DHT.
         record = [f"/ip4/{self.announce_ip}/udp/{config.disc_port}", *self.announce_addresses]
@@ -74,6 +76,8 @@ class Node:
             self.host.get_network().register_notifee(events)
             for spr in self.config.bootstrap_nodes:
                 nursery.start_soon(self._keep_dialling, spr)
+            if self.relay:
+                await nursery.start(self.relay.run)
             task_status.started()
 
     async def _keep_dialling(self, spr: str) -> None:
@@ -91,7 +95,11 @@ class Node:
     async def connect(self, peer_id: str, addrs: list[str]) -> bool:
         with trio.move_on_after(CONNECT_TIMEOUT_S):
             try:
-                await self.host.connect(p2p.peer_info(peer_id, addrs))
+                circuits = [a for a in addrs if "/p2p-circuit" in a]
+                if circuits and self.relay:
+                    await self.relay.dial(circuits[0])  # through the relay, as a NATed peer needs
+                else:
+                    await self.host.connect(p2p.peer_info(peer_id, addrs))
                 self.engine.peer_joined(ID.from_base58(peer_id))
                 return True
             except Exception as exc:
@@ -126,6 +134,7 @@ class Node:
             "announceAddresses": self.announce_addresses,
             "table": {"localNode": local, "nodes": [self._peer_entry(p) for p in self.engine.peers]},
             "codex": {"version": VERSION, "revision": REVISION, "contracts": ""},
+            **({"relay": self.relay.status()} if self.relay else {}),
         }
 
     def set_log_level(self, level: str) -> None:
