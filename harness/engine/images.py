@@ -209,6 +209,8 @@ SERVICE_IMAGES = {
         ServiceImage("stun"),
         # The reference status-go peer reuses the node's venv and codexref (protobuf codec, host).
         ServiceImage("status-ref", parent="codex-ref"),
+        # The circuit relay v2 (hop) runs on the node's py-libp2p.
+        ServiceImage("relay", parent="codex-ref"),
         # Locust master/workers for distributed load: the reference node's venv (trio, py-libp2p
         # and codexref for the BlockExchange agent) plus Locust, and the load suite's two files.
         ServiceImage(

@@ -140,6 +140,24 @@ def wait_status_peers(plan: Plan, deadline_s: float, report: ReadinessReport) ->
         report.steps.append(Step("app", name, time.monotonic() - start, str(version.get("version"))))
 
 
+def wait_relay_reservations(plan: Plan, deadline_s: float, report: ReadinessReport) -> None:
+    """Every node given a relay holds a reservation on it (its /debug/info `relay` section)."""
+    for name, node in plan.nodes.items():
+        if "CODEX_RELAY_INFO_URL" not in node.env:
+            continue
+        start = time.monotonic()
+        client = CodexClient(node.api_url, timeout_s=5)
+
+        def reserved(client: CodexClient = client) -> dict:
+            relay = client.debug_info().get("relay") or {}
+            if not relay.get("reserved"):
+                raise NotYet(f"no reservation yet: {relay.get('error') or 'starting'}")
+            return relay
+
+        relay = wait_until(f"{name} to reserve a slot on its relay", reserved, deadline_s)
+        report.steps.append(Step("relay", name, time.monotonic() - start, relay["circuitAddresses"][0]))
+
+
 def check_topology(plan: Plan, infos: dict[str, dict], report: ReadinessReport) -> None:
     start = time.monotonic()
     problems = []
@@ -217,6 +235,7 @@ def wait_ready(plan: Plan, deadline_s: float = 180, report: ReadinessReport | No
     check_topology(plan, infos, report)
     check_nats(plan, containers, report)
     connect_peers(plan, infos, remaining(), report)
+    wait_relay_reservations(plan, remaining(), report)
     wait_status_peers(plan, remaining(), report)
     report.total_s = time.monotonic() - start
     return report

@@ -19,11 +19,13 @@ from harness.topology.model import (
     NETWORK_KINDS,
     NODE_KINDS,
     PEERING_MODES,
+    RELAY_PROFILES,
     REPO_KINDS,
     STATUS_ROLES,
     Link,
     Network,
     Node,
+    Relay,
     StatusPeer,
     Topology,
 )
@@ -47,7 +49,9 @@ NODE_KEYS = {
     "env",
     "peers",
     "link",
+    "relay",
 }
+RELAY_KEYS = {"kind", "profile", "env"}
 STATUS_KEYS = {"kind", "role", "codex", "impl", "image", "env"}
 LINK_KEYS = {"rate", "delay_ms", "jitter_ms", "loss_pct"}
 RATE_RE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit)$")
@@ -227,6 +231,13 @@ def _load_status_peer(check: _Checker, name: str, data: dict, nodes: dict[str, N
     )
 
 
+def _load_relay(check: _Checker, name: str, data: dict) -> Relay:
+    path = f"nodes.{name}"
+    check.keys(data, RELAY_KEYS, path)
+    profile = check.choice(data.get("profile", "default"), RELAY_PROFILES, f"{path}.profile")
+    return Relay(name=name, profile=profile, env=_load_env(check, data, path))
+
+
 def _load_node(
     check: _Checker, name: str, data: dict, networks: dict[str, Network], default_net: str
 ) -> Node:
@@ -263,6 +274,7 @@ def _load_node(
         env=env,
         peers=tuple(peers),
         link=link,
+        relay=check.string(data["relay"], f"{path}.relay") if "relay" in data else None,
     )
 
 
@@ -302,6 +314,10 @@ def parse(text: str, file: Path) -> Topology:
     }
     if not nodes:
         raise check.fail("nodes", "declares no codex node")
+    relays = {n: _load_relay(check, n, d) for n, (k, d) in kinds.items() if k == "relay"}
+    for node in nodes.values():
+        if node.relay is not None and node.relay not in relays:
+            raise check.fail(f"nodes.{node.name}.relay", f"names {node.relay!r}, which is not a relay node")
     paired = [peer.codex for peer in status.values()]
     for peer in status.values():
         if paired.count(peer.codex) > 1:
@@ -326,6 +342,7 @@ def parse(text: str, file: Path) -> Topology:
         description=str(description),
         peering=peering,
         status=status,
+        relays=relays,
     )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-NODE_KINDS = ("codex", "status")
+NODE_KINDS = ("codex", "status", "relay")
+RELAY_PROFILES = ("default", "unlimited")
 STATUS_ROLES = ("owner", "member")
 PEERING_MODES = ("mesh", "none")
 REPO_KINDS = ("fs", "sqlite")
@@ -22,7 +23,7 @@ NAT_PROFILES = (
     "udp-blocked",
     "short-udp-timeout",
 )
-REFERENCE_IMAGES = {"codex": "codex-ref", "status": "status-ref"}
+REFERENCE_IMAGES = {"codex": "codex-ref", "status": "status-ref", "relay": "relay"}
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,22 @@ class Node:
     env: dict[str, str] = field(default_factory=dict)
     peers: tuple[str, ...] = ()  # nodes this one must be connected to, besides `peering`
     link: Link | None = None
+    relay: str | None = None  # a circuit relay (kind: relay) the node reserves a slot on
 
     @property
     def reference_image(self) -> str | None:
         """The name of the image this project builds for the node, if it uses one."""
         return REFERENCE_IMAGES[self.kind] if self.image is None else None
+
+
+@dataclass(frozen=True)
+class Relay:
+    """A circuit relay v2 (hop) on the WAN: `default` limits (go/nim: reservation 1 h, circuit
+    120 s / 128 KiB) or `unlimited`."""
+
+    name: str
+    profile: str = "default"
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,7 @@ class Topology:
     description: str = ""
     peering: str = "mesh"
     status: dict[str, StatusPeer] = field(default_factory=dict)
+    relays: dict[str, Relay] = field(default_factory=dict)
 
     def edges(self) -> list[tuple[str, str]]:
         """Connections the testbed makes, (dialer, target): all pairs for `mesh`, plus each node's
@@ -116,7 +129,7 @@ class Topology:
         """The images this project builds that the topology needs."""
         peers = [*self.nodes.values(), *self.status.values()]
         wanted = {peer.reference_image for peer in peers if peer.reference_image}
-        return wanted | ({"router", "stun"} if self.lans else set())
+        return wanted | ({"router", "stun"} if self.lans else set()) | ({"relay"} if self.relays else set())
 
     @property
     def lans(self) -> list[Network]:

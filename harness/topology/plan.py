@@ -23,7 +23,9 @@ LISTEN_PORT = 8070
 DISC_PORT = 8090
 STUN_PORT = 3478
 STATUS_PORT = 3333  # status-backend --address
-CHAT_PORT = 30303  # the reference peer's chat transport (gossipsub)
+CHAT_PORT = 30303
+RELAY_PORT = 4001
+RELAY_INFO_PORT = 8082  # the reference peer's chat transport (gossipsub)
 FIRST_HOST = 10  # .1 is docker's bridge; on a LAN, .2 is the router
 LAN_ROUTER_HOST = 2
 
@@ -89,6 +91,21 @@ class NodePlan:
 
 
 @dataclass(frozen=True)
+class RelayPlan:
+    """A circuit relay v2 on the WAN; nodes learn its peer id from GET <info_url>."""
+
+    name: str
+    image: str
+    ip: str
+    profile: str
+    env: dict[str, str]
+
+    @property
+    def info_url(self) -> str:
+        return f"http://{self.ip}:{RELAY_INFO_PORT}/info"
+
+
+@dataclass(frozen=True)
 class StatusPlan:
     """A status-go peer: the status-backend HTTP surface on STATUS_PORT, its Codex node's API in env."""
 
@@ -122,11 +139,18 @@ class Plan:
     routers: dict[str, RouterPlan]
     stun: StunPlan | None
     status: dict[str, StatusPlan] = field(default_factory=dict)
+    relays: dict[str, RelayPlan] = field(default_factory=dict)
 
     @property
     def containers(self) -> list[str]:
         """Every service the testbed runs (nodes, status peers, routers, referee), by name."""
-        return [*self.nodes, *self.status, *self.routers, *([self.stun.name] if self.stun else [])]
+        return [
+            *self.nodes,
+            *self.status,
+            *self.relays,
+            *self.routers,
+            *([self.stun.name] if self.stun else []),
+        ]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -153,6 +177,7 @@ class Plan:
             },
             stun=StunPlan(**raw["stun"]) if raw["stun"] else None,
             status={k: StatusPlan(**v) for k, v in raw.get("status", {}).items()},
+            relays={k: RelayPlan(**v) for k, v in raw.get("relays", {}).items()},
         )
 
 
@@ -163,7 +188,7 @@ def new_project_name(topology: str) -> str:
     return "-".join(p for p in parts if p)
 
 
-def _codex_env(node, announce_ip: str) -> dict[str, str]:
+def _codex_env(node, announce_ip: str, relay_info_url: str | None) -> dict[str, str]:
     env = {
         "CODEX_API_BINDADDR": "0.0.0.0",
         "CODEX_API_PORT": str(API_PORT),
@@ -183,6 +208,8 @@ def _codex_env(node, announce_ip: str) -> dict[str, str]:
         env["CODEX_BLOCK_TTL"] = node.block_ttl
     if node.repo_kind:
         env["CODEX_REPO_KIND"] = node.repo_kind
+    if relay_info_url:
+        env["CODEX_RELAY_INFO_URL"] = relay_info_url
     env.update(node.env)
     return env
 
@@ -226,6 +253,13 @@ def make_plan(
             alt_ip=str(next(free_hosts[wan])),
         )
     router_wan_ips = {lan.name: str(next(free_hosts[wan])) for lan in topology.lans}
+    relays = {}
+    for relay in topology.relays.values():
+        ip = str(next(free_hosts[wan]))
+        env = {"RELAY_PROFILE": relay.profile, "RELAY_ANNOUNCE_IP": ip, "RELAY_LISTEN_PORT": str(RELAY_PORT)}
+        relays[relay.name] = RelayPlan(
+            relay.name, image_refs["relay"], ip, relay.profile, {**env, **relay.env}
+        )
     edges = topology.edges()
     nodes = {}
     for node in topology.nodes.values():
@@ -242,7 +276,7 @@ def make_plan(
             network=node.network,
             ip=ip,
             api_port=API_PORT,
-            env=_codex_env(node, announce_ip),
+            env=_codex_env(node, announce_ip, relays[node.relay].info_url if node.relay else None),
             link=node.link,
             announce_ip=announce_ip,
             peers=tuple(sorted({b if a == node.name else a for a, b in edges if node.name in (a, b)})),
@@ -296,6 +330,7 @@ def make_plan(
         routers=routers,
         stun=stun,
         status=status,
+        relays=relays,
     )
 
 

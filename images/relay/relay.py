@@ -3,8 +3,9 @@
 Profiles (RELAY_PROFILE): `default` = go-libp2p's and nim-libp2p's defaults (reservation 1 h,
 circuit 120 s / 128 KiB); `unlimited` = no practical limit. RELAY_RESERVATION_TTL_S,
 RELAY_CIRCUIT_DURATION_S and RELAY_CIRCUIT_BYTES override single values.
-GET http://<relay>:<RELAY_INFO_PORT>/info answers {"id", "addrs", "limits"}: how nodes learn
-the relay's peer id (its key is created at start), and the harness's readiness probe.
+GET http://<relay>:8082/info answers {"id", "addrs", "limits", "peers"}: how nodes learn the
+relay's peer id (its key is created at start), the healthcheck, and the relay's view of whom it
+sees from which address.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 log = logging.getLogger("relay")
+INFO_PORT = 8082
 PROFILES = {
     "default": {"reservation_ttl": 3600, "duration": 120, "data": 128 * 1024},
     "unlimited": {"reservation_ttl": 24 * 3600, "duration": 24 * 3600, "data": 1 << 50},
@@ -66,7 +68,19 @@ async def main() -> None:
             "data_bytes": limits.data,
         },
     }
-    app = Starlette(routes=[Route("/info", lambda request: JSONResponse(info))])
+
+    def peers() -> list[dict]:
+        """Who is connected, and from which address the relay sees them (its reflexive view)."""
+        out = []
+        for peer, conns in host.get_network().connections.items():
+            for conn in conns if isinstance(conns, list) else [conns]:
+                remote = conn.muxed_conn.get_remote_address() if hasattr(conn, "muxed_conn") else None
+                out.append(
+                    {"id": peer.to_base58(), "address": f"{remote[0]}:{remote[1]}" if remote else None}
+                )
+        return out
+
+    app = Starlette(routes=[Route("/info", lambda request: JSONResponse({**info, "peers": peers()}))])
     stop = trio.Event()
     listen = [multiaddr.Multiaddr(f"/ip4/0.0.0.0/tcp/{listen_port}")]
     async with host.run(listen_addrs=listen), background_trio_service(hop), trio.open_nursery() as nursery:
@@ -74,7 +88,7 @@ async def main() -> None:
         log.info(
             "circuit relay v2 %s on %s, limits %s", info["id"], info["addrs"][0], json.dumps(info["limits"])
         )
-        bind = f"0.0.0.0:{os.environ.get('RELAY_INFO_PORT', '8082')}"
+        bind = f"0.0.0.0:{INFO_PORT}"
         await serve(app, hypercorn_config(bind, graceful_timeout_s=1), shutdown_trigger=stop.wait)
         nursery.cancel_scope.cancel()
 

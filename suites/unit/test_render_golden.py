@@ -24,11 +24,13 @@ FIXED_IMAGES = {
     "router": "testbed/router:r",
     "stun": "testbed/stun:s",
     "status-ref": "testbed/status-ref:st",
+    "relay": "testbed/relay:rl",
 }
 SUBNETS = {
     "basic": ["11.200.42.0/24"],
     "nat-pair": ["11.200.42.0/24", "10.213.42.0/24", "10.213.43.0/24"],
     "archive": ["11.200.42.0/24"],
+    "nat-relay": ["11.200.42.0/24", *(f"10.213.{n}.0/24" for n in range(42, 46))],
 }
 
 

@@ -23,7 +23,7 @@ CASES = {
     "bad-kind": (
         "nodes:\n  codex-1: {kind: ipfs}\n",
         "nodes.codex-1.kind",
-        "must be one of codex, status; got 'ipfs'",
+        "must be one of codex, status, relay; got 'ipfs'",
     ),
     "node-key-typo": (
         "nodes:\n  codex-1:\n" + VALID_NODE + "    storage_qouta: 1GiB\n",

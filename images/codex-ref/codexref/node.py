@@ -72,13 +72,19 @@ class Node:
         listen = [ma.Multiaddr(a) for a in self.config.listen_addrs]
         async with self.host.run(listen_addrs=listen), trio.open_nursery() as nursery:
             await nursery.start(self.engine.run)
-            events = p2p.PeerEvents(self.host, self.engine.peer_joined, self.engine.peer_left)
+            events = p2p.PeerEvents(self.host, self._peer_joined, self.engine.peer_left)
             self.host.get_network().register_notifee(events)
             for spr in self.config.bootstrap_nodes:
                 nursery.start_soon(self._keep_dialling, spr)
             if self.relay:
                 await nursery.start(self.relay.run)
             task_status.started()
+
+    def _peer_joined(self, peer: ID) -> None:
+        """A new connection is a BlockExchange peer, unless it is our relay (which speaks only the
+        relay protocols: treating it as a peer would end in a failed send and a disconnect)."""
+        if not (self.relay and peer == self.relay.relay_peer):
+            self.engine.peer_joined(peer)
 
     async def _keep_dialling(self, spr: str) -> None:
         """Dial a bootstrap node until it answers (it may start after us), backing off to 30 s."""

@@ -37,6 +37,7 @@ class RelayClient:
             host, self.protocol, RelayConfig(roles=RelayRole.STOP | RelayRole.CLIENT, limits=CLIENT_LIMITS)
         )
         self.relay: dict | None = None  # the relay's /info answer
+        self.relay_peer: ID | None = None
         self.reserved = False
         self.error = ""
 
@@ -67,7 +68,7 @@ class RelayClient:
         while not self.reserved:
             try:
                 self.relay = await trio.to_thread.run_sync(self._fetch_info)
-                relay_id = ID.from_base58(self.relay["id"])
+                relay_id = self.relay_peer = ID.from_base58(self.relay["id"])
                 await self.host.connect(PeerInfo(relay_id, [ma.Multiaddr(a) for a in self.relay["addrs"]]))
                 stream = await self.host.new_stream(relay_id, [PROTOCOL_ID])
                 self.reserved = await self.transport.reserve(stream, relay_id, nursery)
