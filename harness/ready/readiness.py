@@ -143,7 +143,7 @@ def wait_status_peers(plan: Plan, deadline_s: float, report: ReadinessReport) ->
 def wait_relay_reservations(plan: Plan, deadline_s: float, report: ReadinessReport) -> None:
     """Every node given a relay holds a reservation on it (its /debug/info `relay` section)."""
     for name, node in plan.nodes.items():
-        if "CODEX_RELAY_INFO_URL" not in node.env:
+        if not node.relay:
             continue
         start = time.monotonic()
         client = CodexClient(node.api_url, timeout_s=5)

@@ -77,6 +77,7 @@ class NodePlan:
     env: dict[str, str]
     peers: tuple[str, ...]  # the nodes it must be connected to once ready
     gateway: str | None = None  # its router's LAN address when it sits behind a NAT
+    relay: str | None = None  # the relay it reserves a slot on
     link: Link | None = None  # shaping of its link, both directions
     announce_ip: str = ""  # what it announces (CODEX_NAT=extip): its own address, or, behind a
     # port-forwarding router, the router's WAN address, as one configures a forwarded node
@@ -281,6 +282,7 @@ def make_plan(
             announce_ip=announce_ip,
             peers=tuple(sorted({b if a == node.name else a for a, b in edges if node.name in (a, b)})),
             gateway=_lan_host(networks[node.network], LAN_ROUTER_HOST) if behind_nat else None,
+            relay=node.relay,
         )
     status = {}
     for peer in topology.status.values():

@@ -191,6 +191,6 @@ RPC: dict[str, Callable[..., Awaitable]] = {
     # Chat transport wiring (gossipsub stands in for Waku; status-go dials Waku peers itself).
     "wakuext_listenAddresses": lambda m: _value(m.listen_addresses()),
     "wakuext_dialPeer": lambda m, address: m.dial_peer(address),
-    "wakuext_peers": lambda m: _value(m._require_transport().peers()),
+    "wakuext_peers": lambda m: _value(m.chat_peers()),
     "testbed_publishArchiveLink": _publish_link,
 }

@@ -160,6 +160,9 @@ class Messenger:
             self.store.put("chatPeers", [*peers, address])
         return True
 
+    def chat_peers(self) -> list[str]:
+        return self._require_transport().peers()
+
     def _require_transport(self) -> ChatTransport:
         if not self.transport:
             raise RpcError(-32601, "the method wakuext does not exist/is not available")
