@@ -1,4 +1,4 @@
-"""`testbed`: up, down, status, logs, render, clean, doctor, images."""
+"""`testbed`: up, down, status, logs, render, nat-check, nat-matrix, load, clean, images, doctor."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import docker
 
+from harness import natmatrix
 from harness import sweep as sweeper
 from harness.engine import compose, images
 from harness.engine.bootstrap import engine_answers, ensure_engine
@@ -22,6 +23,7 @@ from harness.ready.readiness import find_containers
 from harness.render.compose import render
 from harness.testbed import DEFAULT_DEADLINE_S, Testbed, down_project
 from harness.topology import loader, subnets
+from harness.topology.loader import TOPOLOGIES_DIR
 from harness.topology.plan import Plan, make_plan, new_project_name
 
 CLI_PROJECTS = "cli-projects"
@@ -124,7 +126,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     model = loader.load(args.topology)
     plan = make_plan(
         model,
-        subnets.preview([network.kind for network in model.networks.values()]),
+        subnets.preview(model.network_kinds()),
         images.image_refs(model.images()),
         project=args.project or new_project_name(model.name),
     )
@@ -151,6 +153,33 @@ def cmd_nat_check(args: argparse.Namespace) -> int:
     print(natcheck.to_markdown(verdicts))
     print(f"\nwritten: {out / 'nat-check.md'}, {out / 'nat-check.json'}")
     return 0 if all(v.agrees for v in verdicts) else 1
+
+
+def cmd_nat_matrix(args: argparse.Namespace) -> int:
+    """The DCUtR outcome matrix on the generated nat-matrix topology; exit 1 if it differs from
+    nat.md table B in a cell the table is certain about."""
+    try:
+        profiles = natmatrix.parse_profiles(args.profiles)
+    except ValueError as exc:
+        print(f"testbed nat-matrix: {exc}", file=sys.stderr)
+        return 2
+    if args.write_topology:
+        TOPOLOGIES_DIR.joinpath("nat-matrix.yaml").write_text(natmatrix.topology_yaml())
+        print(TOPOLOGIES_DIR / "nat-matrix.yaml")
+        return 0
+    topology: str | Path = "nat-matrix"
+    if profiles != natmatrix.PROFILES:
+        topology = cache_dir() / f"nat-matrix-{'-'.join(profiles)}.yaml"
+        topology.write_text(natmatrix.topology_yaml(profiles))
+    with Testbed.up(topology, deadline_s=args.deadline) as testbed:
+        try:
+            cells = natmatrix.run({name: testbed.client(name) for name in testbed.plan.nodes}, profiles)
+        finally:
+            testbed.save_artifacts()  # the nodes' logs explain every cell
+        markdown, data = natmatrix.write_report(cells, artifacts_dir(testbed.plan.project) / "nat-matrix")
+    print(markdown.read_text())
+    print(f"written: {markdown}, {data}")
+    return 0 if natmatrix.agrees(cells) else 1
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -283,6 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("project")
     p.set_defaults(func=cmd_nat_check)
+
+    p = sub.add_parser(
+        "nat-matrix", help="DCUtR outcomes for every dialer x listener NAT profile, against nat.md table B"
+    )
+    p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, help="readiness deadline, seconds")
+    p.add_argument(
+        "--profiles",
+        default=",".join(natmatrix.PROFILES),
+        help=f"comma-separated, of {', '.join(natmatrix.SUPPORTED)} (default: table B's five)",
+    )
+    p.add_argument(
+        "--write-topology", action="store_true", help="only regenerate compose/topologies/nat-matrix.yaml"
+    )
+    p.set_defaults(func=cmd_nat_matrix)
 
     p = sub.add_parser("load", help="run a load profile against its topology; fail on a breached threshold")
     p.add_argument("--profile", default="release", help="a profile in suites/load/profiles.yaml")

@@ -94,7 +94,7 @@ class Testbed:
         log(ensure_engine())
         refs = images.ensure_images(model.images(), log=log)
         project = project or new_project_name(model.name)
-        kinds = [network.kind for network in model.networks.values()]
+        kinds = model.network_kinds()
         plan = make_plan(model, subnets.reserve(project, kinds), refs, project=project)
         testbed = cls(plan, render(plan))
         testbed.arm()

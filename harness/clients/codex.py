@@ -92,6 +92,13 @@ class CodexClient:
     def connect(self, peer_id: str, addrs: list[str]) -> None:
         self._ok("GET", f"/connect/{peer_id}", params={"addrs": addrs})
 
+    def connection(self, peer_id: str) -> dict:
+        """Testbed extension of the reference node: paths to a peer (direct or relayed), ping RTT."""
+        return self._ok("GET", f"/debug/connection/{peer_id}").json()
+
+    def disconnect(self, peer_id: str) -> None:
+        self._ok("DELETE", f"/debug/connection/{peer_id}", expected=204)
+
     # -- node -------------------------------------------------------------------------------------
     def debug_info(self, timeout_s: float | None = None) -> dict:
         return self._ok("GET", "/debug/info", timeout=timeout_s or self.timeout_s).json()

@@ -38,6 +38,9 @@ EXPECTED: dict[str, tuple[str, str, bool | None]] = {
     "symmetric": (APDM, APDF, False),
     "udp-blocked": (BLOCKED, BLOCKED, False),
     "short-udp-timeout": (EIM, APDF, False),
+    # through both NATs of the chain: the outer (CGN) one decides
+    "cgnat": (EIM, APDF, False),
+    "cgnat-symmetric": (APDM, APDF, False),
 }
 
 
@@ -84,36 +87,35 @@ def check_router(plan: Plan, router: RouterPlan, containers: dict[str, Container
         containers[router.name].exec_run(["nft", "flush", "set", "ip", "restricted_cone", "contacted"])
     filtering_out = discover("-f")
     mapping_out = discover("-m")
-    mapping, filtering, inbound = EXPECTED[router.nat]
+    mapping, filtering, inbound = EXPECTED[router.declared]
     verdict = NatVerdict(
         lan=router.lan,
-        declared=router.nat,
+        declared=router.declared,
         mapping=_behaviour(mapping_out),
         filtering=_behaviour(filtering_out),
         reflexive_ip=_reflexive_ip(mapping_out),
-        router_wan_ip=router.wan_ip,
+        router_wan_ip=router.public_ip,
     )
     if verdict.mapping != mapping:
-        verdict.problems.append(f"mapping is {verdict.mapping}, {router.nat} means {mapping}")
+        verdict.problems.append(f"mapping is {verdict.mapping}, {router.declared} means {mapping}")
     if verdict.filtering != filtering:
-        verdict.problems.append(f"filtering is {verdict.filtering}, {router.nat} means {filtering}")
+        verdict.problems.append(f"filtering is {verdict.filtering}, {router.declared} means {filtering}")
     if mapping != BLOCKED:
-        if verdict.reflexive_ip != router.wan_ip:
+        if verdict.reflexive_ip != router.public_ip:
             verdict.problems.append(
-                f"reflexive address {verdict.reflexive_ip} is not the router's WAN address {router.wan_ip}"
+                f"reflexive address {verdict.reflexive_ip} is not the LAN's public address {router.public_ip}"
             )
         else:
-            verdict.checks.append("reflexive address = router WAN")
+            verdict.checks.append("reflexive address = router WAN" + (" (CGN)" if router.upstream else ""))
     if router.hairpin:
         hairpins = "successful hairpinning" in discover("-H")
         (verdict.checks if hairpins else verdict.problems).append(
             "hairpinning works" if hairpins else "hairpin declared but hairpinning fails"
         )
     if inbound is not None:
-        is_open = tcp_connects(containers[plan.stun.name], router.wan_ip, LISTEN_PORT, plan.project)
-        wording = (
-            f"inbound TCP to {router.wan_ip}:{LISTEN_PORT} {'reaches the node' if is_open else 'is dropped'}"
-        )
+        is_open = tcp_connects(containers[plan.stun.name], router.public_ip, LISTEN_PORT, plan.project)
+        outcome = "reaches the node" if is_open else "is dropped"
+        wording = f"inbound TCP to {router.public_ip}:{LISTEN_PORT} {outcome}"
         (verdict.checks if is_open == inbound else verdict.problems).append(wording)
     if router.udp_timeout:
         actual = containers[router.name].exec_run(["cat", "/proc/sys/net/netfilter/nf_conntrack_udp_timeout"])
@@ -124,11 +126,13 @@ def check_router(plan: Plan, router: RouterPlan, containers: dict[str, Container
 
 
 def check_all(plan: Plan, containers: dict[str, Container]) -> list[NatVerdict]:
-    """Every router at once (each check takes seconds of STUN timeouts)."""
-    if not plan.routers:
+    """Every LAN at once (each check takes seconds of STUN timeouts), from behind its router: a
+    CGNAT LAN is classified through both of its NATs."""
+    edges = [r for r in plan.routers.values() if plan.networks[r.lan].kind == "lan"]
+    if not edges:
         return []
-    with ThreadPoolExecutor(max_workers=len(plan.routers)) as pool:
-        return list(pool.map(lambda r: check_router(plan, r, containers), plan.routers.values()))
+    with ThreadPoolExecutor(max_workers=len(edges)) as pool:
+        return list(pool.map(lambda r: check_router(plan, r, containers), edges))
 
 
 def to_markdown(verdicts: list[NatVerdict]) -> str:

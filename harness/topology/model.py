@@ -22,7 +22,13 @@ NAT_PROFILES = (
     "symmetric",
     "udp-blocked",
     "short-udp-timeout",
+    "cgnat",
+    "cgnat-symmetric",
 )
+# Carrier-grade NAT: the LAN's home router (port-restricted) uplinks to a carrier network in
+# 100.64.0.0/10, whose CGN router applies this profile towards the WAN.
+CGN_PROFILES = {"cgnat": "port-restricted", "cgnat-symmetric": "symmetric"}
+HOME_ROUTER_PROFILE = "port-restricted"
 REFERENCE_IMAGES = {"codex": "codex-ref", "status": "status-ref", "relay": "relay"}
 
 
@@ -134,6 +140,15 @@ class Topology:
     @property
     def lans(self) -> list[Network]:
         return [n for n in self.networks.values() if n.kind == "lan"]
+
+    @property
+    def carriers(self) -> list[str]:
+        """The carrier networks the plan adds, one per CGNAT LAN (named `<lan>-carrier`)."""
+        return [f"{lan.name}-carrier" for lan in self.lans if lan.nat in CGN_PROFILES]
+
+    def network_kinds(self) -> list[str]:
+        """The kind of every network the plan allocates a subnet for, in allocation order."""
+        return [*(n.kind for n in self.networks.values()), *("carrier" for _ in self.carriers)]
 
     def reachable(self, dialer: str, target: str) -> bool:
         """Can `dialer` open a connection to `target`? Without a relay, a node behind NAT is

@@ -12,10 +12,10 @@ import json
 import os
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from harness.paths import REPO_ROOT
-from harness.topology.model import Link, Topology
+from harness.topology.model import CGN_PROFILES, HOME_ROUTER_PROFILE, Link, Network, Topology
 
 API_PORT = 8080
 METRICS_PORT = 8008
@@ -42,11 +42,18 @@ class NetworkPlan:
 
 @dataclass(frozen=True)
 class RouterPlan:
+    """A NAT router between its `lan` and its uplink (`wan_network`). A CGNAT LAN has two in a
+    chain: its home router uplinks to a carrier network, whose CGN router uplinks to the WAN."""
+
     name: str
     image: str
     lan: str
-    nat: str
+    nat: str  # the profile this router applies
+    declared: str  # the LAN's profile in the topology (cgnat for both routers of a CGN chain)
+    wan_network: str
     wan_ip: str
+    public_ip: str  # where the world sees the LAN: the WAN address at the end of the chain
+    upstream: str | None  # a default route (a home router's CGN); None: no default route
     lan_ip: str
     lan_subnet: str
     lan_host: str  # the LAN host that forwarding profiles (full/restricted cone, port-forward) target
@@ -233,17 +240,18 @@ def make_plan(
     project = project or new_project_name(topology.name)
     networks: dict[str, NetworkPlan] = {}
     free_hosts = {}
-    for network, subnet in zip(topology.networks.values(), subnets, strict=True):
+    names = [*topology.networks, *topology.carriers]
+    for name, kind, subnet in zip(names, topology.network_kinds(), subnets, strict=True):
         hosts = list(subnet.hosts())
-        networks[network.name] = NetworkPlan(
-            name=network.name,
-            kind=network.kind,
+        networks[name] = NetworkPlan(
+            name=name,
+            kind=kind,
             subnet=str(subnet),
             gateway=str(hosts[0]),
-            internal=network.kind == "wan",
-            bridge=_bridge_name(project, network.name),
+            internal=kind == "wan",
+            bridge=_bridge_name(project, name),
         )
-        free_hosts[network.name] = iter(hosts[FIRST_HOST - 1 :])
+        free_hosts[name] = iter(hosts[FIRST_HOST - 1 :])
     wan = topology.wan.name
     stun = None
     if topology.lans:
@@ -307,18 +315,10 @@ def make_plan(
     routers = {}
     for lan in topology.lans:
         first_node = next(n for n in nodes.values() if n.network == lan.name)
-        routers[f"router-{lan.name}"] = RouterPlan(
-            name=f"router-{lan.name}",
-            image=image_refs["router"],
-            lan=lan.name,
-            nat=lan.nat,  # type: ignore[arg-type]
-            wan_ip=router_wan_ips[lan.name],
-            lan_ip=_lan_host(networks[lan.name], LAN_ROUTER_HOST),
-            lan_subnet=networks[lan.name].subnet,
-            lan_host=first_node.ip,
-            hairpin=lan.hairpin,
-            udp_timeout=lan.udp_timeout,
-            forward_ports=(LISTEN_PORT, DISC_PORT) if lan.nat == "port-forward" else (),
+        routers.update(
+            _routers_of(
+                lan, networks, image_refs["router"], router_wan_ips[lan.name], first_node.ip, free_hosts
+            )
         )
     source = topology.source.resolve()
     return Plan(
@@ -334,6 +334,60 @@ def make_plan(
         status=status,
         relays=relays,
     )
+
+
+def _routers_of(
+    lan: Network,
+    networks: dict[str, NetworkPlan],
+    image: str,
+    public_ip: str,
+    lan_host: str,
+    free_hosts: dict,
+) -> dict[str, RouterPlan]:
+    """The router of a LAN; for a CGNAT LAN, its home router and the CGN router behind it."""
+    assert lan.nat is not None
+    home = RouterPlan(
+        name=f"router-{lan.name}",
+        image=image,
+        lan=lan.name,
+        nat=lan.nat,
+        declared=lan.nat,
+        wan_network="wan",
+        wan_ip=public_ip,
+        public_ip=public_ip,
+        upstream=None,
+        lan_ip=_lan_host(networks[lan.name], LAN_ROUTER_HOST),
+        lan_subnet=networks[lan.name].subnet,
+        lan_host=lan_host,
+        hairpin=lan.hairpin,
+        udp_timeout=lan.udp_timeout,
+        forward_ports=(LISTEN_PORT, DISC_PORT) if lan.nat == "port-forward" else (),
+    )
+    wan = next(n.name for n in networks.values() if n.kind == "wan")
+    if lan.nat not in CGN_PROFILES:
+        return {home.name: replace(home, wan_network=wan)}
+    carrier = networks[f"{lan.name}-carrier"]
+    cgn_ip = _lan_host(carrier, LAN_ROUTER_HOST)
+    home_ip = str(next(free_hosts[carrier.name]))
+    cgn = RouterPlan(
+        name=f"router-{lan.name}-cgn",
+        image=image,
+        lan=carrier.name,
+        nat=CGN_PROFILES[lan.nat],
+        declared=lan.nat,
+        wan_network=wan,
+        wan_ip=public_ip,
+        public_ip=public_ip,
+        upstream=None,
+        lan_ip=cgn_ip,
+        lan_subnet=carrier.subnet,
+        lan_host=home_ip,
+        hairpin=False,
+        udp_timeout=None,
+        forward_ports=(),
+    )
+    home = replace(home, nat=HOME_ROUTER_PROFILE, wan_network=carrier.name, wan_ip=home_ip, upstream=cgn_ip)
+    return {home.name: home, cgn.name: cgn}
 
 
 def _lan_host(network: NetworkPlan, index: int) -> str:

@@ -23,6 +23,7 @@ from harness.paths import cache_dir
 
 DEFAULT_WAN_POOL = "11.200.0.0/16"
 DEFAULT_LAN_POOL = "10.213.0.0/16"  # private on purpose: LANs sit behind the emulated NATs
+DEFAULT_CARRIER_POOL = "100.64.0.0/16"  # RFC 6598 shared space, between home routers and a CGN
 SUBNET_PREFIX = 24
 RESERVATION_TTL_S = 15 * 60
 
@@ -37,8 +38,12 @@ def lan_pool() -> Subnet:
     return ipaddress.IPv4Network(os.environ.get("TESTBED_LAN_POOL", DEFAULT_LAN_POOL))
 
 
+def carrier_pool() -> Subnet:
+    return ipaddress.IPv4Network(os.environ.get("TESTBED_CARRIER_POOL", DEFAULT_CARRIER_POOL))
+
+
 def pool_for(kind: str) -> Subnet:
-    return wan_pool() if kind == "wan" else lan_pool()
+    return {"wan": wan_pool, "carrier": carrier_pool}.get(kind, lan_pool)()
 
 
 def host_routes() -> list[Subnet]:

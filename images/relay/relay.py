@@ -20,6 +20,7 @@ from pathlib import Path
 import multiaddr
 import trio
 from codexref import identity, p2p
+from codexref.reachability import DialBackAutoNAT
 from codexref.serving import hypercorn_config, stop_on_signals
 from hypercorn.trio import serve
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
@@ -59,6 +60,7 @@ async def main() -> None:
     key_file = Path(tempfile.mkdtemp()) / "key"
     host = p2p.build_host(identity.load_or_create(key_file), [f"/ip4/{announce_ip}/tcp/{listen_port}"])
     hop = CircuitV2Protocol(host, limits=limits, allow_hop=True)
+    DialBackAutoNAT(host, serve=True)  # answers the nodes' reachability questions, as go relays do
     info = {
         "id": host.get_id().to_base58(),
         "addrs": [f"/ip4/{announce_ip}/tcp/{listen_port}"],

@@ -76,7 +76,7 @@ def bare_compose() -> dict[str, float]:
     model = loader.load(TOPOLOGY)
     project = new_project_name("bench-bare")
     refs = images.ensure_images({"codex-ref"}, log=quiet)
-    kinds = [network.kind for network in model.networks.values()]
+    kinds = model.network_kinds()
     plan = make_plan(model, subnets.reserve(project, kinds), refs, project=project)
     compose_file = render(plan)
     try:

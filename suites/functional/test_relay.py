@@ -24,6 +24,8 @@ from harness.topology.plan import LISTEN_PORT
 pytestmark = [pytest.mark.nat, pytest.mark.relay]
 TOPOLOGY = "nat-relay"
 PAIRS = {"relay-open": ("up-a", "down-b"), "relay-default": ("up-c", "down-d")}
+UPGRADABLE = ("up-e", "down-f")  # both port-restricted, on relay-default
+UPGRADE_DEADLINE_S = 45
 DOWNLOAD_TIMEOUT_S = 90
 
 
@@ -71,7 +73,7 @@ def test_the_relay_sees_every_natted_node_as_its_router(testbed: Testbed) -> Non
             plan = testbed.plan.nodes[node]
             router = testbed.plan.routers[f"router-{plan.network}"]
             peer_id = testbed.client(node).peer_id()
-            assert seen[peer_id] == router.wan_ip, f"{relay} sees {node} at {seen[peer_id]}"
+            assert seen[peer_id] == router.public_ip, f"{relay} sees {node} at {seen[peer_id]}"
             assert seen[peer_id] != plan.ip
 
 
@@ -132,12 +134,50 @@ def test_default_limits_end_the_transfer_with_the_relay_limit_not_a_hang(testbed
     )
 
 
+def test_default_limits_matter_not_once_dcutr_upgrades_to_direct(testbed: Testbed) -> None:
+    """The other clear outcome: two port-restricted NATs, a relay with go/nim limits. The relayed
+    connection carries DCUtR's exchange, the hole punch makes a direct connection, and a dataset
+    far above the circuit's 128 KiB then crosses it whole."""
+    uploader, downloader = UPGRADABLE
+    data = os.urandom(4 * 1024 * 1024)
+    cid = testbed.client(uploader).upload(data)
+    start = time.monotonic()
+    connect_through_relay(testbed, downloader, uploader)
+    uploader_id = testbed.client(uploader).peer_id()
+
+    def direct() -> dict:
+        connection = testbed.client(downloader).connection(uploader_id)
+        if not connection["direct"]:
+            raise NotYet(f"still relayed: {connection['paths']}")
+        return connection
+
+    connection = wait_until("DCUtR to upgrade down-f -> up-e", direct, UPGRADE_DEADLINE_S)
+    upgraded_s = time.monotonic() - start
+    body, seconds, ended = fetch(testbed, downloader, cid)
+
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest(), ended
+    router = testbed.plan.routers[f"router-{testbed.plan.nodes[uploader].network}"]
+    direct_paths = [p["address"] for p in connection["paths"] if not p["relayed"]]
+    assert any(a.startswith(f"{router.public_ip}:") for a in direct_paths), direct_paths
+    record_outcome(
+        "port-restricted-both-default-limits",
+        {
+            "outcome": "upgraded to direct (DCUtR)",
+            "seconds_to_direct": round(upgraded_s, 2),
+            "direct_rtt_ms": connection["rttMs"],
+            "bytes": len(body),
+            "seconds": round(seconds, 2),
+            "mb_s": round(len(body) / seconds / 1e6, 2),
+        },
+    )
+
+
 def test_without_the_circuit_address_there_is_no_path(testbed: Testbed) -> None:
     """Negative control: down-d dials up-a (never connected) at its LAN address and at its
     router's WAN address: both fail, so the transfers above could only use the relay."""
     target = testbed.plan.nodes["up-a"]
     router = testbed.plan.routers[f"router-{target.network}"]
     client: CodexClient = testbed.client("down-d")
-    for address in (f"/ip4/{target.ip}/tcp/{LISTEN_PORT}", f"/ip4/{router.wan_ip}/tcp/{LISTEN_PORT}"):
+    for address in (f"/ip4/{target.ip}/tcp/{LISTEN_PORT}", f"/ip4/{router.public_ip}/tcp/{LISTEN_PORT}"):
         with pytest.raises(CodexApiError, match="Unable to dial peer"):
             client.connect(testbed.client("up-a").peer_id(), [address])

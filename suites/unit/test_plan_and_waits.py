@@ -9,11 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.engine import images
 from harness.errors import PoolExhaustedError, WaitTimeout
 from harness.ready.waits import NotYet, wait_until
-from harness.topology import loader
+from harness.render.compose import render_to_strings
+from harness.topology import loader, subnets
 from harness.topology.plan import make_plan, new_project_name
 from harness.topology.subnets import SubnetAllocator
 
@@ -113,6 +115,48 @@ def test_a_port_forwarded_node_announces_its_routers_wan_address() -> None:
     assert plan.nodes["fwd"].env["CODEX_NAT"] == f"extip:{router.wan_ip}"
     assert router.forward_ports == (8070, 8090)
     assert plan.edges == (("seed", "fwd"),), "a forwarded node can be dialled"
+
+
+def test_a_cgnat_lan_gets_a_home_router_behind_a_cgn_on_a_carrier_network() -> None:
+    topology = loader.parse(
+        "networks:\n  wan: {kind: wan}\n  flat: {kind: lan, nat: cgnat-symmetric}\n"
+        "nodes:\n  seed: {kind: codex}\n  tenant: {kind: codex, network: flat}\n",
+        Path("t.yaml"),
+    )
+    assert topology.network_kinds() == ["wan", "lan", "carrier"]
+    assert subnets.pool_for("carrier").subnet_of(Net("100.64.0.0/10"))
+    plan = make_plan(
+        topology,
+        [Net("11.200.9.0/24"), Net("10.213.4.0/24"), Net("100.64.7.0/24")],
+        {"codex-ref": "i", "router": "r", "stun": "s"},
+        project="p",
+    )
+    home, cgn = plan.routers["router-flat"], plan.routers["router-flat-cgn"]
+    carrier = plan.networks["flat-carrier"]
+    assert (carrier.kind, carrier.subnet, carrier.internal) == ("carrier", "100.64.7.0/24", False)
+    assert (home.nat, home.lan, home.wan_network, home.wan_ip) == (
+        "port-restricted",
+        "flat",
+        "flat-carrier",
+        "100.64.7.10",
+    )
+    assert (cgn.nat, cgn.lan, cgn.wan_network, cgn.lan_ip) == (
+        "symmetric",
+        "flat-carrier",
+        "wan",
+        "100.64.7.2",
+    )
+    assert home.upstream == cgn.lan_ip and cgn.upstream is None
+    assert home.public_ip == cgn.public_ip == cgn.wan_ip and cgn.wan_ip.startswith("11.200.9.")
+    assert home.declared == cgn.declared == "cgnat-symmetric"
+    assert plan.nodes["tenant"].gateway == home.lan_ip
+    compose = yaml.safe_load(render_to_strings(plan)["compose.yaml"])
+    assert compose["services"]["router-flat"]["environment"]["UPSTREAM_GATEWAY"] == cgn.lan_ip
+    assert compose["services"]["router-flat"]["networks"]["flat-carrier"]["ipv4_address"] == home.wan_ip
+    assert (
+        compose["networks"]["flat-carrier"]["driver_opts"]["com.docker.network.bridge.enable_ip_masquerade"]
+        == "false"
+    )
 
 
 def test_an_image_built_from_another_changes_tag_with_its_parent_and_copied_files() -> None:

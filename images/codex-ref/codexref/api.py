@@ -148,6 +148,19 @@ def build_app(node: Node) -> Starlette:
     async def debug_info(request: Request) -> Response:
         return pretty_json(node.debug_info())
 
+    async def connection(request: Request) -> Response:
+        """Testbed extension: how we are connected to a peer (direct or relayed paths) and the RTT
+        of a libp2p ping over the path new streams take; DELETE disconnects."""
+        try:
+            peer = ID.from_base58(request.path_params["peer_id"])
+        except Exception as exc:
+            return error(400, str(exc) or "Invalid peer id")
+        if request.method == "DELETE":  # close every path to the peer (a clean slate for the next test)
+            await node.host.disconnect(peer)
+            return Response(status_code=204)
+        found = await node.reachability.connection(peer)
+        return pretty_json(found) if found else error(404, "Not connected to peer")
+
     async def peer_id(request: Request) -> Response:
         if wants_text(request):
             return Response(node.identity.peer_id, media_type="text/plain")
@@ -183,6 +196,7 @@ def build_app(node: Node) -> Starlette:
         Route(f"{prefix}/connect/{{peer_id}}", connect, methods=["GET"]),
         Route(f"{prefix}/space", space, methods=["GET"]),
         Route(f"{prefix}/debug/info", debug_info, methods=["GET"]),
+        Route(f"{prefix}/debug/connection/{{peer_id}}", connection, methods=["GET", "DELETE"]),
         Route(f"{prefix}/peerid", peer_id, methods=["GET"]),
         Route(f"{prefix}/spr", spr, methods=["GET"]),
         Route(f"{prefix}/debug/chronicles/loglevel", log_level, methods=["POST"]),

@@ -50,6 +50,7 @@ class Config:
     block_retries: int
     max_inflight_per_peer: int
     relay_info_url: str | None
+    autonat_confirmations: int
     repo_kind: str
     metrics: bool
     metrics_address: str
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-inflight-per-peer", type=int, default=int(_env("max-inflight-per-peer", "128")))
     # not an upstream flag: reserve on the circuit relay v2 whose /info is here (testbed relay image)
     p.add_argument("--relay-info-url", default=_env("relay-info-url", "") or None)
+    # not an upstream flag (Logos weighs answers by confidence): agreeing AutoNAT verdicts needed
+    p.add_argument("--autonat-confirmations", type=int, default=int(_env("autonat-confirmations", "1")))
     p.add_argument("--metrics", action="store_true", default=_env("metrics", "false").lower() == "true")
     p.add_argument("--metrics-address", default=_env("metrics-address", "127.0.0.1"))
     p.add_argument("--metrics-port", type=int, default=int(_env("metrics-port", "8008")))
@@ -122,6 +125,7 @@ def load(argv: list[str] | None = None) -> Config:
         block_retries=args.block_retries,
         max_inflight_per_peer=args.max_inflight_per_peer,
         relay_info_url=args.relay_info_url,
+        autonat_confirmations=args.autonat_confirmations,
         repo_kind=args.repo_kind,
         metrics=args.metrics,
         metrics_address=args.metrics_address,

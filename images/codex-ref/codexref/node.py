@@ -14,11 +14,15 @@ from codexref import VERSION, identity, multiaddr, p2p
 from codexref.blockexc.engine import Engine, EngineConfig
 from codexref.config import Config
 from codexref.metrics import Metrics
+from codexref.reachability import Reachability
 from codexref.relayclient import RelayClient
 from codexref.store import RepoStore
 
 REVISION = "reference"
 CONNECT_TIMEOUT_S = 10
+# A direct dial to a NATed peer's announced (LAN) address fails fast or not at all: bound it
+# before falling back to the peer's /p2p-circuit address.
+DIRECT_DIAL_TIMEOUT_S = 3
 log = logging.getLogger("codex")
 
 
@@ -58,6 +62,7 @@ class Node:
         )
         self.engine = Engine(self.host, self.store, self.metrics, engine_config)
         self.relay = RelayClient(self.host, config.relay_info_url) if config.relay_info_url else None
+        self.reachability = Reachability(self.host, self.dial_back_addresses, config.autonat_confirmations)
         # Like upstream's DHT record, the UDP discovery endpoint comes first; the TCP addresses
         # follow so that other reference nodes can dial a bootstrap node without a DHT.
         record = [f"/ip4/{self.announce_ip}/udp/{config.disc_port}", *self.announce_addresses]
@@ -66,6 +71,12 @@ class Node:
     @property
     def announce_addresses(self) -> list[str]:
         return [multiaddr.with_ip(addr, self.announce_ip) for addr in self.config.listen_addrs]
+
+    def dial_back_addresses(self) -> list[str]:
+        """What AutoNAT servers are asked to dial: our announce addresses, and the same ports at
+        every IP peers observe us at (what a port-preserving NAT maps us to)."""
+        own = self.announce_addresses
+        return [*own, *(multiaddr.with_ip(a, ip) for ip in self.reachability.observed_ips() for a in own)]
 
     async def run_p2p(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Listen, start the engine, dial bootstrap nodes; reports started once listening."""
@@ -78,6 +89,7 @@ class Node:
                 nursery.start_soon(self._keep_dialling, spr)
             if self.relay:
                 await nursery.start(self.relay.run)
+            await nursery.start(self.reachability.run)
             task_status.started()
 
     def _peer_joined(self, peer: ID) -> None:
@@ -99,17 +111,28 @@ class Node:
             delay = min(delay * 2, 30)
 
     async def connect(self, peer_id: str, addrs: list[str]) -> bool:
-        with trio.move_on_after(CONNECT_TIMEOUT_S):
+        """Dial the peer's direct addresses; if none answers, its first /p2p-circuit address
+        (through our relay). DCUtR may later upgrade a relayed connection to a direct one."""
+        direct = [a for a in addrs if "/p2p-circuit" not in a]
+        circuits = [a for a in addrs if "/p2p-circuit" in a]
+        direct_timeout_s = DIRECT_DIAL_TIMEOUT_S if circuits else CONNECT_TIMEOUT_S
+        if direct and await self._dial(peer_id, direct, direct_timeout_s):
+            return True
+        return bool(circuits and self.relay) and await self._dial(peer_id, circuits[:1], CONNECT_TIMEOUT_S)
+
+    async def _dial(self, peer_id: str, addrs: list[str], timeout_s: float) -> bool:
+        with trio.move_on_after(timeout_s):
             try:
-                circuits = [a for a in addrs if "/p2p-circuit" in a]
-                if circuits and self.relay:
-                    await self.relay.dial(circuits[0])  # through the relay, as a NATed peer needs
+                if "/p2p-circuit" in addrs[0]:
+                    assert self.relay is not None
+                    await self.relay.dial(addrs[0])
                 else:
                     await self.host.connect(p2p.peer_info(peer_id, addrs))
                 self.engine.peer_joined(ID.from_base58(peer_id))
                 return True
             except Exception as exc:
                 log.info("dial %s %s failed: %r", peer_id, addrs, exc)
+        log.info("dial %s %s: no answer in %s s", peer_id, addrs, timeout_s)
         return False
 
     def _peer_entry(self, peer: ID) -> dict:
@@ -140,6 +163,10 @@ class Node:
             "announceAddresses": self.announce_addresses,
             "table": {"localNode": local, "nodes": [self._peer_entry(p) for p in self.engine.peers]},
             "codex": {"version": VERSION, "revision": REVISION, "contracts": ""},
+            "nat": self.reachability.nat_status(
+                relay_running=bool(self.relay and self.relay.reserved), announced_ips={self.announce_ip}
+            ),
+            "connections": self.reachability.connections(),
             **({"relay": self.relay.status()} if self.relay else {}),
         }
 

@@ -163,9 +163,7 @@ class Engine:
                     msg = ctx.next_message(self._delivery_for, self.config.max_blocks_per_message)
                     if msg is None:
                         break
-                    if stream is None:
-                        stream = await self.host.new_stream(ctx.peer_id, [TProtocol(PROTOCOL_ID)])
-                    await stream.write(msg.framed())
+                    stream = await self._send(ctx, stream, msg)
                     self._count_sent(msg)
         except Exception as exc:
             if ctx.peer_id in self.peers:
@@ -174,6 +172,22 @@ class Engine:
             if stream is not None:
                 with trio.move_on_after(1):
                     await stream.close()
+
+    async def _send(self, ctx: PeerContext, stream: INetStream | None, msg: Message) -> INetStream:
+        """Write one message; returns the stream used. A stream that died with its connection
+        while another connection to the peer remains (a relayed one closed after DCUtR went
+        direct) is replaced once, on the connection new streams prefer."""
+        if stream is not None:
+            try:
+                await stream.write(msg.framed())
+                return stream
+            except Exception:
+                if not self.host.get_network().get_connections(ctx.peer_id):
+                    raise
+                log.info("stream to %s lost with its connection; resending on another", ctx.peer_id)
+        stream = await self.host.new_stream(ctx.peer_id, [TProtocol(PROTOCOL_ID)])
+        await stream.write(msg.framed())
+        return stream
 
     def _count_sent(self, msg: Message) -> None:
         kinds = {e.want_type for e in msg.wantlist.entries if not e.cancel}
