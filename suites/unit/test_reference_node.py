@@ -110,6 +110,19 @@ def test_store_survives_reopening(tmp_path: Path, repo_kind: str) -> None:
     assert b"".join(read_local(reopened, reopened.manifest(cid))) == b"persist me" * 10000
 
 
+def test_leaves_of_a_tree_being_downloaded_are_kept_in_memory_and_on_disk(tmp_path: Path) -> None:
+    store = RepoStore(tmp_path, 1 << 30)
+    tree = upload(RepoStore(tmp_path / "other", 1 << 30), b"t" * (3 * KIB64))
+    tree_cid = RepoStore(tmp_path / "other", 1 << 30).manifest(tree).tree_cid
+    store.ensure_tree(tree_cid, 3)
+    assert store.leaf_digest(tree_cid, 1) is None
+    store.put_leaves(tree_cid, {1: b"\x01" * 32, 2: b"\x02" * 32})
+    assert store.leaf_digest(tree_cid, 1) == b"\x01" * 32
+    reopened = RepoStore(tmp_path, 1 << 30)  # what a restart reads back from the tree's file
+    assert reopened.tree_leaves(tree_cid) == [bytes(32), b"\x01" * 32, b"\x02" * 32]
+    assert reopened.leaf_digest(tree_cid, 3) is None  # past the end
+
+
 def test_delete_keeps_blocks_another_dataset_uses(tmp_path: Path, repo_kind: str) -> None:
     store = RepoStore(tmp_path, 1 << 30, repo_kind)
     shared = b"s" * KIB64

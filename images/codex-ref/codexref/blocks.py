@@ -111,6 +111,7 @@ class SqliteBlocks:
         db = getattr(self.local, "db", None)
         if db is None:
             db = self.local.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            db.execute("pragma page_size=65536")  # a block is 64 KiB: fewer overflow pages per blob
             db.execute("pragma journal_mode=wal")
             db.execute("pragma synchronous=normal")
         return db

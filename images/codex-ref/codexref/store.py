@@ -55,6 +55,9 @@ class RepoStore:
         self.quota_max_bytes = quota_max_bytes
         self.quota_reserved_bytes = 0
         self.total_blocks, self.quota_used_bytes = self.blocks.usage()
+        # Leaf digests per tree, a write-through copy of trees_dir (32 bytes a block): serving and
+        # receiving a block must not open the tree's file each time.
+        self._leaves: dict[str, bytearray] = {}
 
     # -- blocks ---------------------------------------------------------------------------------
     def has(self, cid: Cid) -> bool:
@@ -105,35 +108,49 @@ class RepoStore:
 
     # -- trees and manifests ----------------------------------------------------------------------
     def put_tree(self, tree_cid: Cid, leaves: list[bytes]) -> None:
-        _atomic_write(self.trees_dir / str(tree_cid), b"".join(leaves))
+        raw = b"".join(leaves)
+        _atomic_write(self.trees_dir / str(tree_cid), raw)
+        self._leaves[str(tree_cid)] = bytearray(raw)
 
     def ensure_tree(self, tree_cid: Cid, nleaves: int) -> None:
         """Room for a tree being downloaded: unknown leaves are all-zero digests."""
-        path = self.trees_dir / str(tree_cid)
-        if not path.exists():
-            _atomic_write(path, bytes(DIGEST_LEN * nleaves))
+        if self._tree(tree_cid) is None:
+            self.put_tree(tree_cid, [ZERO_DIGEST] * nleaves)
 
-    def put_leaf(self, tree_cid: Cid, index: int, digest: bytes) -> None:
+    def put_leaves(self, tree_cid: Cid, digests: dict[int, bytes]) -> None:
+        """Record downloaded leaves (index -> block digest) in memory and in the tree's file."""
+        leaves = self._tree(tree_cid)
+        if leaves is None:
+            raise BlockNotFoundError(NOT_FOUND)
         with (self.trees_dir / str(tree_cid)).open("r+b") as tree:
-            tree.seek(index * DIGEST_LEN)
-            tree.write(digest)
+            for index, digest in digests.items():
+                leaves[index * DIGEST_LEN : (index + 1) * DIGEST_LEN] = digest
+                os.pwrite(tree.fileno(), digest, index * DIGEST_LEN)
+
+    def _tree(self, tree_cid: Cid) -> bytearray | None:
+        key = str(tree_cid)
+        leaves = self._leaves.get(key)
+        if leaves is None:
+            try:
+                leaves = self._leaves[key] = bytearray((self.trees_dir / key).read_bytes())
+            except FileNotFoundError:
+                return None
+        return leaves
 
     def leaf_digest(self, tree_cid: Cid, index: int) -> bytes | None:
         """The leaf's block digest, or None when the tree or that leaf is unknown here."""
-        try:
-            with (self.trees_dir / str(tree_cid)).open("rb") as tree:
-                digest = os.pread(tree.fileno(), DIGEST_LEN, index * DIGEST_LEN)
-        except FileNotFoundError:
+        leaves = self._tree(tree_cid)
+        if leaves is None:
             return None
+        digest = bytes(leaves[index * DIGEST_LEN : (index + 1) * DIGEST_LEN])
         return digest if len(digest) == DIGEST_LEN and digest != ZERO_DIGEST else None
 
     def tree_leaves(self, tree_cid: Cid) -> list[bytes]:
         """All leaf digests in order; unknown leaves of a partial tree are all zeros."""
-        try:
-            raw = (self.trees_dir / str(tree_cid)).read_bytes()
-        except FileNotFoundError:
-            raise BlockNotFoundError(NOT_FOUND) from None
-        return [raw[i : i + DIGEST_LEN] for i in range(0, len(raw), DIGEST_LEN)]
+        raw = self._tree(tree_cid)
+        if raw is None:
+            raise BlockNotFoundError(NOT_FOUND)
+        return [bytes(raw[i : i + DIGEST_LEN]) for i in range(0, len(raw), DIGEST_LEN)]
 
     def has_leaf(self, tree_cid: Cid, index: int) -> bool:
         digest = self.leaf_digest(tree_cid, index)
@@ -182,6 +199,7 @@ class RepoStore:
             if leaf not in still_used:
                 self._remove_block(Cid(BLOCK_CODEC, leaf))
         (self.trees_dir / str(tree_cid)).unlink(missing_ok=True)
+        self._leaves.pop(str(tree_cid), None)
 
     def _known_leaves(self, tree_cid: Cid) -> list[bytes]:
         try:

@@ -154,39 +154,52 @@ class Engine:
             log.debug("disconnect %s failed: %s", ctx.peer_id, exc)
 
     async def _sender(self, ctx: PeerContext) -> None:
-        stream: INetStream | None = None
+        """Builds the peer's next message (block reads, proofs, encoding) while the writer waits
+        on the stream's flow-control window with the previous one."""
+        built, to_write = trio.open_memory_channel[tuple[Message, bytes]](1)
         try:
-            while ctx.peer_id in self.peers:
-                await ctx.wake.wait()
-                ctx.wake = trio.Event()
-                while ctx.peer_id in self.peers:
-                    msg = ctx.next_message(self._delivery_for, self.config.max_blocks_per_message)
-                    if msg is None:
-                        break
-                    stream = await self._send(ctx, stream, msg)
-                    self._count_sent(msg)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, ctx, to_write)
+                async with built:
+                    while ctx.peer_id in self.peers:
+                        await ctx.wake.wait()
+                        ctx.wake = trio.Event()
+                        while ctx.peer_id in self.peers:
+                            msg = ctx.next_message(self._delivery_for, self.config.max_blocks_per_message)
+                            if msg is None:
+                                break
+                            await built.send((msg, msg.framed()))
         except Exception as exc:
             if ctx.peer_id in self.peers:
                 await self._drop_peer(ctx, f"send failed: {exc!r}")
+
+    async def _writer(
+        self, ctx: PeerContext, to_write: trio.MemoryReceiveChannel[tuple[Message, bytes]]
+    ) -> None:
+        stream: INetStream | None = None
+        try:
+            async for msg, frame in to_write:
+                stream = await self._send(ctx, stream, frame)
+                self._count_sent(msg)
         finally:
             if stream is not None:
                 with trio.move_on_after(1):
                     await stream.close()
 
-    async def _send(self, ctx: PeerContext, stream: INetStream | None, msg: Message) -> INetStream:
-        """Write one message; returns the stream used. A stream that died with its connection
+    async def _send(self, ctx: PeerContext, stream: INetStream | None, frame: bytes) -> INetStream:
+        """Write one frame; returns the stream used. A stream that died with its connection
         while another connection to the peer remains (a relayed one closed after DCUtR went
         direct) is replaced once, on the connection new streams prefer."""
         if stream is not None:
             try:
-                await stream.write(msg.framed())
+                await stream.write(frame)
                 return stream
             except Exception:
                 if not self.host.get_network().get_connections(ctx.peer_id):
                     raise
                 log.info("stream to %s lost with its connection; resending on another", ctx.peer_id)
         stream = await self.host.new_stream(ctx.peer_id, [TProtocol(PROTOCOL_ID)])
-        await stream.write(msg.framed())
+        await stream.write(frame)
         return stream
 
     def _count_sent(self, msg: Message) -> None:
@@ -286,8 +299,8 @@ class Engine:
             return
         created = await trio.to_thread.run_sync(self.store.write, reservation)
         self.store.commit(reservation, created)
+        self._index([delivery for delivery, _ in accepted])
         for delivery, want in accepted:
-            self._index(delivery)
             self.metrics.inc("blocks_received")
             ctx.successes += 1
             ctx.have.add(delivery.address)
@@ -324,17 +337,23 @@ class Engine:
             return "Merkle proof does not verify"
         return None
 
-    def _index(self, delivery: BlockDelivery) -> None:
-        """Record where a stored block belongs: its tree leaf and proof, or the manifest index."""
-        cid = Cid.from_bytes(delivery.cid)
-        address = delivery.address
-        if address.leaf:
-            tree = Cid.from_bytes(address.tree_cid)
-            self.store.ensure_tree(tree, merkle.Proof.decode(delivery.proof).nleaves)
-            self.store.put_leaf(tree, address.index, cid.digest)
-            self.received_proofs[(address.tree_cid, address.index)] = delivery.proof
-        elif cid.codec == MANIFEST_CODEC:
-            self.store.index_manifest(cid)
+    def _index(self, deliveries: list[BlockDelivery]) -> None:
+        """Record where stored blocks belong: their tree leaves (one write per tree) and proofs,
+        or the manifest index."""
+        leaves: dict[bytes, dict[int, bytes]] = {}
+        for delivery in deliveries:
+            cid = Cid.from_bytes(delivery.cid)
+            address = delivery.address
+            if address.leaf:
+                if address.tree_cid not in leaves:
+                    tree = Cid.from_bytes(address.tree_cid)
+                    self.store.ensure_tree(tree, merkle.Proof.decode(delivery.proof).nleaves)
+                leaves.setdefault(address.tree_cid, {})[address.index] = cid.digest
+                self.received_proofs[(address.tree_cid, address.index)] = delivery.proof
+            elif cid.codec == MANIFEST_CODEC:
+                self.store.index_manifest(cid)
+        for tree_cid, digests in leaves.items():
+            self.store.put_leaves(Cid.from_bytes(tree_cid), digests)
 
     def _announce_new_block(self, address: BlockAddress) -> None:
         """Peers that asked us for this block while we lacked it get it (or its presence) now."""

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from codexref.protobuf import DecodeError, bytes_field, encode_varint, iter_fields, varint_field
+from codexref.protobuf import (
+    LENGTH_DELIMITED,
+    DecodeError,
+    bytes_field,
+    encode_varint,
+    iter_fields,
+    varint_field,
+)
 
 MAX_MESSAGE_BYTES = 100 * 1024 * 1024
 WANT_BLOCK = 0
@@ -115,9 +122,16 @@ class BlockDelivery:
     address: BlockAddress
     proof: bytes = b""  # CodexProof bytes; leaf deliveries only
 
+    def parts(self) -> list[bytes]:
+        """The encoding in pieces, so the 64 KiB of data is copied once, into the frame."""
+        head = bytes_field(1, self.cid) + _field_header(2, len(self.data))
+        tail = bytes_field(3, self.address.encode()) + (
+            bytes_field(4, self.proof) if self.address.leaf else b""
+        )
+        return [head, self.data, tail]
+
     def encode(self) -> bytes:
-        out = bytes_field(1, self.cid) + bytes_field(2, self.data) + bytes_field(3, self.address.encode())
-        return out + (bytes_field(4, self.proof) if self.address.leaf else b"")
+        return b"".join(self.parts())
 
     @classmethod
     def decode(cls, data: bytes) -> BlockDelivery:
@@ -151,15 +165,20 @@ class Message:
     block_presences: tuple[BlockPresence, ...] = ()
     pending_bytes: int = 0
 
-    def encode(self) -> bytes:
-        out = bytes_field(1, self.wantlist.encode())
-        out += b"".join(bytes_field(3, d.encode()) for d in self.payload)
-        out += b"".join(bytes_field(4, p.encode()) for p in self.block_presences)
-        out += varint_field(5, self.pending_bytes)
+    def parts(self) -> list[bytes]:
+        out = [bytes_field(1, self.wantlist.encode())]
+        for delivery in self.payload:
+            pieces = delivery.parts()
+            out += [_field_header(3, sum(len(p) for p in pieces)), *pieces]
+        out += [bytes_field(4, p.encode()) for p in self.block_presences]
         # 6 account {1 address} and 7 payment {1 update} (Nitro micropayments) are unused by
         # default; upstream still writes both, each with an empty field 1.
         empty = bytes_field(1, b"")
-        return out + bytes_field(6, empty) + bytes_field(7, empty)
+        out += [varint_field(5, self.pending_bytes), bytes_field(6, empty), bytes_field(7, empty)]
+        return out
+
+    def encode(self) -> bytes:
+        return b"".join(self.parts())
 
     @classmethod
     def decode(cls, data: bytes) -> Message:
@@ -176,8 +195,13 @@ class Message:
         return cls(wantlist, tuple(payload), tuple(presences), pending)
 
     def framed(self) -> bytes:
-        body = self.encode()
-        return encode_varint(len(body)) + body
+        parts = self.parts()
+        return b"".join([encode_varint(sum(len(p) for p in parts)), *parts])
+
+
+def _field_header(number: int, length: int) -> bytes:
+    """Tag and length of a length-delimited field whose body follows separately."""
+    return encode_varint(number << 3 | LENGTH_DELIMITED) + encode_varint(length)
 
 
 def _as_bytes(value: int | bytes) -> bytes:
