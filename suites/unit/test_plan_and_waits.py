@@ -78,7 +78,7 @@ def nat_pair_plan():
     return make_plan(
         loader.load("nat-pair"),
         [Net("11.200.9.0/24"), Net("10.213.4.0/24"), Net("10.213.5.0/24")],
-        {"codex-ref": "img", "router": "router-img", "stun": "stun-img"},
+        {"codex-ref": "img", "router": "router-img", "stun": "stun-img", "relay": "relay-img"},
         project="p",
     )
 
@@ -90,9 +90,9 @@ def test_nat_plan_puts_routers_between_lan_and_wan_and_routes_lan_nodes_through_
     assert (home_a.wan_ip, home_a.lan_ip, home_a.nat) == ("11.200.9.12", "10.213.4.2", "port-restricted")
     assert home_a.lan_host == plan.nodes["alice"].ip == "10.213.4.10"
     assert plan.nodes["alice"].gateway == "10.213.4.2"
-    assert plan.nodes["seed"].gateway is None and plan.nodes["seed"].ip == "11.200.9.14"
+    assert plan.nodes["seed"].gateway is None and plan.nodes["seed"].ip == "11.200.9.15"  # after the relay
     assert plan.networks["home-a"].bridge and len(plan.networks["home-a"].bridge) <= 15
-    assert set(plan.containers) == {"seed", "alice", "bob", "router-home-a", "router-home-b", "stun"}
+    assert set(plan.containers) == {"seed", "relay", "alice", "bob", "router-home-a", "router-home-b", "stun"}
 
 
 def test_natted_nodes_dial_out_and_two_nats_get_no_direct_edge() -> None:
