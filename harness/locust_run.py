@@ -8,13 +8,11 @@ The configuration travels as JSON in TESTBED_LOAD_CONFIG.
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import json
 import os
 import subprocess
 import sys
-import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ import docker
 import requests
 from docker.models.containers import Container
 
+from harness.engine.files import copy_out
 from harness.errors import TestbedError, WaitTimeout
 from harness.paths import REPO_ROOT
 from harness.ready.waits import NotYet, wait_until
@@ -153,7 +152,7 @@ class Fleet:
                 (run_dir / f"{container.labels['testbed.node']}-locust.log").write_bytes(container.logs())
             if status != 0:
                 raise TestbedError(f"the Locust master ({run.prefix}) exited with {status}:\n{_tail(master)}")
-            _copy_out(master, run_dir)
+            copy_out(master, OUT, run_dir)  # the master's report folder
         finally:
             for container in started:
                 container.remove(force=True)
@@ -192,12 +191,3 @@ def _answers(url: str) -> bool:
 
 def _tail(container: Container, lines: int = 30) -> str:
     return container.logs(tail=lines).decode(errors="replace")
-
-
-def _copy_out(container: Container, run_dir: Path) -> None:
-    """The master's report folder, into run_dir (flattened)."""
-    stream, _ = container.get_archive(f"{OUT}/.")
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-        for member in archive.getmembers():
-            if member.isfile():
-                (run_dir / Path(member.name).name).write_bytes(archive.extractfile(member).read())  # type: ignore[union-attr]

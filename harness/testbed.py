@@ -26,6 +26,7 @@ from harness.clients.metrics import scrape
 from harness.clients.status import StatusClient
 from harness.engine import compose, images
 from harness.engine.bootstrap import ensure_engine
+from harness.engine.files import copy_out
 from harness.errors import EngineError
 from harness.net import hostfw
 from harness.net.plumbing import plumb
@@ -39,7 +40,7 @@ from harness.ready.readiness import (
 from harness.render.compose import render
 from harness.sweep import leftovers, sweep
 from harness.topology import loader, subnets
-from harness.topology.plan import Plan, make_plan, new_project_name
+from harness.topology.plan import PCAP_DIR, Plan, make_plan, new_project_name
 
 DEFAULT_DEADLINE_S = 180.0
 
@@ -188,7 +189,8 @@ class Testbed:
 
     # -- evidence -------------------------------------------------------------------------------------
     def save_artifacts(self, dest: Path | None = None) -> Path:
-        """Container logs, rendered compose, node env files, plan and readiness report."""
+        """Container logs, rendered compose, node env files, plan, readiness report, and the
+        routers' captures where a LAN asked for `pcap: true`."""
         dest = dest or artifacts_dir(self.plan.project)
         dest.mkdir(parents=True, exist_ok=True)
         source = generated_dir(self.plan.project)
@@ -198,8 +200,12 @@ class Testbed:
         if self.readiness.nat:
             (dest / "nat-check.json").write_text(json.dumps(self.readiness.nat, indent=2))
         try:
-            for name, container in self.containers().items():
+            containers = self.containers()
+            for name, container in containers.items():
                 (dest / f"{name}.log").write_bytes(container.logs(timestamps=True))
+            for router in self.plan.routers.values():
+                if router.pcap and router.name in containers:
+                    copy_out(containers[router.name], PCAP_DIR, dest / "pcap", prefix=f"{router.name}-")
         except docker.errors.DockerException as exc:
             (dest / "logs-unavailable.txt").write_text(str(exc))
         return dest

@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 
 from harness.paths import TEMPLATES_DIR, generated_dir
-from harness.topology.plan import STATUS_PORT, Plan
+from harness.topology.plan import PCAP_DIR, STATUS_PORT, Plan
 
 LABEL_PROJECT = "testbed.project"
 LABEL_ROLE = "testbed.role"
@@ -49,6 +49,7 @@ def render_to_strings(plan: Plan) -> dict[str, str]:
             labels=lambda role: labels(plan, role),
             wan=next(n.name for n in plan.networks.values() if n.kind == "wan"),
             status_port=STATUS_PORT,
+            pcap_dir=PCAP_DIR,
         ),
         "plan.json": plan.to_json() + "\n",
     }

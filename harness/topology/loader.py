@@ -36,7 +36,7 @@ DURATION_RE = re.compile(r"^\d+[smhd]?$")
 LOG_LEVELS = ("trace", "debug", "info", "notice", "warn", "error", "fatal")
 
 TOP_KEYS = {"name", "description", "networks", "nodes", "peering"}
-NETWORK_KEYS = {"kind", "nat", "hairpin", "udp_timeout"}
+NETWORK_KEYS = {"kind", "nat", "hairpin", "udp_timeout", "pcap"}
 NODE_KEYS = {
     "kind",
     "impl",
@@ -136,22 +136,23 @@ def _load_network(check: _Checker, name: str, raw: Any) -> Network:
     check.keys(data, NETWORK_KEYS, path)
     kind = check.choice(data.get("kind", "wan"), NETWORK_KINDS, f"{path}.kind")
     if kind == "wan":
-        for key in ("nat", "hairpin", "udp_timeout"):
+        for key in ("nat", "hairpin", "udp_timeout", "pcap"):
             if key in data:
                 raise check.fail(f"{path}.{key}", "only a lan has a NAT; the wan is the public side")
         return Network(name=name, kind=kind)
     if "nat" not in data:
         raise check.fail(f"{path}.nat", f"is required for a lan (one of {', '.join(NAT_PROFILES)})")
     nat = check.choice(data["nat"], NAT_PROFILES, f"{path}.nat")
-    hairpin = data.get("hairpin", False)
-    if not isinstance(hairpin, bool):
-        raise check.fail(f"{path}.hairpin", f"must be true or false, got {hairpin!r}")
+    hairpin, pcap = data.get("hairpin", False), data.get("pcap", False)
+    for key, value in (("hairpin", hairpin), ("pcap", pcap)):
+        if not isinstance(value, bool):
+            raise check.fail(f"{path}.{key}", f"must be true or false, got {value!r}")
     if hairpin and nat not in ("full-cone", "restricted-cone", "port-forward"):
         raise check.fail(f"{path}.hairpin", f"needs a profile that forwards to a LAN host, not {nat}")
     timeout = data.get("udp_timeout", 10 if nat == "short-udp-timeout" else None)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1):
         raise check.fail(f"{path}.udp_timeout", f"must be a whole number of seconds, got {timeout!r}")
-    return Network(name=name, kind=kind, nat=nat, hairpin=hairpin, udp_timeout=timeout)
+    return Network(name=name, kind=kind, nat=nat, hairpin=hairpin, udp_timeout=timeout, pcap=pcap)
 
 
 def _load_link(check: _Checker, raw: Any, path: str) -> Link:

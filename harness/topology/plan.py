@@ -28,6 +28,7 @@ RELAY_PORT = 4001
 RELAY_INFO_PORT = 8082  # the reference peer's chat transport (gossipsub)
 FIRST_HOST = 10  # .1 is docker's bridge; on a LAN, .2 is the router
 LAN_ROUTER_HOST = 2
+PCAP_DIR = "/pcap"  # where a router with `pcap: true` writes lan.pcap and wan.pcap
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class RouterPlan:
     hairpin: bool
     udp_timeout: int | None
     forward_ports: tuple[int, ...]
+    pcap: bool = False  # capture on both legs into PCAP_DIR
 
 
 @dataclass(frozen=True)
@@ -362,6 +364,7 @@ def _routers_of(
         hairpin=lan.hairpin,
         udp_timeout=lan.udp_timeout,
         forward_ports=(LISTEN_PORT, DISC_PORT) if lan.nat == "port-forward" else (),
+        pcap=lan.pcap,
     )
     wan = next(n.name for n in networks.values() if n.kind == "wan")
     if lan.nat not in CGN_PROFILES:
@@ -385,6 +388,7 @@ def _routers_of(
         hairpin=False,
         udp_timeout=None,
         forward_ports=(),
+        pcap=lan.pcap,
     )
     home = replace(home, nat=HOME_ROUTER_PROFILE, wan_network=carrier.name, wan_ip=home_ip, upstream=cgn_ip)
     return {home.name: home, cgn.name: cgn}

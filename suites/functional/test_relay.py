@@ -159,6 +159,10 @@ def test_default_limits_matter_not_once_dcutr_upgrades_to_direct(testbed: Testbe
     router = testbed.plan.routers[f"router-{testbed.plan.nodes[uploader].network}"]
     direct_paths = [p["address"] for p in connection["paths"] if not p["relayed"]]
     assert any(a.startswith(f"{router.public_ip}:") for a in direct_paths), direct_paths
+    captures = testbed.save_artifacts() / "pcap"
+    legs = {leg: captures / f"{router.name}-{leg}.pcap" for leg in ("lan", "wan")}
+    for leg, capture in legs.items():  # the router captured the punch and the transfer
+        assert capture.exists() and capture.stat().st_size > 100_000, f"{leg}: {capture}"
     record_outcome(
         "port-restricted-both-default-limits",
         {

@@ -159,6 +159,21 @@ def test_a_cgnat_lan_gets_a_home_router_behind_a_cgn_on_a_carrier_network() -> N
     )
 
 
+def test_a_lan_with_pcap_has_its_router_capture_both_legs() -> None:
+    topology = loader.parse(
+        "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: symmetric, pcap: true}\n"
+        "nodes:\n  a: {kind: codex, network: home}\n",
+        Path("t.yaml"),
+    )
+    plan = make_plan(
+        topology, [Net("11.200.9.0/24"), Net("10.213.4.0/24")], {"codex-ref": "i", "router": "r", "stun": "s"}
+    )
+    assert plan.routers["router-home"].pcap
+    compose = yaml.safe_load(render_to_strings(plan)["compose.yaml"])
+    assert compose["services"]["router-home"]["environment"]["PCAP_DIR"] == "/pcap"
+    assert "PCAP_DIR" not in compose["services"]["a"].get("environment", {})
+
+
 def test_an_image_built_from_another_changes_tag_with_its_parent_and_copied_files() -> None:
     refs = images.image_refs({"codex-ref", "loadgen"})
     loadgen = images.SERVICE_IMAGES["loadgen"]

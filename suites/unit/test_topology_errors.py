@@ -85,6 +85,17 @@ CASES = {
         "networks.home.hairpin",
         "needs a profile that forwards to a LAN host, not symmetric",
     ),
+    "pcap-not-bool": (
+        "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: symmetric, pcap: yes please}\n"
+        "nodes:\n  a: {kind: codex, network: home}\n",
+        "networks.home.pcap",
+        "must be true or false, got 'yes please'",
+    ),
+    "pcap-on-wan": (
+        "networks:\n  wan: {kind: wan, pcap: true}\nnodes:\n  a: {kind: codex}\n",
+        "networks.wan.pcap",
+        "only a lan has a NAT; the wan is the public side",
+    ),
     "empty-lan": (
         "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: symmetric}\nnodes:\n  a: {kind: codex}\n",
         "networks.home",
