@@ -136,14 +136,24 @@ def run_cell(clients: dict[str, CodexClient], dialer_profile: str, listener_prof
     try:
         return _measure(dialer, info, dialer_profile, listener_profile)
     finally:
-        dialer.disconnect(info["id"])
+        _part(dialer, dialer_id, listener, info["id"], f"{dialer_profile} and {listener_profile}")
 
-        def listener_let_go() -> bool:
-            if any(c["peerId"] == dialer_id for c in listener.debug_info()["connections"]):
-                raise NotYet("the listener still holds a connection from the dialer")
-            return True
 
-        wait_until(f"{listener_profile} to see {dialer_profile} gone", listener_let_go, CLEANUP_DEADLINE_S)
+def _part(dialer: CodexClient, dialer_id: str, listener: CodexClient, listener_id: str, pair: str) -> None:
+    """Disconnect both sides until neither holds a connection to the other: a message queued
+    before the disconnect may dial the peer again (directly, or through the relay)."""
+
+    def apart() -> bool:
+        dialer.disconnect(listener_id)
+        listener.disconnect(dialer_id)
+        time.sleep(1)  # long enough for a queued message to have dialled again
+        held = [c for c in dialer.debug_info()["connections"] if c["peerId"] == listener_id]
+        held += [c for c in listener.debug_info()["connections"] if c["peerId"] == dialer_id]
+        if held:
+            raise NotYet(f"still connected: {held}")
+        return True
+
+    wait_until(f"{pair} to part", apart, CLEANUP_DEADLINE_S, interval_s=1)
 
 
 def _measure(dialer: CodexClient, info: dict, dialer_profile: str, listener_profile: str) -> Cell:

@@ -152,6 +152,7 @@ def test_a_cgnat_lan_gets_a_home_router_behind_a_cgn_on_a_carrier_network() -> N
     assert plan.nodes["tenant"].gateway == home.lan_ip
     compose = yaml.safe_load(render_to_strings(plan)["compose.yaml"])
     assert compose["services"]["router-flat"]["environment"]["UPSTREAM_GATEWAY"] == cgn.lan_ip
+    assert compose["services"]["router-flat"]["cap_add"] == ["NET_ADMIN", "NET_RAW"]
     assert compose["services"]["router-flat"]["networks"]["flat-carrier"]["ipv4_address"] == home.wan_ip
     assert (
         compose["networks"]["flat-carrier"]["driver_opts"]["com.docker.network.bridge.enable_ip_masquerade"]
@@ -171,6 +172,14 @@ def test_a_lan_with_pcap_has_its_router_capture_both_legs() -> None:
     assert plan.routers["router-home"].pcap
     compose = yaml.safe_load(render_to_strings(plan)["compose.yaml"])
     assert compose["services"]["router-home"]["environment"]["PCAP_DIR"] == "/pcap"
+    # tcpdump's privilege drop needs these; routers without captures keep NET_ADMIN and NET_RAW only
+    assert compose["services"]["router-home"]["cap_add"] == [
+        "NET_ADMIN",
+        "NET_RAW",
+        "CHOWN",
+        "SETUID",
+        "SETGID",
+    ]
     assert "PCAP_DIR" not in compose["services"]["a"].get("environment", {})
 
 
