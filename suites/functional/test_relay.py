@@ -19,7 +19,7 @@ from harness.clients.codex import CodexApiError, CodexClient
 from harness.paths import artifacts_dir
 from harness.ready.waits import NotYet, wait_until
 from harness.testbed import Testbed
-from harness.topology.plan import LISTEN_PORT
+from harness.topology.plan import LISTEN_PORT, PCAP_DIR
 
 pytestmark = [pytest.mark.nat, pytest.mark.relay]
 TOPOLOGY = "nat-relay"
@@ -159,10 +159,21 @@ def test_default_limits_matter_not_once_dcutr_upgrades_to_direct(testbed: Testbe
     router = testbed.plan.routers[f"router-{testbed.plan.nodes[uploader].network}"]
     direct_paths = [p["address"] for p in connection["paths"] if not p["relayed"]]
     assert any(a.startswith(f"{router.public_ip}:") for a in direct_paths), direct_paths
-    captures = testbed.save_artifacts() / "pcap"
-    legs = {leg: captures / f"{router.name}-{leg}.pcap" for leg in ("lan", "wan")}
-    for leg, capture in legs.items():  # the router captured the punch and the transfer
-        assert capture.exists() and capture.stat().st_size > 100_000, f"{leg}: {capture}"
+    # the uploader's router captured the transfer on its WAN leg, straight to the other router
+    other = testbed.plan.routers[f"router-{testbed.plan.nodes[downloader].network}"].public_ip
+    payload = (
+        f"tcpdump -nr {PCAP_DIR}/wan.pcap 'tcp and dst host {other}' 2>/dev/null"
+        " | awk '{n += $NF} END {print n+0}'"  # each line ends with the TCP payload length
+    )
+
+    def captured() -> int:
+        sent = int(testbed.container(router.name).exec_run(["sh", "-c", payload]).output)
+        if sent < len(data):
+            raise NotYet(f"{sent} TCP payload bytes to {other} in the capture")
+        return sent
+
+    captured_bytes = wait_until("the capture of the direct transfer", captured, 10)
+    assert (testbed.save_artifacts() / "pcap" / f"{router.name}-wan.pcap").exists()
     record_outcome(
         "port-restricted-both-default-limits",
         {
@@ -172,6 +183,7 @@ def test_default_limits_matter_not_once_dcutr_upgrades_to_direct(testbed: Testbe
             "bytes": len(body),
             "seconds": round(seconds, 2),
             "mb_s": round(len(body) / seconds / 1e6, 2),
+            "captured_tcp_payload_bytes_router_to_router": captured_bytes,
         },
     )
 
