@@ -101,14 +101,19 @@ def test_natted_nodes_dial_out_and_two_nats_get_no_direct_edge() -> None:
     assert plan.nodes["alice"].peers == ("seed",) and plan.nodes["seed"].peers == ("alice", "bob")
 
 
-def test_a_port_forwarded_node_announces_its_routers_wan_address() -> None:
-    topology = loader.parse(
-        "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: port-forward}\n"
-        "nodes:\n  seed: {kind: codex}\n  fwd: {kind: codex, network: home}\n",
-        Path("t.yaml"),
+def one_lan_plan(lan: str, nodes: str):
+    """The plan of a WAN and one LAN `home` (`lan`: its flow mapping), nodes given as YAML lines."""
+    text = f"networks:\n  wan: {{kind: wan}}\n  home: {lan}\nnodes:\n{nodes}"
+    return make_plan(
+        loader.parse(text, Path("t.yaml")),
+        [Net("11.200.9.0/24"), Net("10.213.4.0/24")],
+        {"codex-ref": "i", "router": "r", "stun": "s"},
     )
-    plan = make_plan(
-        topology, [Net("11.200.9.0/24"), Net("10.213.4.0/24")], {"codex-ref": "i", "router": "r", "stun": "s"}
+
+
+def test_a_port_forwarded_node_announces_its_routers_wan_address() -> None:
+    plan = one_lan_plan(
+        "{kind: lan, nat: port-forward}", "  seed: {kind: codex}\n  fwd: {kind: codex, network: home}\n"
     )
     router = plan.routers["router-home"]
     assert plan.nodes["fwd"].announce_ip == router.wan_ip
@@ -161,14 +166,7 @@ def test_a_cgnat_lan_gets_a_home_router_behind_a_cgn_on_a_carrier_network() -> N
 
 
 def test_a_lan_with_pcap_has_its_router_capture_both_legs() -> None:
-    topology = loader.parse(
-        "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: symmetric, pcap: true}\n"
-        "nodes:\n  a: {kind: codex, network: home}\n",
-        Path("t.yaml"),
-    )
-    plan = make_plan(
-        topology, [Net("11.200.9.0/24"), Net("10.213.4.0/24")], {"codex-ref": "i", "router": "r", "stun": "s"}
-    )
+    plan = one_lan_plan("{kind: lan, nat: symmetric, pcap: true}", "  a: {kind: codex, network: home}\n")
     assert plan.routers["router-home"].pcap
     compose = yaml.safe_load(render_to_strings(plan)["compose.yaml"])
     assert compose["services"]["router-home"]["environment"]["PCAP_DIR"] == "/pcap"
