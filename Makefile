@@ -40,12 +40,12 @@ test: setup test-unit lint test-functional
 test-unit: $(STAMP)
 	$(BIN)/pytest suites/unit -q
 
-# The load gate measures the machine, so it runs after the other suites, alone (exit 5 = none
-# selected by FUNCTIONAL_MARKERS, which is fine for either step).
+# Suites marked `timing` (the load gate, link shaping) assert on rates, so they run after the
+# others, alone: beside another testbed they measure it too (exit 5 = none selected: fine).
 test-functional: images
-	$(BIN)/pytest suites/functional -q -m "($(FUNCTIONAL_MARKERS)) and not load" -n $(PYTEST_WORKERS) \
+	$(BIN)/pytest suites/functional -q -m "($(FUNCTIONAL_MARKERS)) and not timing" -n $(PYTEST_WORKERS) \
 		--dist loadscope --alluredir artifacts/allure-results || [ $$? -eq 5 ]
-	$(BIN)/pytest suites/functional -q -m "($(FUNCTIONAL_MARKERS)) and load" \
+	$(BIN)/pytest suites/functional -q -m "($(FUNCTIONAL_MARKERS)) and timing" \
 		--alluredir artifacts/allure-results || [ $$? -eq 5 ]
 
 lint: $(STAMP)

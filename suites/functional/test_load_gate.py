@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.load]
+pytestmark = [pytest.mark.load, pytest.mark.timing]
 
 
 def run_gate(*args: str) -> tuple[int, str, Path]:

@@ -14,7 +14,7 @@ from harness.testbed import Testbed
 from harness.topology.plan import new_project_name
 from suites.functional.helpers import random_bytes
 
-pytestmark = [pytest.mark.blockexchange, pytest.mark.faults]
+pytestmark = [pytest.mark.blockexchange, pytest.mark.faults, pytest.mark.timing]
 TOPOLOGY = "shaped"
 MIB = 1024 * 1024
 LINK_BYTES_PER_S = 16e6 / 8
