@@ -40,7 +40,7 @@ TOLERATED = {
     ("symmetric", "restricted-cone"): "timing-sensitive in table B",
     # The symmetric listener must dial the public dialer (a reversal). py-libp2p 0.8.1 dials only
     # addresses it already knows, so the first attempt usually fails and a later one succeeds;
-    # measured 3.8-38 s in five runs, and once all three attempts failed (still relayed at 60 s).
+    # sometimes all three fail (docs/nat.md, "The outcome matrix").
     ("public", "symmetric"): "py-libp2p 0.8.1's reversal is unreliable",
 }
 CELL_DEADLINE_S = 60  # nat.md C.8: keep a hole-punch test's limit at 60 s or more
