@@ -158,13 +158,17 @@ def _part(dialer: CodexClient, dialer_id: str, listener: CodexClient, listener_i
         dialer.disconnect(listener_id)
         listener.disconnect(dialer_id)
         time.sleep(1)  # long enough for a queued message to have dialled again
-        held = [c for c in dialer.debug_info()["connections"] if c["peerId"] == listener_id]
-        held += [c for c in listener.debug_info()["connections"] if c["peerId"] == dialer_id]
+        held = [*_connections(dialer, listener_id), *_connections(listener, dialer_id)]
         if held:
             raise NotYet(f"still connected: {held}")
         return True
 
     wait_until(f"{pair} to part", apart, CLEANUP_DEADLINE_S, interval_s=1)
+
+
+def _connections(client: CodexClient, peer_id: str) -> list[dict]:
+    """The node's `connections` entries for one peer (from /debug/info: no traffic to the peer)."""
+    return [c for c in client.debug_info()["connections"] if c["peerId"] == peer_id]
 
 
 def _measure(dialer: CodexClient, info: dict, dialer_profile: str, listener_profile: str) -> Cell:
@@ -187,7 +191,7 @@ def _measure(dialer: CodexClient, info: dict, dialer_profile: str, listener_prof
     def direct() -> bool:
         """From /debug/info, which costs the circuit nothing: pings every half second would eat
         into the relay's 128 KiB circuit budget and end the circuit themselves."""
-        paths = [c for c in dialer.debug_info()["connections"] if c["peerId"] == info["id"]]
+        paths = _connections(dialer, info["id"])
         if not paths:
             raise ConnectionLost("the dialer has no connection to the listener any more")
         if not paths[0]["direct"]:

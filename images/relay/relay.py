@@ -20,7 +20,7 @@ from pathlib import Path
 import multiaddr
 import trio
 from codexref import identity, p2p
-from codexref.reachability import DialBackAutoNAT
+from codexref.reachability import DialBackAutoNAT, remote_address
 from codexref.serving import hypercorn_config, stop_on_signals
 from hypercorn.trio import serve
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
@@ -76,10 +76,7 @@ async def main() -> None:
         out = []
         for peer, conns in host.get_network().connections.items():
             for conn in conns if isinstance(conns, list) else [conns]:
-                remote = conn.muxed_conn.get_remote_address() if hasattr(conn, "muxed_conn") else None
-                out.append(
-                    {"id": peer.to_base58(), "address": f"{remote[0]}:{remote[1]}" if remote else None}
-                )
+                out.append({"id": peer.to_base58(), "address": remote_address(conn)})
         return out
 
     app = Starlette(routes=[Route("/info", lambda request: JSONResponse({**info, "peers": peers()}))])

@@ -14,7 +14,7 @@ from codexref import VERSION, identity, multiaddr, p2p
 from codexref.blockexc.engine import Engine, EngineConfig
 from codexref.config import Config
 from codexref.metrics import Metrics
-from codexref.reachability import Reachability
+from codexref.reachability import Reachability, remote_address
 from codexref.relayclient import RelayClient
 from codexref.store import RepoStore
 
@@ -137,12 +137,11 @@ class Node:
 
     def _peer_entry(self, peer: ID) -> dict:
         conns = self.host.get_network().get_connections(peer)
-        remote = conns[0].muxed_conn.get_remote_address() if conns else None
         return {
             "nodeId": node_id(peer.to_bytes()),
             "peerId": peer.to_base58(),
             "record": "",
-            "address": f"{remote[0]}:{remote[1]}" if remote else None,
+            "address": remote_address(conns[0]) if conns else None,
             "seen": True,
         }
 

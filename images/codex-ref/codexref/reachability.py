@@ -42,6 +42,10 @@ def is_relayed(conn: INetConn) -> bool:
     return any("/p2p-circuit" in str(a) for a in addresses)
 
 
+def has_direct(conns: list[INetConn]) -> bool:
+    return any(not is_relayed(c) for c in conns)
+
+
 def remote_address(conn: INetConn) -> str | None:
     remote = conn.muxed_conn.get_remote_address() if hasattr(conn, "muxed_conn") else None
     return f"{remote[0]}:{remote[1]}" if remote else None
@@ -82,7 +86,6 @@ class Reachability:
         self.dcutr = DCUtRProtocol(host, dial_timeout=HOLE_PUNCH_DIAL_TIMEOUT_S)
         self.verdicts: dict[ID, bool] = {}  # server -> did it reach us
         self.reachable: bool | None = None
-        self.checked_at: float | None = None
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with background_trio_service(self.dcutr):
@@ -108,7 +111,6 @@ class Reachability:
             self.reachable = False
         if self.reachable != previous:
             log.info("reachability: %s (%d reached us, %d could not)", REACHABILITY[self.reachable], yes, no)
-        self.checked_at = time.time()
 
     async def _ask(self, server: ID) -> bool | None:
         if server not in self.direct_peers():
@@ -125,7 +127,7 @@ class Reachability:
 
     def direct_peers(self) -> list[ID]:
         connections = self.host.get_network().connections
-        return [peer for peer, conns in connections.items() if any(not is_relayed(c) for c in conns)]
+        return [peer for peer, conns in connections.items() if has_direct(conns)]
 
     def observed_ips(self) -> list[str]:
         """The IPs peers see us at (identify's observed address; behind a NAT, the router's WAN
@@ -153,7 +155,7 @@ class Reachability:
 
     def connections(self) -> list[dict]:
         return [
-            {"peerId": peer.to_base58(), "direct": any(not is_relayed(c) for c in conns)}
+            {"peerId": peer.to_base58(), "direct": has_direct(conns)}
             for peer, conns in self.host.get_network().connections.items()
         ]
 
@@ -182,7 +184,7 @@ class Reachability:
         rtt_ms = round(min(rtts), 3) if rtts else None
         return {
             "peerId": peer.to_base58(),
-            "direct": any(not is_relayed(c) for c in conns),
+            "direct": has_direct(conns),
             "paths": [{"address": remote_address(c), "relayed": is_relayed(c)} for c in conns],
             "rttMs": rtt_ms,
             "pingError": ping_error,

@@ -57,7 +57,7 @@ class RepoStore:
         self.total_blocks, self.quota_used_bytes = self.blocks.usage()
         # Leaf digests per tree, a write-through copy of trees_dir (32 bytes a block): serving and
         # receiving a block must not open the tree's file each time.
-        self._leaves: dict[str, bytearray] = {}
+        self._leaves: dict[Cid, bytearray] = {}  # keyed by Cid: str() would base58-encode per block
 
     # -- blocks ---------------------------------------------------------------------------------
     def has(self, cid: Cid) -> bool:
@@ -110,7 +110,7 @@ class RepoStore:
     def put_tree(self, tree_cid: Cid, leaves: list[bytes]) -> None:
         raw = b"".join(leaves)
         _atomic_write(self.trees_dir / str(tree_cid), raw)
-        self._leaves[str(tree_cid)] = bytearray(raw)
+        self._leaves[tree_cid] = bytearray(raw)
 
     def ensure_tree(self, tree_cid: Cid, nleaves: int) -> None:
         """Room for a tree being downloaded: unknown leaves are all-zero digests."""
@@ -128,11 +128,10 @@ class RepoStore:
                 os.pwrite(tree.fileno(), digest, index * DIGEST_LEN)
 
     def _tree(self, tree_cid: Cid) -> bytearray | None:
-        key = str(tree_cid)
-        leaves = self._leaves.get(key)
+        leaves = self._leaves.get(tree_cid)
         if leaves is None:
             try:
-                leaves = self._leaves[key] = bytearray((self.trees_dir / key).read_bytes())
+                leaves = self._leaves[tree_cid] = bytearray((self.trees_dir / str(tree_cid)).read_bytes())
             except FileNotFoundError:
                 return None
         return leaves
@@ -199,7 +198,7 @@ class RepoStore:
             if leaf not in still_used:
                 self._remove_block(Cid(BLOCK_CODEC, leaf))
         (self.trees_dir / str(tree_cid)).unlink(missing_ok=True)
-        self._leaves.pop(str(tree_cid), None)
+        self._leaves.pop(tree_cid, None)
 
     def _known_leaves(self, tree_cid: Cid) -> list[bytes]:
         try:
