@@ -28,13 +28,15 @@ def wait_until(
     what: str,
     probe: Callable[[], T],
     deadline_s: float,
-    interval_s: float = 0.5,
+    interval_s: float | Callable[[], float] = 0.5,
     culprit: Callable[[], str] | None = None,
 ) -> T:
     """Call `probe` until it returns a truthy value or the deadline passes.
 
     `probe` may raise NotYet(reason) to keep waiting, or any other exception to fail at once
-    (a container that exited must not be waited on). On timeout the error says what was
+    (a container that exited must not be waited on). `interval_s` may be a function giving the
+    next pause (a probe that tracks progress polls rarely early, often near the end). On
+    timeout the error says what was
     awaited, for how long, the last reason, and `culprit()` (typically the last log lines).
     """
     start = time.monotonic()
@@ -49,7 +51,7 @@ def wait_until(
 
     retrying = Retrying(
         stop=stop_after_delay(deadline_s),
-        wait=wait_fixed(interval_s),
+        wait=wait_fixed(interval_s) if isinstance(interval_s, int | float) else lambda _: interval_s(),
         retry=retry_if_exception_type(NotYet) | retry_if_result(lambda result: not result),
         reraise=False,
     )

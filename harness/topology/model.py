@@ -9,7 +9,7 @@ NODE_KINDS = ("codex", "status", "relay")
 RELAY_PROFILES = ("default", "unlimited")
 STATUS_ROLES = ("owner", "member")
 PEERING_MODES = ("mesh", "none")
-REPO_KINDS = ("fs", "sqlite")
+REPO_KINDS = ("fs", "sqlite", "pack")
 NETWORK_KINDS = ("wan", "lan")
 # NAT profiles a LAN's router applies (shared/reference/nat.md, table A). `public` means a node
 # sits on the WAN itself, so it is not a LAN profile.

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import threading
 import time
 from pathlib import Path
 
 import docker
 
+from harness.clients.codex import CodexClient
 from harness.paths import REPO_ROOT
 from harness.ready.waits import NotYet, wait_until
 from harness.testbed import Testbed
 
 SIZE = int(os.environ.get("BENCH_BYTES", 100 * 1024 * 1024))
 BLOCKS = -(-SIZE // 65536)
+RUNS = int(os.environ.get("BENCH_RUNS", 5))
 RESULTS = REPO_ROOT / "bench-results"
 TARGET_MB_S = 34.0
 TARGET_CEILING_SHARE = 0.5
@@ -36,20 +39,38 @@ def timed_stream_to_host(testbed: Testbed, cid: str, node: str = "codex-2") -> f
     return time.monotonic() - start
 
 
+class StoredBlocks:
+    """Polls a node's /space until `target` blocks are stored. The next poll comes when about half
+    the remaining blocks should have arrived at the rate seen so far (10-250 ms): a dozen polls
+    per download, precise at the end; a poll every 20 ms cost the downloading node 5-10 % of a
+    core, taken from the transfer it measures."""
+
+    def __init__(self, client: CodexClient, target: int) -> None:
+        self.client, self.target = client, target
+        self.first: tuple[float, int] | None = None
+        self.remaining_s = 0.05
+
+    def __call__(self) -> bool:
+        blocks, now = self.client.space()["totalBlocks"], time.monotonic()
+        if blocks >= self.target:
+            return True
+        if self.first is None:
+            self.first = (now, blocks)
+        elif blocks > self.first[1]:
+            self.remaining_s = (self.target - blocks) * (now - self.first[0]) / (blocks - self.first[1])
+        raise NotYet(f"{blocks} of {self.target} blocks")
+
+    def next_poll_s(self) -> float:
+        return min(max(self.remaining_s / 2, 0.01), 0.25)
+
+
 def timed_background_fetch(testbed: Testbed, cid: str, node: str = "codex-2") -> float:
     """POST /data/{cid}/network, then poll /space until every block is stored: BlockExchange alone."""
     client = testbed.client(node)
-    target = client.space()["totalBlocks"] + BLOCKS + 1  # + the manifest block
+    stored = StoredBlocks(client, client.space()["totalBlocks"] + BLOCKS + 1)  # + the manifest block
     start = time.monotonic()
     client.network_download(cid)
-
-    def complete() -> bool:
-        blocks = client.space()["totalBlocks"]
-        if blocks < target:
-            raise NotYet(f"{blocks} of {target} blocks")
-        return True
-
-    wait_until("the background download to finish", complete, deadline_s=600, interval_s=0.02)
+    wait_until("the background download to finish", stored, deadline_s=600, interval_s=stored.next_poll_s)
     return time.monotonic() - start
 
 
@@ -76,48 +97,64 @@ def ceiling(testbed: Testbed, kind: str) -> dict:
     return json.loads(output.decode().strip().splitlines()[-1])
 
 
+def _runs(values: list[float]) -> str:
+    return "runs " + " / ".join(f"{value:.1f}" for value in values)
+
+
+def settled() -> None:
+    """Flush dirty pages first: the previous transfer's writeback must not land in the next one."""
+    os.sync()
+
+
 def main() -> None:
     with Testbed.up("bench", log=lambda _: None) as testbed:
         uploader = testbed.client("codex-1", timeout_s=600)
-        cids = [uploader.upload(os.urandom(SIZE)) for _ in range(3)]
-        stream_s = timed_stream_to_host(testbed, cids[0])
-        fetch_s = timed_background_fetch(testbed, cids[1])
-        fetch_fs_s = timed_background_fetch(testbed, cids[2], node="codex-3")
-        libp2p = ceiling(testbed, "libp2p")
-        tcp = ceiling(testbed, "tcp")
+        warm_up, stream, fs, sqlite, *runs = [uploader.upload(os.urandom(SIZE)) for _ in range(RUNS + 4)]
+        timed_background_fetch(testbed, warm_up)  # untimed: the connection's Yamux window grows
+        settled()
+        stream_s = timed_stream_to_host(testbed, stream)
+        fetches, ceilings = [], []
+        for cid in runs:  # interleaved: both see the same machine
+            settled()
+            fetches.append(mb_s(timed_background_fetch(testbed, cid)))
+            ceilings.append(ceiling(testbed, "libp2p")["mb_s"])
+        settled()
+        fetch_fs = mb_s(timed_background_fetch(testbed, fs, node="codex-3"))
+        settled()
+        fetch_sqlite = mb_s(timed_background_fetch(testbed, sqlite, node="codex-4"))
+        tcp = ceiling(testbed, "tcp")["mb_s"]
+    fetch, libp2p = statistics.median(fetches), statistics.median(ceilings)
     results = {
         "bytes": SIZE,
+        "runs": RUNS,
         "download_stream_to_host_mb_s": mb_s(stream_s),
-        "download_background_fetch_mb_s": mb_s(fetch_s),
-        "download_background_fetch_fs_repo_mb_s": mb_s(fetch_fs_s),
-        "libp2p_ceiling_mb_s": libp2p["mb_s"],
-        "raw_tcp_mb_s": tcp["mb_s"],
+        "download_background_fetch_mb_s": fetch,
+        "download_background_fetch_runs_mb_s": fetches,
+        "download_background_fetch_fs_repo_mb_s": fetch_fs,
+        "download_background_fetch_sqlite_repo_mb_s": fetch_sqlite,
+        "libp2p_ceiling_mb_s": libp2p,
+        "libp2p_ceiling_runs_mb_s": ceilings,
+        "raw_tcp_mb_s": tcp,
+        "share_of_libp2p_ceiling": fetch / libp2p,
     }
-    best = max(results["download_stream_to_host_mb_s"], results["download_background_fetch_mb_s"])
-    results["share_of_libp2p_ceiling"] = results["download_background_fetch_mb_s"] / libp2p["mb_s"]
     results["targets_met"] = (
-        results["download_background_fetch_mb_s"] >= TARGET_MB_S
-        and results["share_of_libp2p_ceiling"] >= TARGET_CEILING_SHARE
+        fetch >= TARGET_MB_S and results["share_of_libp2p_ceiling"] >= TARGET_CEILING_SHARE
     )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "blockexchange.json").write_text(json.dumps(results, indent=2))
-    mib = SIZE // (1024 * 1024)
     rows = [
-        ("network download, streamed to the host", results["download_stream_to_host_mb_s"], ""),
-        ("network download, background fetch", results["download_background_fetch_mb_s"], ""),
-        (
-            "same, downloader with --repo-kind fs",
-            results["download_background_fetch_fs_repo_mb_s"],
-            "a file per block",
-        ),
-        ("bare libp2p ceiling (Noise+Yamux, 1 stream)", libp2p["mb_s"], ""),
-        ("raw TCP copy", tcp["mb_s"], ""),
+        ("network download, streamed to the host", mb_s(stream_s), ""),
+        (f"network download, background fetch (median of {RUNS})", fetch, _runs(fetches)),
+        ("same, downloader with --repo-kind sqlite", fetch_sqlite, "blocks in SQLite"),
+        ("same, downloader with --repo-kind fs", fetch_fs, "a file per block"),
+        (f"bare libp2p ceiling (Noise+Yamux, 1 stream, median of {RUNS})", libp2p, _runs(ceilings)),
+        ("raw TCP copy", tcp, ""),
     ]
-    print(f"\nbench: BlockExchange, {mib} MiB between two reference nodes (--repo-kind sqlite unless noted)")
+    mib = SIZE // (1024 * 1024)
+    print(f"\nbench: BlockExchange, {mib} MiB between two reference nodes (--repo-kind pack unless noted)")
     for label, value, note in rows:
-        print(f"  {label:<45} {value:8.1f} MB/s  {note}")
-    print(f"  {'background fetch / libp2p ceiling':<45} {results['share_of_libp2p_ceiling']:8.0%}")
-    print(f"  {'best download':<45} {best:8.1f} MB/s")
+        print(f"  {label:<58} {value:8.1f} MB/s  {note}")
+    print(f"  {'background fetch / libp2p ceiling (medians)':<58} {results['share_of_libp2p_ceiling']:8.0%}")
     verdict = "met" if results["targets_met"] else "NOT met"
     print(f"  targets (>= {TARGET_MB_S} MB/s and >= {TARGET_CEILING_SHARE:.0%} of the ceiling): {verdict}")
     print("\nwritten: bench-results/blockexchange.json")

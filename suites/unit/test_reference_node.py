@@ -10,7 +10,7 @@ from pathlib import Path
 import coincurve
 import pytest
 from codexref import config, identity, multiaddr, validation
-from codexref.blocks import SqliteBlocks
+from codexref.blocks import PackBlocks, SqliteBlocks
 from codexref.cid import MANIFEST_CODEC
 from codexref.dataset import read_local, store_stream
 from codexref.protobuf import iter_fields
@@ -67,15 +67,15 @@ def test_multiaddr_binary_form() -> None:
         multiaddr.to_bytes("/dns4/example/tcp/1")
 
 
-# -- store (both repo kinds) ------------------------------------------------------------------------------
-@pytest.fixture(params=["fs", "sqlite"])
+# -- store (every repo kind) ------------------------------------------------------------------------------
+@pytest.fixture(params=["fs", "sqlite", "pack"])
 def repo_kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
 def age_all_blocks(store: RepoStore) -> None:
     """Make every stored block look stored long ago."""
-    if isinstance(store.blocks, SqliteBlocks):
+    if isinstance(store.blocks, SqliteBlocks | PackBlocks):
         store.blocks._db().execute("update blocks set stored = 1")
     else:
         for path in store.blocks.root.glob("*/*"):
@@ -158,6 +158,24 @@ def test_expiry_removes_blocks_older_than_the_ttl(tmp_path: Path, repo_kind: str
         "quotaUsedBytes": 0,
         "quotaReservedBytes": 0,
     }
+
+
+def test_pack_segments_roll_over_and_go_when_emptied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PackBlocks, "SEGMENT_BYTES", 2 * KIB64)
+    store = RepoStore(tmp_path, 1 << 30, "pack")
+    data = b"".join(bytes([i]) * KIB64 for i in range(4))
+    first = upload(store, data)  # four distinct blocks, then the manifest in a second segment
+    segments = sorted(p.name for p in (tmp_path / "repo").glob("seg-*"))
+    assert len(segments) >= 2
+    second = upload(store, b"q" * KIB64)
+    reopened = RepoStore(tmp_path, 1 << 30, "pack")  # appends after the last segment's end
+    third = upload(reopened, b"r" * KIB64)
+    for cid, content in ((first, data), (second, b"q" * KIB64), (third, b"r" * KIB64)):
+        assert b"".join(read_local(reopened, reopened.manifest(cid))) == content
+    reopened.delete(first)
+    remaining = {p.name for p in (tmp_path / "repo").glob("seg-*")}
+    assert "seg-0" not in remaining  # only first's blocks were in it
+    assert b"".join(read_local(reopened, reopened.manifest(third))) == b"r" * KIB64
 
 
 # -- config and header rules ----------------------------------------------------------------------------

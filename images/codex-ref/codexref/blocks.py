@@ -1,6 +1,8 @@
 """Where block bytes live: upstream's `--repo-kind`. `fs` (upstream's default) keeps one file per
 block; `sqlite` keeps them in one SQLite database (WAL), far cheaper per block on disks where
-creating a file costs a millisecond. Both are safe to write from a worker thread.
+creating a file costs a millisecond. `pack` (reference-only) appends blocks to segment files
+indexed in SQLite: each block is written once, where SQLite writes a 64 KiB blob to its WAL and
+again into the database, on two 64 KiB pages. All are safe to write from a worker thread.
 """
 
 from __future__ import annotations
@@ -94,27 +96,34 @@ class FsBlocks:
         return removed
 
 
-class SqliteBlocks:
-    """All blocks in repo.sqlite3; one connection per thread, WAL so readers never wait."""
+class _PerThreadSqlite:
+    """One SQLite connection per thread (WAL, so readers never wait for the writer)."""
 
-    def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        self.path = root / "repo.sqlite3"
+    def __init__(self, path: Path, page_size: int = 4096) -> None:
+        self.path, self.page_size = path, page_size
         self.local = threading.local()
-        self._db().execute(
-            "create table if not exists blocks"
-            " (cid blob primary key, data blob not null, stored real not null)"
-        )
-        self._db().execute("create index if not exists blocks_stored on blocks (stored)")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self.local, "db", None)
         if db is None:
             db = self.local.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            db.execute("pragma page_size=65536")  # a block is 64 KiB: fewer overflow pages per blob
+            db.execute(f"pragma page_size={self.page_size}")
             db.execute("pragma journal_mode=wal")
             db.execute("pragma synchronous=normal")
         return db
+
+
+class SqliteBlocks(_PerThreadSqlite):
+    """All blocks in repo.sqlite3."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(root / "repo.sqlite3", page_size=65536)  # fewer overflow pages per blob
+        self._db().execute(
+            "create table if not exists blocks"
+            " (cid blob primary key, data blob not null, stored real not null)"
+        )
+        self._db().execute("create index if not exists blocks_stored on blocks (stored)")
 
     def has(self, cid: Cid) -> bool:
         return (
@@ -166,4 +175,112 @@ class SqliteBlocks:
         return [size for _, size in rows]
 
 
-REPO_KINDS = {"fs": FsBlocks, "sqlite": SqliteBlocks}
+class PackBlocks(_PerThreadSqlite):
+    """Blocks appended to segment files `seg-<n>` (a new one after SEGMENT_BYTES), found through
+    index.sqlite3 (cid -> segment, offset, length, stored). A message's new blocks are one
+    pwritev and one index transaction; data is written before the index row that points to it,
+    so a crash leaves at most unreferenced bytes. A deleted block's space is not reused; a
+    segment file goes when no block in it is left (quota counts live blocks, as upstream's)."""
+
+    SEGMENT_BYTES = 1 << 30
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(root / "index.sqlite3")
+        self.root = root
+        db = self._db()
+        db.execute(
+            "create table if not exists blocks (cid blob primary key, segment int not null,"
+            " offset int not null, length int not null, stored real not null)"
+        )
+        db.execute("create index if not exists blocks_stored on blocks (stored)")
+        db.execute("create index if not exists blocks_segment on blocks (segment)")
+        self._append_lock = threading.Lock()  # one writer appends (and unlinks) at a time
+        self._fd_lock = threading.Lock()
+        self._fds: dict[int, int] = {}
+        segments = sorted(int(p.name.removeprefix("seg-")) for p in root.glob("seg-*"))
+        self._segment = segments[-1] if segments else 0
+        self._end = os.fstat(self._fd(self._segment)).st_size
+
+    def _fd(self, segment: int) -> int:
+        with self._fd_lock:
+            fd = self._fds.get(segment)
+            if fd is None:
+                fd = self._fds[segment] = os.open(self.root / f"seg-{segment}", os.O_RDWR | os.O_CREAT, 0o600)
+            return fd
+
+    def _locate(self, cid: Cid) -> tuple[int, int, int] | None:
+        query = "select segment, offset, length from blocks where cid = ?"
+        return self._db().execute(query, (cid.to_bytes(),)).fetchone()
+
+    def has(self, cid: Cid) -> bool:
+        return self._locate(cid) is not None
+
+    def get(self, cid: Cid) -> bytes | None:
+        found = self._locate(cid)
+        if found is None:
+            return None
+        segment, offset, length = found
+        return os.pread(self._fd(segment), length, offset)
+
+    def write_many(self, blocks: list[tuple[Cid, bytes]]) -> list[bool]:
+        keys = [cid.to_bytes() for cid, _ in blocks]
+        db, now = self._db(), time.time()
+        with self._append_lock:
+            marks = ",".join("?" * len(keys))
+            known = {row[0] for row in db.execute(f"select cid from blocks where cid in ({marks})", keys)}
+            created, new, seen = [], [], set(known)
+            for key, (_, data) in zip(keys, blocks, strict=True):
+                created.append(key not in seen)
+                if key not in seen:
+                    seen.add(key)
+                    new.append((key, data))
+            if new and self._end >= self.SEGMENT_BYTES:
+                self._segment, self._end = self._segment + 1, 0
+            if new:
+                os.pwritev(self._fd(self._segment), [data for _, data in new], self._end)
+            rows, offset = [], self._end
+            for key, data in new:
+                rows.append((key, self._segment, offset, len(data), now))
+                offset += len(data)
+            db.execute("begin immediate")
+            try:
+                db.executemany("insert into blocks values (?, ?, ?, ?, ?)", rows)
+                db.executemany("update blocks set stored = ? where cid = ?", [(now, key) for key in known])
+                db.execute("commit")
+            except BaseException:
+                db.execute("rollback")
+                raise
+            self._end = offset
+        return created
+
+    def _drop(self, rows: list[tuple[bytes, int, int]]) -> list[int]:
+        """Remove index rows (cid, segment, length); unlink segments no block is left in."""
+        db = self._db()
+        db.executemany("delete from blocks where cid = ?", [(cid,) for cid, _, _ in rows])
+        with self._append_lock:
+            for segment in {segment for _, segment, _ in rows} - {self._segment}:
+                if db.execute("select 1 from blocks where segment = ? limit 1", (segment,)).fetchone():
+                    continue
+                with self._fd_lock:
+                    fd = self._fds.pop(segment, None)
+                if fd is not None:
+                    os.close(fd)
+                (self.root / f"seg-{segment}").unlink(missing_ok=True)
+        return [length for _, _, length in rows]
+
+    def delete(self, cid: Cid) -> int:
+        found = self._locate(cid)
+        if found is None:
+            return 0
+        return self._drop([(cid.to_bytes(), found[0], found[2])])[0]
+
+    def usage(self) -> tuple[int, int]:
+        return self._db().execute("select count(*), coalesce(sum(length), 0) from blocks").fetchone()
+
+    def expire(self, cutoff: float, limit: int) -> list[int]:
+        query = "select cid, segment, length from blocks where stored < ? limit ?"
+        return self._drop(self._db().execute(query, (cutoff, limit)).fetchall())
+
+
+REPO_KINDS = {"fs": FsBlocks, "sqlite": SqliteBlocks, "pack": PackBlocks}

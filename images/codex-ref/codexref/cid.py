@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import base58
 
@@ -21,8 +21,7 @@ class CidError(ValueError):
     """Carries the text upstream answers with (400 body)."""
 
 
-@dataclass(frozen=True)
-class Cid:
+class Cid(NamedTuple):  # a tuple: hashed and compared in C (dict keys on the per-block path)
     codec: int
     digest: bytes
 

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-mi", type=parse_seconds, default=parse_seconds(_env("block-mi", "10m")))
     p.add_argument("--block-mn", type=int, default=int(_env("block-mn", "1000")))
     p.add_argument("--block-retries", type=int, default=int(_env("block-retries", "3000")))
-    p.add_argument("--repo-kind", choices=["fs", "sqlite"], default=_env("repo-kind", "fs"))
+    p.add_argument("--repo-kind", choices=["fs", "sqlite", "pack"], default=_env("repo-kind", "fs"))
     # not an upstream flag: the reference engine's per-peer cap on outstanding wantBlocks
     p.add_argument("--max-inflight-per-peer", type=int, default=int(_env("max-inflight-per-peer", "128")))
     # not an upstream flag: reserve on the circuit relay v2 whose /info is here (testbed relay image)

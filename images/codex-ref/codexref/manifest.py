@@ -43,9 +43,9 @@ class Manifest:
         return Cid.of_data(MANIFEST_CODEC, self.encode())
 
     @classmethod
-    def decode(cls, data: bytes) -> Manifest:
+    def decode(cls, data: bytes | memoryview) -> Manifest:
         try:
-            header = next((v for n, _, v in iter_fields(data) if n == 1), None)
+            header = next((v for n, _, v in iter_fields(bytes(data)) if n == 1), None)
             if not isinstance(header, bytes):
                 raise DecodeError("manifest has no header")
             fields = {n: v for n, _, v in iter_fields(header)}

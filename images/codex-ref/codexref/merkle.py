@@ -8,13 +8,15 @@ bytes. Keys: 0x01 pair on the bottom layer, 0x00 pair above, 0x03 odd node on th
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
-from codexref.protobuf import bytes_field, iter_fields, varint_field
+from codexref.protobuf import DecodeError, bytes_field, iter_fields, varint_field
 
 ZERO = bytes(32)
 KEY_PAIR_BOTTOM, KEY_PAIR, KEY_ODD_BOTTOM, KEY_ODD = b"\x01", b"\x00", b"\x03", b"\x02"
 SHA2_256 = 0x12
+# A path node on the wire, field 4 {1: node}: tag 0x0a, length 32, then the 32 bytes.
+NODE_PREFIX = b"\x0a\x20"
 
 
 def _compress(left: bytes, right: bytes, key: bytes) -> bytes:
@@ -47,8 +49,7 @@ def root(leaves: list[bytes]) -> bytes:
     return layers(leaves)[-1][0]
 
 
-@dataclass(frozen=True)
-class Proof:
+class Proof(NamedTuple):
     index: int
     nleaves: int
     path: tuple[bytes, ...]
@@ -70,8 +71,19 @@ class Proof:
             elif number == 3:
                 nleaves = int(value)  # type: ignore[arg-type]
             elif number == 4:
-                path.extend(bytes(v) for n, _, v in iter_fields(value) if n == 1)  # type: ignore[arg-type]
+                path.append(_path_node(value))  # type: ignore[arg-type]
         return cls(index, nleaves, tuple(path))
+
+
+def _path_node(entry: bytes | memoryview) -> bytes:
+    """The node of one path entry; the 34-byte form every encoder writes is read directly
+    (decoded once per block received, so the generic parse showed in profiles)."""
+    if len(entry) == 34 and entry[:2] == NODE_PREFIX:
+        return bytes(entry[2:])
+    nodes = [bytes(v) for n, _, v in iter_fields(entry) if n == 1]  # type: ignore[arg-type]
+    if len(nodes) != 1:
+        raise DecodeError("proof path entry without exactly one node")
+    return nodes[0]
 
 
 def prove(tree_layers: list[list[bytes]], index: int) -> Proof:

@@ -17,7 +17,12 @@ class DecodeError(ValueError):
     pass
 
 
+_ONE_BYTE = [bytes((value,)) for value in range(0x80)]
+
+
 def encode_varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
     if value < 0:
         raise ValueError("varints here are unsigned")
     out = bytearray()
@@ -31,8 +36,10 @@ def encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-def decode_varint(data: bytes, pos: int = 0) -> tuple[int, int]:
+def decode_varint(data: bytes | memoryview, pos: int = 0) -> tuple[int, int]:
     """Return (value, position after the varint)."""
+    if pos < len(data) and data[pos] < 0x80:  # one byte: tags, small lengths and flags
+        return data[pos], pos + 1
     result = shift = 0
     while pos < len(data):
         byte = data[pos]
@@ -54,10 +61,13 @@ def bytes_field(number: int, value: bytes) -> bytes:
     return encode_varint(number << 3 | LENGTH_DELIMITED) + encode_varint(len(value)) + value
 
 
-def iter_fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """Yield (field number, wire type, value) for varint and length-delimited fields."""
-    pos = 0
-    while pos < len(data):
+def iter_fields(data: bytes | memoryview) -> Iterator[tuple[int, int, int | bytes | memoryview]]:
+    """Yield (field number, wire type, value) for varint and length-delimited fields.
+
+    Length-delimited values are slices of `data`: pass a memoryview to decode without copying
+    (a 64 KiB block inside a 1.3 MB message), bytes to get bytes."""
+    pos, end = 0, len(data)
+    while pos < end:
         key, pos = decode_varint(data, pos)
         number, wire_type = key >> 3, key & 7
         if wire_type == VARINT:
@@ -65,7 +75,7 @@ def iter_fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
             yield number, wire_type, value
         elif wire_type == LENGTH_DELIMITED:
             length, pos = decode_varint(data, pos)
-            if pos + length > len(data):
+            if pos + length > end:
                 raise DecodeError(f"field {number} runs past the end")
             yield number, wire_type, data[pos : pos + length]
             pos += length

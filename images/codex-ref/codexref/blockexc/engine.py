@@ -6,7 +6,7 @@ spending one of its `block_retries`. When a peer reports presence, the want beco
 scheduler task assigns ready wants to peers that have the block, by weighted random choice
 (penalty 2 x outstanding + 5 x failure rate) under a per-peer in-flight cap, and sends wantBlock.
 An assigned want that is not answered within `request_timeout` counts a failure for that peer and
-is retried elsewhere. After a delivery, cancels go to every other peer we asked. A peer silent for
+is retried elsewhere. After a delivery, cancels go to every other peer we sent a wantBlock. A peer silent for
 `peer_activity_timeout` while we wait on it is dropped and disconnected. Peer discovery is by
 presence alone (no DHT): whoever we are connected to is asked.
 
@@ -61,6 +61,10 @@ class RetriesExhaustedError(RuntimeError):
     pass
 
 
+def _sha256_all(blocks: list[bytes | memoryview]) -> list[bytes]:
+    return [hashlib.sha256(block).digest() for block in blocks]
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     block_retries: int = 3000
@@ -80,7 +84,7 @@ class Want:
     peer: PeerContext | None = None  # assigned: wantBlock in flight to this peer
     deadline: float = 0.0
     next_search: float = 0.0
-    queued: bool = False  # in the scheduler's ready queue
+    queued: bool = False  # in the scheduler's ready queue (entries of unqueued wants are skipped)
     storing: bool = False  # delivered and verified; being written
     error: Exception | None = None
     on_done: list[Callable[[], None]] = field(default_factory=list)
@@ -143,6 +147,9 @@ class Engine:
         for want in self.wants.values():
             if want.peer is ctx:
                 self._unassign(want, failed=False)
+        for want in self.ready:
+            if want.queued and not self._holders(want):
+                self._back_to_searching(want)
         self.schedule.set()
 
     async def _drop_peer(self, ctx: PeerContext, reason: str) -> None:
@@ -269,23 +276,34 @@ class Engine:
             ctx.dont_have.add(address)
             if want is not None and want.peer is ctx:
                 self._unassign(want, failed=False)
+            elif want is not None and want.queued and not self._holders(want):
+                self._back_to_searching(want)
 
     async def _on_deliveries(self, ctx: PeerContext, deliveries: tuple[BlockDelivery, ...]) -> None:
-        """Verify, then write the message's new blocks in a worker thread (disk I/O must not stall
-        the event loop that keeps requests flowing), then complete the wants."""
-        accepted: list[tuple[BlockDelivery, Want]] = []
+        """Verify, then write the message's new blocks, each in a worker thread (hashing and disk
+        I/O must not stall the event loop that keeps requests flowing), then complete the wants."""
+        fresh: list[tuple[BlockDelivery, Want]] = []
         for delivery in deliveries:
             want = self.wants.get(delivery.address)
             if want is None or want.storing:
                 duplicate = want is not None or self.has(delivery.address)
                 self.metrics.inc("duplicate_blocks_received" if duplicate else "spurious_blocks_received")
                 continue
-            if problem := self._verify(delivery):
+            want.storing = True  # the same block from another peer meanwhile is a duplicate
+            fresh.append((delivery, want))
+        if not fresh:
+            return
+        # SHA-256 of 64 KiB blocks runs without the GIL: in a worker thread it overlaps the event
+        # loop reading the next message (the thread does nothing else, so it rarely holds the GIL).
+        digests = await trio.to_thread.run_sync(_sha256_all, [d.data for d, _ in fresh])
+        accepted: list[tuple[BlockDelivery, Want]] = []
+        for (delivery, want), digest in zip(fresh, digests, strict=True):
+            if problem := self._verify(delivery, digest):
                 log.warning("rejected block from %s: %s", ctx.peer_id, problem)
                 ctx.failures += 1
-                continue
-            want.storing = True
-            accepted.append((delivery, want))
+                want.storing = False
+            else:
+                accepted.append((delivery, want))
         if not accepted:
             return
         blocks = [(Cid.from_bytes(d.cid), d.data) for d, _ in accepted]
@@ -307,12 +325,13 @@ class Engine:
             self._complete(want, deliverer=ctx)
             self._announce_new_block(delivery.address)
 
-    def _verify(self, delivery: BlockDelivery) -> str | None:
+    def _verify(self, delivery: BlockDelivery, digest: bytes) -> str | None:
+        """Why the delivery (whose data hashes to `digest`) is unacceptable, or None."""
         try:
             cid = Cid.from_bytes(delivery.cid)
         except CidError:
             return "bad block cid"
-        if hashlib.sha256(delivery.data).digest() != cid.digest:
+        if digest != cid.digest:
             return "data does not hash to its cid"
         address = delivery.address
         if not address.leaf:
@@ -430,11 +449,22 @@ class Engine:
                 ctx.queue_wants([entry])
         want.next_search = now + self.rng.uniform(0.05, self.config.retry_interval_s)
 
+    def _holders(self, want: Want) -> list[PeerContext]:
+        return [c for c in self.peers.values() if want.address in c.have]
+
     def _make_ready(self, want: Want) -> None:
+        if not self._holders(want):
+            self._back_to_searching(want)
+            return
         if not want.queued:
             want.queued = True
             self.ready.append(want)
         self.schedule.set()
+
+    def _back_to_searching(self, want: Want) -> None:
+        """No connected peer has the block (any more): the timers search for it now."""
+        want.queued = False
+        want.next_search = 0.0
 
     def _unassign(self, want: Want, failed: bool) -> None:
         ctx = want.peer
@@ -456,8 +486,11 @@ class Engine:
             want.peer = None
         cancel = WantEntry(want.address, WANT_BLOCK, cancel=True)
         for ctx in self.peers.values():
-            if ctx is not deliverer and ctx.asked_at.pop(want.address, None) is not None:
-                ctx.queue_wants([cancel])
+            ctx.asked_at.pop(want.address, None)
+            if want.address in ctx.requested:  # as upstream: only peers we sent a wantBlock
+                ctx.requested.discard(want.address)
+                if ctx is not deliverer:
+                    ctx.queue_wants([cancel])
         self._finish(want)
 
     def _fail(self, want: Want) -> None:
@@ -476,24 +509,38 @@ class Engine:
         while True:
             await self.schedule.wait()
             self.schedule = trio.Event()
-            for _ in range(len(self.ready)):
-                want = self.ready.popleft()
+            self._assign_ready()
+
+    def _assign_ready(self) -> None:
+        """Send ready wants to holders with room, in want order. The pass stops as soon as no
+        peer with room holds a ready block: a wake-up per delivered message must not rescan
+        a thousand waiting wants."""
+        cap = self.config.max_inflight_per_peer
+        wanted = {want.address for want in self.ready}
+        free = [c for c in self.peers.values() if len(c.outstanding) < cap and not c.have.isdisjoint(wanted)]
+        waiting: list[Want] = []  # holders all busy: they keep their place in the queue
+        while free and self.ready:
+            want = self.ready.popleft()
+            if not want.queued or want.done.is_set() or want.peer is not None:
                 want.queued = False
-                if want.done.is_set() or want.peer is not None:
-                    continue
-                holders = [c for c in self.peers.values() if want.address in c.have]
-                if not holders:
-                    want.next_search = 0.0  # nobody has it any more: back to searching now
-                    continue
-                free = [c for c in holders if len(c.outstanding) < self.config.max_inflight_per_peer]
-                if not free:
-                    want.queued = True  # every holder is busy; a completion wakes us again
-                    self.ready.append(want)
-                    continue
-                ctx = self.rng.choices(free, weights=[1 / (1 + c.penalty()) for c in free])[0]
-                want.peer, want.deadline = ctx, time.monotonic() + self.config.request_timeout_s
-                ctx.outstanding.add(want.address)
-                ctx.queue_wants([WantEntry(want.address, WANT_BLOCK, send_dont_have=True)])
+                continue
+            holders = self._holders(want)
+            if not holders:
+                self._back_to_searching(want)
+                continue
+            candidates = [c for c in holders if c in free]
+            if not candidates:
+                waiting.append(want)
+                continue
+            want.queued = False
+            ctx = self.rng.choices(candidates, weights=[1 / (1 + c.penalty()) for c in candidates])[0]
+            want.peer, want.deadline = ctx, time.monotonic() + self.config.request_timeout_s
+            ctx.outstanding.add(want.address)
+            ctx.requested.add(want.address)
+            ctx.queue_wants([WantEntry(want.address, WANT_BLOCK, send_dont_have=True)])
+            if len(ctx.outstanding) >= cap:
+                free.remove(ctx)
+        self.ready.extendleft(reversed(waiting))
 
     async def _timers(self) -> None:
         while True:

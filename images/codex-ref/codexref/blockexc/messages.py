@@ -4,11 +4,16 @@
 Encoding follows the Nim encoder: fields are written in number order; booleans and zero
 integers that matter are written explicitly, and decoders accept messages with or without them.
 Frames on the stream are unsigned-varint length-prefixed (`writeLp`/`readLp`, 100 MiB max).
+
+The per-block types are NamedTuples, not dataclasses: a download creates, hashes and compares
+several per block, and tuples do that in C. Decoding a memoryview keeps a block's data a view
+into the received frame instead of copying it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from codexref.protobuf import (
     LENGTH_DELIMITED,
@@ -26,8 +31,7 @@ PRESENCE_HAVE = 0
 PRESENCE_DONT_HAVE = 1
 
 
-@dataclass(frozen=True)
-class BlockAddress:
+class BlockAddress(NamedTuple):
     """A dataset block `(treeCid, index)` (leaf) or a standalone block / manifest by `cid`."""
 
     leaf: bool
@@ -50,20 +54,19 @@ class BlockAddress:
         return out + bytes_field(4, self.cid)
 
     @classmethod
-    def decode(cls, data: bytes) -> BlockAddress:
+    def decode(cls, data: bytes | memoryview) -> BlockAddress:
         f = _fields(data)
         leaf = bool(f.get(1, 0))
         if leaf:
             if 2 not in f:
                 raise DecodeError("leaf BlockAddress without treeCid")
-            return cls(True, tree_cid=f[2], index=f.get(3, 0))
+            return cls(True, tree_cid=_as_bytes(f[2]), index=f.get(3, 0))
         if 4 not in f:
             raise DecodeError("BlockAddress without cid")
-        return cls(False, cid=f[4])
+        return cls(False, cid=_as_bytes(f[4]))
 
 
-@dataclass(frozen=True)
-class WantEntry:
+class WantEntry(NamedTuple):
     address: BlockAddress
     want_type: int = WANT_BLOCK
     cancel: bool = False
@@ -80,7 +83,7 @@ class WantEntry:
         )
 
     @classmethod
-    def decode(cls, data: bytes) -> WantEntry:
+    def decode(cls, data: bytes | memoryview) -> WantEntry:
         f = _fields(data)
         if 1 not in f:
             raise DecodeError("want entry without address")
@@ -88,7 +91,7 @@ class WantEntry:
         if want_type not in (WANT_BLOCK, WANT_HAVE):
             raise DecodeError(f"unknown wantType {want_type}")
         return cls(
-            BlockAddress.decode(f[1]),
+            BlockAddress.decode(_as_buffer(f[1])),
             want_type=want_type,
             cancel=bool(f.get(3, 0)),
             send_dont_have=bool(f.get(5, 0)),
@@ -105,20 +108,19 @@ class Wantlist:
         return b"".join(bytes_field(1, e.encode()) for e in self.entries) + varint_field(2, int(self.full))
 
     @classmethod
-    def decode(cls, data: bytes) -> Wantlist:
+    def decode(cls, data: bytes | memoryview) -> Wantlist:
         entries, full = [], False
         for number, _, value in iter_fields(data):
             if number == 1:
-                entries.append(WantEntry.decode(_as_bytes(value)))
+                entries.append(WantEntry.decode(_as_buffer(value)))
             elif number == 2:
                 full = bool(value)
         return cls(tuple(entries), full)
 
 
-@dataclass(frozen=True)
-class BlockDelivery:
+class BlockDelivery(NamedTuple):
     cid: bytes
-    data: bytes
+    data: bytes | memoryview  # a view into the received frame when decoded from a memoryview
     address: BlockAddress
     proof: bytes = b""  # CodexProof bytes; leaf deliveries only
 
@@ -134,15 +136,19 @@ class BlockDelivery:
         return b"".join(self.parts())
 
     @classmethod
-    def decode(cls, data: bytes) -> BlockDelivery:
+    def decode(cls, data: bytes | memoryview) -> BlockDelivery:
         f = _fields(data)
         if 1 not in f or 3 not in f:
             raise DecodeError("block delivery without cid or address")
-        return cls(f[1], f.get(2, b""), BlockAddress.decode(f[3]), f.get(4, b""))
+        return cls(
+            _as_bytes(f[1]),
+            _as_buffer(f.get(2, b"")),
+            BlockAddress.decode(_as_buffer(f[3])),
+            _as_bytes(f.get(4, b"")),
+        )
 
 
-@dataclass(frozen=True)
-class BlockPresence:
+class BlockPresence(NamedTuple):
     address: BlockAddress
     type: int = PRESENCE_HAVE
     price: bytes = bytes(32)  # UInt256 big-endian, as upstream writes it; always zero here
@@ -151,11 +157,11 @@ class BlockPresence:
         return bytes_field(1, self.address.encode()) + varint_field(2, self.type) + bytes_field(3, self.price)
 
     @classmethod
-    def decode(cls, data: bytes) -> BlockPresence:
+    def decode(cls, data: bytes | memoryview) -> BlockPresence:
         f = _fields(data)
         if 1 not in f:
             raise DecodeError("block presence without address")
-        return cls(BlockAddress.decode(f[1]), f.get(2, PRESENCE_HAVE), f.get(3, b""))
+        return cls(BlockAddress.decode(_as_buffer(f[1])), f.get(2, PRESENCE_HAVE), _as_bytes(f.get(3, b"")))
 
 
 @dataclass(frozen=True)
@@ -181,15 +187,16 @@ class Message:
         return b"".join(self.parts())
 
     @classmethod
-    def decode(cls, data: bytes) -> Message:
+    def decode(cls, data: bytes | memoryview) -> Message:
+        """Decode a message body; block data stays a view into `data` (no copy)."""
         wantlist, payload, presences, pending = Wantlist(), [], [], 0
-        for number, _, value in iter_fields(data):
+        for number, _, value in iter_fields(memoryview(data)):
             if number == 1:
-                wantlist = Wantlist.decode(_as_bytes(value))
+                wantlist = Wantlist.decode(_as_buffer(value))
             elif number == 3:
-                payload.append(BlockDelivery.decode(_as_bytes(value)))
+                payload.append(BlockDelivery.decode(_as_buffer(value)))
             elif number == 4:
-                presences.append(BlockPresence.decode(_as_bytes(value)))
+                presences.append(BlockPresence.decode(_as_buffer(value)))
             elif number == 5:
                 pending = int(value)  # type: ignore[arg-type]
         return cls(wantlist, tuple(payload), tuple(presences), pending)
@@ -204,12 +211,17 @@ def _field_header(number: int, length: int) -> bytes:
     return encode_varint(number << 3 | LENGTH_DELIMITED) + encode_varint(length)
 
 
-def _as_bytes(value: int | bytes) -> bytes:
-    if not isinstance(value, bytes):
+def _as_buffer(value: int | bytes | memoryview) -> bytes | memoryview:
+    if isinstance(value, int):
         raise DecodeError("expected a length-delimited field")
     return value
 
 
-def _fields(data: bytes) -> dict:
+def _as_bytes(value: int | bytes | memoryview) -> bytes:
+    """Small fields (CIDs, proofs) become bytes: they are hashed, compared and kept."""
+    return bytes(_as_buffer(value))
+
+
+def _fields(data: bytes | memoryview) -> dict:
     """Last value per field number (the messages here have no repeated fields)."""
     return {number: value for number, _, value in iter_fields(data)}

@@ -31,25 +31,33 @@ MAX_ENTRIES_PER_MESSAGE = 1024
 
 
 class FrameReader:
-    """Reads unsigned-varint length-prefixed frames from a libp2p stream."""
+    """Reads unsigned-varint length-prefixed frames from a libp2p stream.
+
+    A frame's chunks are joined once; the body is a view into that join (no further copies of
+    the blocks it carries)."""
 
     def __init__(self, stream: INetStream) -> None:
         self.stream = stream
-        self.buffer = bytearray()
+        self.buffer = b""
 
     async def _fill(self, size: int) -> bool:
-        while len(self.buffer) < size:
-            chunk = await self.stream.read(max(size - len(self.buffer), 1 << 16))
+        """Make the buffer at least `size` bytes long; False at end of stream."""
+        chunks, have = [self.buffer], len(self.buffer)
+        while have < size:
+            chunk = await self.stream.read(max(size - have, 1 << 16))
             if not chunk:
                 return False
-            self.buffer += chunk
+            chunks.append(chunk)
+            have += len(chunk)
+        if len(chunks) > 1:
+            self.buffer = b"".join(chunks)
         return True
 
-    async def read(self) -> bytes | None:
+    async def read(self) -> memoryview | None:
         """The next frame's body, or None at end of stream."""
         while True:
             try:
-                length, start = decode_varint(bytes(self.buffer[:10]))
+                length, start = decode_varint(self.buffer)
                 break
             except DecodeError:
                 if len(self.buffer) >= 10:
@@ -60,8 +68,8 @@ class FrameReader:
             raise DecodeError(f"frame of {length} bytes exceeds {MAX_MESSAGE_BYTES}")
         if not await self._fill(start + length):
             return None
-        body = bytes(self.buffer[start : start + length])
-        del self.buffer[: start + length]
+        body = memoryview(self.buffer)[start : start + length]
+        self.buffer = self.buffer[start + length :]
         return body
 
 
@@ -71,6 +79,7 @@ class PeerContext:
     have: set[BlockAddress] = field(default_factory=set)
     dont_have: set[BlockAddress] = field(default_factory=set)
     outstanding: set[BlockAddress] = field(default_factory=set)  # our wantBlocks in flight to them
+    requested: set[BlockAddress] = field(default_factory=set)  # + timed-out ones: cancelled on delivery
     asked_at: dict[BlockAddress, float] = field(default_factory=dict)  # when we last sent them a want
     wants_from_them: dict[BlockAddress, WantEntry] = field(default_factory=dict)  # not local yet
     successes: int = 0
