@@ -35,9 +35,9 @@ def wait_until(
 
     `probe` may raise NotYet(reason) to keep waiting, or any other exception to fail at once
     (a container that exited must not be waited on). `interval_s` may be a function giving the
-    next pause (a probe that tracks progress polls rarely early, often near the end). On
-    timeout the error says what was
-    awaited, for how long, the last reason, and `culprit()` (typically the last log lines).
+    next pause (a probe that tracks progress polls rarely early, often near the end). On timeout
+    the error says what was awaited, for how long, the last reason, and `culprit()` (typically
+    the last log lines).
     """
     start = time.monotonic()
     last_reason: list[str] = ["no answer yet"]

@@ -6,9 +6,9 @@ spending one of its `block_retries`. When a peer reports presence, the want beco
 scheduler task assigns ready wants to peers that have the block, by weighted random choice
 (penalty 2 x outstanding + 5 x failure rate) under a per-peer in-flight cap, and sends wantBlock.
 An assigned want that is not answered within `request_timeout` counts a failure for that peer and
-is retried elsewhere. After a delivery, cancels go to every other peer we sent a wantBlock. A peer silent for
-`peer_activity_timeout` while we wait on it is dropped and disconnected. Peer discovery is by
-presence alone (no DHT): whoever we are connected to is asked.
+is retried elsewhere. After a delivery, cancels go to the other peers we sent a wantBlock for it.
+A peer silent for `peer_activity_timeout` while we wait on it is dropped and disconnected. Peer
+discovery is by presence alone (no DHT): whoever we are connected to is asked.
 
 Their side: wantHave is answered with a presence (dontHave only when asked for); wantBlock of a
 local block is queued for delivery, of a missing one remembered and served when it arrives;
@@ -85,7 +85,7 @@ class Want:
     deadline: float = 0.0
     next_search: float = 0.0
     queued: bool = False  # in the scheduler's ready queue (entries of unqueued wants are skipped)
-    storing: bool = False  # delivered and verified; being written
+    storing: bool = False  # delivered; being verified and written
     error: Exception | None = None
     on_done: list[Callable[[], None]] = field(default_factory=list)
 
@@ -516,8 +516,11 @@ class Engine:
         peer with room holds a ready block: a wake-up per delivered message must not rescan
         a thousand waiting wants."""
         cap = self.config.max_inflight_per_peer
+        roomy = [c for c in self.peers.values() if len(c.outstanding) < cap and c.have]
+        if not roomy or not self.ready:
+            return
         wanted = {want.address for want in self.ready}
-        free = [c for c in self.peers.values() if len(c.outstanding) < cap and not c.have.isdisjoint(wanted)]
+        free = [c for c in roomy if not c.have.isdisjoint(wanted)]
         waiting: list[Want] = []  # holders all busy: they keep their place in the queue
         while free and self.ready:
             want = self.ready.popleft()
