@@ -306,9 +306,11 @@ class Engine:
                 accepted.append((delivery, want))
         if not accepted:
             return
-        blocks = [(Cid.from_bytes(d.cid), d.data) for d, _ in accepted]
+        cids = [Cid.from_bytes(d.cid) for d, _ in accepted]  # parsed once: _verify accepted them
         try:
-            reservation = self.store.reserve(blocks)
+            reservation = self.store.reserve(
+                [(cid, d.data) for cid, (d, _) in zip(cids, accepted, strict=True)]
+            )
         except QuotaNotEnoughError as exc:
             for _, want in accepted:
                 want.storing = False
@@ -317,7 +319,7 @@ class Engine:
             return
         created = await trio.to_thread.run_sync(self.store.write, reservation)
         self.store.commit(reservation, created)
-        self._index([delivery for delivery, _ in accepted])
+        self._index([delivery for delivery, _ in accepted], cids)
         for delivery, want in accepted:
             self.metrics.inc("blocks_received")
             ctx.successes += 1
@@ -356,12 +358,11 @@ class Engine:
             return "Merkle proof does not verify"
         return None
 
-    def _index(self, deliveries: list[BlockDelivery]) -> None:
+    def _index(self, deliveries: list[BlockDelivery], cids: list[Cid]) -> None:
         """Record where stored blocks belong: their tree leaves (one write per tree) and proofs,
         or the manifest index."""
         leaves: dict[bytes, dict[int, bytes]] = {}
-        for delivery in deliveries:
-            cid = Cid.from_bytes(delivery.cid)
+        for delivery, cid in zip(deliveries, cids, strict=True):
             address = delivery.address
             if address.leaf:
                 if address.tree_cid not in leaves:
