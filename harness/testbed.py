@@ -34,7 +34,8 @@ from harness.paths import artifacts_dir, generated_dir
 from harness.ready.readiness import (
     ReadinessReport,
     find_containers,
-    wait_containers_healthy,
+    wait_app_probes,
+    wait_containers_running,
     wait_ready,
 )
 from harness.render.compose import render
@@ -175,11 +176,13 @@ class Testbed:
         return container.attrs["State"]["ExitCode"]
 
     def start(self, node: str, deadline_s: float = 60) -> None:
-        """Start a stopped node (re-plumbing its routes) and wait until it is healthy again."""
+        """Start a stopped node (re-plumbing its routes) and wait until its API answers again."""
         self.container(node).start()
         plumb(self.plan, {node: self.container(node)})
         subset = Plan(**{**self.plan.__dict__, "nodes": {node: self.plan.nodes[node]}})
-        wait_containers_healthy(docker.from_env(), subset, deadline_s, ReadinessReport(self.plan.project))
+        report = ReadinessReport(self.plan.project)
+        containers = wait_containers_running(docker.from_env(), subset, deadline_s, report)
+        wait_app_probes(subset, containers, deadline_s, report)
 
     def restart(self, node: str, deadline_s: float = 60) -> int:
         """Stop and start one node; returns the exit code of the stop."""

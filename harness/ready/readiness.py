@@ -1,8 +1,12 @@
 """Wait until a planned testbed is truly ready, layer by layer, and say how long each layer took.
 
-1. containers: every planned container exists and its compose healthcheck says healthy.
-   A container that exits or turns unhealthy fails the wait at once, with its last log lines.
-2. app probe: from the host, `GET /debug/info` answers with a peer id and an `spr:` record.
+1. containers: every planned container exists and runs. One that exits, or that its compose
+   healthcheck calls unhealthy, fails the wait at once (here and in the app layer), with its
+   last log lines.
+2. app probe: from the host, `GET /debug/info` answers with a peer id and an `spr:` record
+   (status peers: `POST /health`). This is the compose healthcheck's own probe, polled from the
+   host: docker runs the healthcheck only every few seconds (each run is a process started in
+   the container), so readiness does not wait for docker to call a container healthy.
 3. topology predicate: every node announces the address the plan gave it, and peer ids are
    distinct; behind NATs, the referee classifies every router and it must match its profile.
 4. peering: the testbed connects the planned pairs (`GET /connect/{peer}?addrs=...`, the pattern
@@ -13,7 +17,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
 import docker
 import requests
@@ -27,6 +33,8 @@ from harness.render.compose import LABEL_PROJECT
 from harness.topology.plan import Plan
 
 LOG_TAIL = 30
+T = TypeVar("T")
+APP_PROBE_INTERVAL_S = 0.25
 
 
 @dataclass
@@ -66,15 +74,24 @@ def log_tail(container: Container, lines: int = LOG_TAIL) -> str:
     return f"--- last {lines} log lines of {container.name} ---\n{text}"
 
 
-def _health(container: Container) -> tuple[str, str]:
+def container_state(container: Container) -> tuple[str, str]:
+    """(status, health) as docker sees it now; health is "none" without a healthcheck."""
     container.reload()
     state = container.attrs["State"]
     return state["Status"], (state.get("Health") or {}).get("Status", "none")
 
 
-def wait_containers_healthy(
+def raise_if_down(name: str, container: Container) -> str:
+    """The container's status; ContainerFailed (with its logs) if it exited or is unhealthy."""
+    status, health = container_state(container)
+    if status in ("exited", "dead") or health == "unhealthy":
+        raise ContainerFailed(f"{name} is {status}/{health} during readiness\n{log_tail(container)}")
+    return status
+
+
+def wait_containers_running(
     client: docker.DockerClient, plan: Plan, deadline_s: float, report: ReadinessReport
-):
+) -> dict[str, Container]:
     start = time.monotonic()
     pending = set(plan.containers)
     containers: dict[str, Container] = {}
@@ -82,34 +99,45 @@ def wait_containers_healthy(
     def probe() -> bool:
         containers.update(find_containers(client, plan.project))
         for name in sorted(pending):
-            container = containers.get(name)
-            if container is None:
-                continue
-            status, health = _health(container)
-            if status in ("exited", "dead") or health == "unhealthy":
-                raise ContainerFailed(f"{name} is {status}/{health} during readiness\n{log_tail(container)}")
-            # An upstream image without a healthcheck counts once running; its app probe decides.
-            if health == "healthy" or (health == "none" and status == "running"):
+            if name in containers and raise_if_down(name, containers[name]) == "running":
                 pending.discard(name)
-                report.steps.append(Step("container", name, time.monotonic() - start, "healthy"))
+                report.steps.append(Step("container", name, time.monotonic() - start, "running"))
         if pending:
-            raise NotYet("not healthy yet: " + ", ".join(sorted(pending)))
+            raise NotYet("not running yet: " + ", ".join(sorted(pending)))
         return True
 
     def culprit() -> str:
         return "\n".join(log_tail(containers[n]) for n in sorted(pending) if n in containers)
 
-    wait_until("containers to be healthy", probe, deadline_s, culprit=culprit)
+    wait_until("containers to run", probe, deadline_s, culprit=culprit)
     return containers
 
 
-def wait_app_probes(plan: Plan, deadline_s: float, report: ReadinessReport) -> dict[str, dict]:
+def _wait_app(name: str, what: str, container: Container, answer: Callable[[], T], deadline_s: float) -> T:
+    """Poll one service's app probe from the host; its container exiting fails the wait at once."""
+
+    def probe() -> T:
+        raise_if_down(name, container)
+        return answer()
+
+    return wait_until(
+        f"{name} to answer {what}",
+        probe,
+        deadline_s,
+        interval_s=APP_PROBE_INTERVAL_S,
+        culprit=lambda: log_tail(container),
+    )
+
+
+def wait_app_probes(
+    plan: Plan, containers: dict[str, Container], deadline_s: float, report: ReadinessReport
+) -> dict[str, dict]:
     infos: dict[str, dict] = {}
     for name, node in plan.nodes.items():
         start = time.monotonic()
         client = CodexClient(node.api_url, timeout_s=5)
 
-        def probe(client: CodexClient = client) -> dict:
+        def answer(client: CodexClient = client) -> dict:
             try:
                 info = client.debug_info()
             except (requests.RequestException, CodexApiError, ValueError) as exc:
@@ -118,17 +146,20 @@ def wait_app_probes(plan: Plan, deadline_s: float, report: ReadinessReport) -> d
                 raise NotYet(f"debug/info without id/spr: {str(info)[:200]}")
             return info
 
-        infos[name] = wait_until(f"{name} to answer GET {node.api_url}/debug/info", probe, deadline_s)
+        what = f"GET {node.api_url}/debug/info"
+        infos[name] = _wait_app(name, what, containers[name], answer, deadline_s)
         report.steps.append(Step("app", name, time.monotonic() - start, infos[name]["id"]))
     return infos
 
 
-def wait_status_peers(plan: Plan, deadline_s: float, report: ReadinessReport) -> None:
+def wait_status_peers(
+    plan: Plan, containers: dict[str, Container], deadline_s: float, report: ReadinessReport
+) -> None:
     """Every status peer answers POST /health (status-backend's readiness probe)."""
     for name, peer in plan.status.items():
         start = time.monotonic()
 
-        def probe(url: str = f"{peer.url}/health") -> dict:
+        def answer(url: str = f"{peer.url}/health") -> dict:
             try:
                 response = requests.post(url, timeout=5)
                 response.raise_for_status()
@@ -136,7 +167,7 @@ def wait_status_peers(plan: Plan, deadline_s: float, report: ReadinessReport) ->
             except (requests.RequestException, ValueError) as exc:
                 raise NotYet(f"{exc.__class__.__name__}: {exc}") from None
 
-        version = wait_until(f"{name} to answer POST {peer.url}/health", probe, deadline_s)
+        version = _wait_app(name, f"POST {peer.url}/health", containers[name], answer, deadline_s)
         report.steps.append(Step("app", name, time.monotonic() - start, str(version.get("version"))))
 
 
@@ -230,12 +261,12 @@ def wait_ready(plan: Plan, deadline_s: float = 180, report: ReadinessReport | No
     def remaining() -> float:
         return max(1.0, deadline_s - (time.monotonic() - start))
 
-    containers = wait_containers_healthy(client, plan, remaining(), report)
-    infos = wait_app_probes(plan, remaining(), report)
+    containers = wait_containers_running(client, plan, remaining(), report)
+    infos = wait_app_probes(plan, containers, remaining(), report)
     check_topology(plan, infos, report)
     check_nats(plan, containers, report)
     connect_peers(plan, infos, remaining(), report)
     wait_relay_reservations(plan, remaining(), report)
-    wait_status_peers(plan, remaining(), report)
+    wait_status_peers(plan, containers, remaining(), report)
     report.total_s = time.monotonic() - start
     return report

@@ -103,7 +103,8 @@ def test_a_node_that_never_gets_ready_hits_the_deadline_with_its_logs(tmp_path: 
         Testbed.up(topology, project=project, deadline_s=8, log=lambda _: None)
 
     message = str(caught.value)
-    assert "(deadline 8s) waiting for containers to be healthy: not healthy yet: codex-1" in message
+    assert "(deadline 8s) waiting for codex-1 to answer GET http://" in message
+    assert "/debug/info: CodexApiError" in message, "the last reason is the probe's failure"
     assert "REST service started" in message, "the stalled node's own log lines are shown"
     assert sweep.leftovers(project) == {"containers": 0, "networks": 0, "volumes": 0}
     assert (Path(os.environ.get("TESTBED_ARTIFACTS_DIR", "artifacts")) / project / "readiness.json").exists()

@@ -10,8 +10,8 @@ from pathlib import Path
 import coincurve
 import pytest
 from codexref import config, identity, multiaddr, validation
-from codexref.blocks import PackBlocks, SqliteBlocks
-from codexref.cid import MANIFEST_CODEC
+from codexref.blocks import PackBlocks, SqliteBlocks, punch_hole
+from codexref.cid import BLOCK_CODEC, MANIFEST_CODEC, Cid
 from codexref.dataset import read_local, store_stream
 from codexref.protobuf import iter_fields
 from codexref.store import BlockNotFoundError, QuotaNotEnoughError, RepoStore
@@ -162,6 +162,7 @@ def test_expiry_removes_blocks_older_than_the_ttl(tmp_path: Path, repo_kind: str
 
 def test_pack_segments_roll_over_and_go_when_emptied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(PackBlocks, "SEGMENT_BYTES", 2 * KIB64)
+    monkeypatch.setattr(PackBlocks, "LOCATIONS_KEPT", 3)  # reads below also go past the cache
     store = RepoStore(tmp_path, 1 << 30, "pack")
     data = b"".join(bytes([i]) * KIB64 for i in range(4))
     first = upload(store, data)  # four distinct blocks, then the manifest in a second segment
@@ -176,6 +177,25 @@ def test_pack_segments_roll_over_and_go_when_emptied(tmp_path: Path, monkeypatch
     remaining = {p.name for p in (tmp_path / "repo").glob("seg-*")}
     assert "seg-0" not in remaining  # only first's blocks were in it
     assert b"".join(read_local(reopened, reopened.manifest(third))) == b"r" * KIB64
+
+
+def test_a_deleted_pack_block_becomes_a_hole_its_neighbours_intact(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.write_bytes(bytes(KIB64))
+    with scratch.open("r+b") as probe:
+        if not punch_hole(probe.fileno(), 0, KIB64):
+            pytest.skip("this filesystem cannot punch holes")
+    blocks = PackBlocks(tmp_path / "repo")
+    # Odd sizes: the hole's edges fall inside pages it shares with its neighbours.
+    contents = [bytes([i + 1]) * size for i, size in enumerate((1000, 3 * KIB64 + 17, 5000))]
+    cids = [Cid.of_data(BLOCK_CODEC, content) for content in contents]
+    blocks.write_many(list(zip(cids, contents, strict=True)))
+    segment = tmp_path / "repo" / "seg-0"
+    allocated = segment.stat().st_blocks
+    assert blocks.delete(cids[1]) == len(contents[1])
+    assert segment.stat().st_blocks < allocated, "the block's disk space is given back at once"
+    assert blocks.get(cids[1]) is None
+    assert blocks.get(cids[0]) == contents[0] and blocks.get(cids[2]) == contents[2]
 
 
 # -- config and header rules ----------------------------------------------------------------------------

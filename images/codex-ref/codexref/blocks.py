@@ -2,11 +2,14 @@
 block; `sqlite` keeps them in one SQLite database (WAL), far cheaper per block on disks where
 creating a file costs a millisecond. `pack` (reference-only) appends blocks to segment files
 indexed in SQLite: each block is written once, where SQLite writes a 64 KiB blob to its WAL and
-again into the database, on two 64 KiB pages. All are safe to write from a worker thread.
+again into the database, on two 64 KiB pages. All are safe to write from a worker thread;
+reads and deletes run on the node's event loop.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import sqlite3
 import threading
@@ -15,6 +18,25 @@ from pathlib import Path
 from typing import Protocol
 
 from codexref.cid import Cid
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_fallocate = getattr(_libc, "fallocate", None)  # Linux only
+if _fallocate is not None:
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+
+
+def punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Free a byte range of a file (disk blocks and page cache); the range reads as zeros after.
+    False where the filesystem or platform cannot."""
+    if _fallocate is None:
+        return False
+    if _fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EOPNOTSUPP, errno.ENOSYS):
+        return False
+    raise OSError(error, os.strerror(error))
 
 
 class BlockBackend(Protocol):
@@ -179,10 +201,12 @@ class PackBlocks(_PerThreadSqlite):
     """Blocks appended to segment files `seg-<n>` (a new one after SEGMENT_BYTES), found through
     index.sqlite3 (cid -> segment, offset, length, stored). A message's new blocks are one
     pwritev and one index transaction; data is written before the index row that points to it,
-    so a crash leaves at most unreferenced bytes. A deleted block's space is not reused; a
-    segment file goes when no block in it is left (quota counts live blocks, as upstream's)."""
+    so a crash leaves at most unreferenced bytes. A deleted block becomes a hole in its segment
+    (disk space and page cache freed at once, where the filesystem can punch holes); a segment
+    file goes when no block in it is left (quota counts live blocks, as upstream's)."""
 
     SEGMENT_BYTES = 1 << 30
+    LOCATIONS_KEPT = 1 << 16  # about 10 MB: the blocks being served or fetched right now
 
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -198,6 +222,9 @@ class PackBlocks(_PerThreadSqlite):
         self._append_lock = threading.Lock()  # one writer appends (and unlinks) at a time
         self._fd_lock = threading.Lock()
         self._fds: dict[int, int] = {}
+        # Recently written or read locations: a served block is looked up for its want-have, its
+        # want-block and its delivery, and an index query costs more than the rest of the three.
+        self._locations: dict[bytes, tuple[int, int, int]] = {}
         segments = sorted(int(p.name.removeprefix("seg-")) for p in root.glob("seg-*"))
         self._segment = segments[-1] if segments else 0
         self._end = os.fstat(self._fd(self._segment)).st_size
@@ -210,8 +237,19 @@ class PackBlocks(_PerThreadSqlite):
             return fd
 
     def _locate(self, cid: Cid) -> tuple[int, int, int] | None:
-        query = "select segment, offset, length from blocks where cid = ?"
-        return self._db().execute(query, (cid.to_bytes(),)).fetchone()
+        key = cid.to_bytes()
+        found = self._locations.get(key)
+        if found is None:
+            query = "select segment, offset, length from blocks where cid = ?"
+            found = self._db().execute(query, (key,)).fetchone()
+            if found is not None:
+                self._remember(key, found)
+        return found
+
+    def _remember(self, key: bytes, location: tuple[int, int, int]) -> None:
+        if len(self._locations) >= self.LOCATIONS_KEPT:
+            self._locations.clear()  # cheaper than LRU bookkeeping; hot blocks come back at next use
+        self._locations[key] = location
 
     def has(self, cid: Cid) -> bool:
         return self._locate(cid) is not None
@@ -252,34 +290,44 @@ class PackBlocks(_PerThreadSqlite):
                 db.execute("rollback")
                 raise
             self._end = offset
+            for key, segment, block_offset, length, _ in rows:
+                self._remember(key, (segment, block_offset, length))
         return created
 
-    def _drop(self, rows: list[tuple[bytes, int, int]]) -> list[int]:
-        """Remove index rows (cid, segment, length); unlink segments no block is left in."""
+    def _drop(self, rows: list[tuple[bytes, int, int, int]]) -> list[int]:
+        """Remove index rows (cid, segment, offset, length), then the bytes they pointed to:
+        segments no block is left in are unlinked, blocks in the others become holes."""
         db = self._db()
-        db.executemany("delete from blocks where cid = ?", [(cid,) for cid, _, _ in rows])
+        for cid, *_ in rows:
+            self._locations.pop(cid, None)
+        db.executemany("delete from blocks where cid = ?", [(cid,) for cid, *_ in rows])
         with self._append_lock:
-            for segment in {segment for _, segment, _ in rows} - {self._segment}:
+            emptied = set()
+            for segment in {segment for _, segment, _, _ in rows} - {self._segment}:
                 if db.execute("select 1 from blocks where segment = ? limit 1", (segment,)).fetchone():
                     continue
+                emptied.add(segment)
                 with self._fd_lock:
                     fd = self._fds.pop(segment, None)
                 if fd is not None:
                     os.close(fd)
                 (self.root / f"seg-{segment}").unlink(missing_ok=True)
-        return [length for _, _, length in rows]
+            for _, segment, offset, length in rows:
+                if segment not in emptied:
+                    punch_hole(self._fd(segment), offset, length)
+        return [length for *_, length in rows]
 
     def delete(self, cid: Cid) -> int:
         found = self._locate(cid)
         if found is None:
             return 0
-        return self._drop([(cid.to_bytes(), found[0], found[2])])[0]
+        return self._drop([(cid.to_bytes(), *found)])[0]
 
     def usage(self) -> tuple[int, int]:
         return self._db().execute("select count(*), coalesce(sum(length), 0) from blocks").fetchone()
 
     def expire(self, cutoff: float, limit: int) -> list[int]:
-        query = "select cid, segment, length from blocks where stored < ? limit ?"
+        query = "select cid, segment, offset, length from blocks where stored < ? limit ?"
         return self._drop(self._db().execute(query, (cutoff, limit)).fetchall())
 
 

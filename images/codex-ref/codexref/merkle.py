@@ -15,8 +15,10 @@ from codexref.protobuf import DecodeError, bytes_field, iter_fields, varint_fiel
 ZERO = bytes(32)
 KEY_PAIR_BOTTOM, KEY_PAIR, KEY_ODD_BOTTOM, KEY_ODD = b"\x01", b"\x00", b"\x03", b"\x02"
 SHA2_256 = 0x12
-# A path node on the wire, field 4 {1: node}: tag 0x0a, length 32, then the 32 bytes.
+# A path node on the wire, field 4 {1: node}: tag 0x0a, length 32, then the 32 bytes; the
+# entry itself is tag 0x22, length 34 (both are encoded and decoded once per block sent).
 NODE_PREFIX = b"\x0a\x20"
+PATH_ENTRY_PREFIX = b"\x22\x22" + NODE_PREFIX
 
 
 def _compress(left: bytes, right: bytes, key: bytes) -> bytes:
@@ -56,10 +58,11 @@ class Proof(NamedTuple):
 
     def encode(self) -> bytes:
         """CodexProof wire form: 1 mcodec, 2 index, 3 nleaves, 4 repeated {1: node}."""
-        out = varint_field(1, SHA2_256) + varint_field(2, self.index) + varint_field(3, self.nleaves)
-        for node in self.path:
-            out += bytes_field(4, bytes_field(1, node))
-        return out
+        head = varint_field(1, SHA2_256) + varint_field(2, self.index) + varint_field(3, self.nleaves)
+        return head + b"".join(
+            PATH_ENTRY_PREFIX + node if len(node) == 32 else bytes_field(4, bytes_field(1, node))
+            for node in self.path
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Proof:

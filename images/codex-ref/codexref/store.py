@@ -76,7 +76,7 @@ class RepoStore:
         """Store blocks on the calling thread; reserve/write/commit is the same, split so that
         the write can run off the event loop."""
         reservation = self.reserve(blocks)
-        self.commit(reservation, self.write(reservation))
+        self.commit(reservation, self.write(blocks))
 
     def reserve(self, blocks: list[tuple[Cid, bytes]]) -> Reservation:
         """Hold quota for the blocks not stored yet; QuotaNotEnoughError (upstream's text) if
@@ -90,9 +90,9 @@ class RepoStore:
         self.quota_reserved_bytes += size
         return Reservation(blocks, size)
 
-    def write(self, reservation: Reservation) -> list[bool]:
+    def write(self, blocks: list[tuple[Cid, bytes]]) -> list[bool]:
         """Write reserved blocks; safe in a worker thread. True for each block that was new."""
-        return self.blocks.write_many(reservation.blocks)
+        return self.blocks.write_many(blocks)
 
     def commit(self, reservation: Reservation, created: list[bool]) -> None:
         """Turn a reservation into usage for the blocks that were new."""

@@ -61,8 +61,12 @@ class RetriesExhaustedError(RuntimeError):
     pass
 
 
-def _sha256_all(blocks: list[bytes | memoryview]) -> list[bytes]:
-    return [hashlib.sha256(block).digest() for block in blocks]
+def _hash_and_write(store: RepoStore, blocks: list[tuple[Cid, bytes | memoryview]]) -> list[bool | None]:
+    """Worker thread: write the blocks whose data hashes to their CID (SHA-256 runs without the
+    GIL). Per block: True written, False already stored, None rejected (not written)."""
+    matching = [hashlib.sha256(data).digest() == cid.digest for cid, data in blocks]
+    written = iter(store.write([block for block, ok in zip(blocks, matching, strict=True) if ok]))
+    return [next(written) if ok else None for ok in matching]
 
 
 @dataclass(frozen=True)
@@ -280,8 +284,10 @@ class Engine:
                 self._back_to_searching(want)
 
     async def _on_deliveries(self, ctx: PeerContext, deliveries: tuple[BlockDelivery, ...]) -> None:
-        """Verify, then write the message's new blocks, each in a worker thread (hashing and disk
-        I/O must not stall the event loop that keeps requests flowing), then complete the wants."""
+        """Check the message's new blocks (CIDs, Merkle proofs), then hash and write them in one
+        worker-thread call (hashing and disk I/O must not stall the event loop that keeps
+        requests flowing; one hand-off per message, as each costs thread wake-ups and GIL
+        switches), then complete the wants of those that were sound."""
         fresh: list[tuple[BlockDelivery, Want]] = []
         for delivery in deliveries:
             want = self.wants.get(delivery.address)
@@ -293,48 +299,54 @@ class Engine:
             fresh.append((delivery, want))
         if not fresh:
             return
-        # SHA-256 of 64 KiB blocks runs without the GIL: in a worker thread it overlaps the event
-        # loop reading the next message (the thread does nothing else, so it rarely holds the GIL).
-        digests = await trio.to_thread.run_sync(_sha256_all, [d.data for d, _ in fresh])
-        accepted: list[tuple[BlockDelivery, Want]] = []
-        for (delivery, want), digest in zip(fresh, digests, strict=True):
-            if problem := self._verify(delivery, digest):
-                log.warning("rejected block from %s: %s", ctx.peer_id, problem)
-                ctx.failures += 1
-                want.storing = False
+        checked: list[tuple[BlockDelivery, Want]] = []
+        for delivery, want in fresh:
+            if problem := self._verify(delivery):
+                self._reject(ctx, want, problem)
             else:
-                accepted.append((delivery, want))
-        if not accepted:
+                checked.append((delivery, want))
+        if not checked:
             return
-        cids = [Cid.from_bytes(d.cid) for d, _ in accepted]  # parsed once: _verify accepted them
+        cids = [Cid.from_bytes(d.cid) for d, _ in checked]  # parsed again: _verify accepted them
+        blocks = [(cid, d.data) for cid, (d, _) in zip(cids, checked, strict=True)]
         try:
-            reservation = self.store.reserve(
-                [(cid, d.data) for cid, (d, _) in zip(cids, accepted, strict=True)]
-            )
+            reservation = self.store.reserve(blocks)
         except QuotaNotEnoughError as exc:
-            for _, want in accepted:
+            for _, want in checked:
                 want.storing = False
                 want.error = exc
                 self._finish(want)
             return
-        created = await trio.to_thread.run_sync(self.store.write, reservation)
-        self.store.commit(reservation, created)
-        self._index([delivery for delivery, _ in accepted], cids)
-        for delivery, want in accepted:
+        written = await trio.to_thread.run_sync(_hash_and_write, self.store, blocks)
+        self.store.commit(reservation, [flag is True for flag in written])
+        accepted: list[tuple[BlockDelivery, Want, Cid]] = []
+        for (delivery, want), cid, flag in zip(checked, cids, written, strict=True):
+            if flag is None:
+                self._reject(ctx, want, "data does not hash to its cid")
+            else:
+                accepted.append((delivery, want, cid))
+        self._index([d for d, _, _ in accepted], [cid for _, _, cid in accepted])
+        for delivery, want, _ in accepted:
             self.metrics.inc("blocks_received")
             ctx.successes += 1
             ctx.have.add(delivery.address)
             self._complete(want, deliverer=ctx)
             self._announce_new_block(delivery.address)
 
-    def _verify(self, delivery: BlockDelivery, digest: bytes) -> str | None:
-        """Why the delivery (whose data hashes to `digest`) is unacceptable, or None."""
+    def _reject(self, ctx: PeerContext, want: Want, problem: str) -> None:
+        """A bad block counts against its sender; the want stays with it until the request
+        times out, then goes elsewhere."""
+        log.warning("rejected block from %s: %s", ctx.peer_id, problem)
+        ctx.failures += 1
+        want.storing = False
+
+    def _verify(self, delivery: BlockDelivery) -> str | None:
+        """Why the delivery is unacceptable, or None. The proof is checked against the digest the
+        block's CID claims; that the data hashes to it is checked when it is written."""
         try:
             cid = Cid.from_bytes(delivery.cid)
         except CidError:
             return "bad block cid"
-        if digest != cid.digest:
-            return "data does not hash to its cid"
         address = delivery.address
         if not address.leaf:
             if address.cid != delivery.cid:
