@@ -23,7 +23,7 @@ from harness.testbed import Testbed
 
 SIZE = int(os.environ.get("BENCH_BYTES", 100 * 1024 * 1024))
 BLOCKS = -(-SIZE // 65536)
-RUNS = int(os.environ.get("BENCH_RUNS", 5))
+RUNS = int(os.environ.get("BENCH_RUNS", 9))
 RESULTS = REPO_ROOT / "bench-results"
 TARGET_MB_S = 34.0
 TARGET_CEILING_SHARE = 0.5

@@ -29,6 +29,19 @@ def test_block_address_bytes() -> None:
     assert BlockAddress.of_cid(BLOCK).encode() == b"\x08\x00" + b"\x22" + bytes([len(BLOCK)]) + BLOCK
 
 
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        LEAF_BYTES,
+        b"\x18\xac\x02" + LEAF_BYTES[: -len(b"\x18\xac\x02")],  # index first
+        LEAF_BYTES + b"\x18\xac\x02",  # index twice: the last one counts
+    ],
+)
+def test_a_leaf_address_decodes_the_same_whatever_the_field_order(encoded: bytes) -> None:
+    assert BlockAddress.decode(encoded) == LEAF
+    assert BlockAddress.decode(memoryview(encoded)) == LEAF
+
+
 def test_want_entry_bytes_write_every_field_like_the_nim_encoder() -> None:
     entry = WantEntry(LEAF, want_type=WANT_HAVE, send_dont_have=True)
     expected = (

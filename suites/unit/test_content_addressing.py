@@ -12,7 +12,7 @@ from codexref import merkle
 from codexref.cid import BLOCK_CODEC, MANIFEST_CODEC, ROOT_CODEC, Cid, CidError
 from codexref.dataset import store_stream
 from codexref.manifest import BLOCK_SIZE, Manifest
-from codexref.protobuf import DecodeError, decode_varint, encode_varint
+from codexref.protobuf import DecodeError, bytes_field, decode_varint, encode_varint, varint_field
 from codexref.store import RepoStore
 
 # (data, filename, mimetype) -> (first block CID, treeCid, manifest CID)
@@ -142,6 +142,15 @@ def test_merkle_proofs_verify_for_every_leaf_and_fail_when_tampered(nleaves: int
         assert not merkle.verify(proof, hashlib.sha256(b"other").digest(), root)
         if nleaves > 1:
             assert not merkle.verify(merkle.Proof((index + 1) % nleaves, nleaves, proof.path), leaf, root)
+
+
+def test_a_proof_decodes_the_same_from_any_field_order() -> None:
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(5)]
+    proof = merkle.prove(merkle.layers(leaves), 3)
+    path = b"".join(bytes_field(4, bytes_field(1, node)) for node in proof.path)
+    reordered = path + varint_field(3, proof.nleaves) + varint_field(2, proof.index)  # no mcodec
+    assert merkle.Proof.decode(proof.encode()) == proof == merkle.Proof.decode(reordered)
+    assert merkle.Proof.decode(memoryview(proof.encode())) == proof
 
 
 def test_merkle_single_leaf_still_hashes_once() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple
 
-from codexref.protobuf import DecodeError, bytes_field, iter_fields, varint_field
+from codexref.protobuf import DecodeError, bytes_field, decode_varint, iter_fields, varint_field
 
 ZERO = bytes(32)
 KEY_PAIR_BOTTOM, KEY_PAIR, KEY_ODD_BOTTOM, KEY_ODD = b"\x01", b"\x00", b"\x03", b"\x02"
@@ -19,6 +19,8 @@ SHA2_256 = 0x12
 # entry itself is tag 0x22, length 34 (both are encoded and decoded once per block sent).
 NODE_PREFIX = b"\x0a\x20"
 PATH_ENTRY_PREFIX = b"\x22\x22" + NODE_PREFIX
+CANONICAL_HEAD = b"\x08\x12\x10"  # mcodec = sha2-256, then the index's tag
+NLEAVES_TAG = b"\x18"
 
 
 def _compress(left: bytes, right: bytes, key: bytes) -> bytes:
@@ -66,6 +68,9 @@ class Proof(NamedTuple):
 
     @classmethod
     def decode(cls, data: bytes) -> Proof:
+        canonical = _decode_canonical(data)
+        if canonical is not None:
+            return canonical
         index = nleaves = 0
         path: list[bytes] = []
         for number, _, value in iter_fields(data):
@@ -78,9 +83,23 @@ class Proof(NamedTuple):
         return cls(index, nleaves, tuple(path))
 
 
+def _decode_canonical(data: bytes) -> Proof | None:
+    """The layout `encode` and upstream write (mcodec, index, nleaves, then 36-byte path
+    entries), read with slices: a proof is decoded once per block received, and the generic
+    field-by-field parse showed in profiles. None for any other layout."""
+    if data[:3] != CANONICAL_HEAD:
+        return None
+    index, pos = decode_varint(data, 3)
+    if data[pos : pos + 1] != NLEAVES_TAG:
+        return None
+    nleaves, pos = decode_varint(data, pos + 1)
+    starts = range(pos, len(data), 36)
+    if (len(data) - pos) % 36 or any(data[i : i + 4] != PATH_ENTRY_PREFIX for i in starts):
+        return None
+    return Proof(index, nleaves, tuple(bytes(data[i + 4 : i + 36]) for i in starts))
+
+
 def _path_node(entry: bytes | memoryview) -> bytes:
-    """The node of one path entry; the 34-byte form every encoder writes is read directly
-    (decoded once per block received, so the generic parse showed in profiles)."""
     if len(entry) == 34 and entry[:2] == NODE_PREFIX:
         return bytes(entry[2:])
     nodes = [bytes(v) for n, _, v in iter_fields(entry) if n == 1]  # type: ignore[arg-type]
