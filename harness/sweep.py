@@ -46,7 +46,9 @@ def _labelled(client: docker.DockerClient, project: str | None) -> dict[str, lis
     """Labelled resources by kind, in the order they must be removed."""
     flt = _label_filter(project)
     return {
-        "containers": client.containers.list(all=True, filters=flt),
+        # A container can go between docker listing it and us inspecting it (a route helper
+        # finishing, a concurrent teardown): it is gone, not an error.
+        "containers": client.containers.list(all=True, filters=flt, ignore_removed=True),
         "networks": client.networks.list(filters=flt),
         "volumes": client.volumes.list(filters=flt),
     }

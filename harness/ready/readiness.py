@@ -62,7 +62,8 @@ class ReadinessReport:
 
 
 def find_containers(client: docker.DockerClient, project: str) -> dict[str, Container]:
-    containers = client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})
+    label = {"label": f"{LABEL_PROJECT}={project}"}
+    containers = client.containers.list(all=True, filters=label, ignore_removed=True)  # helpers come and go
     return {c.labels.get("testbed.node", c.name): c for c in containers}
 
 
@@ -74,7 +75,7 @@ def log_tail(container: Container, lines: int = LOG_TAIL) -> str:
     return f"--- last {lines} log lines of {container.name} ---\n{text}"
 
 
-def container_state(container: Container) -> tuple[str, str]:
+def _container_state(container: Container) -> tuple[str, str]:
     """(status, health) as docker sees it now; health is "none" without a healthcheck."""
     container.reload()
     state = container.attrs["State"]
@@ -83,7 +84,7 @@ def container_state(container: Container) -> tuple[str, str]:
 
 def raise_if_down(name: str, container: Container) -> str:
     """The container's status; ContainerFailed (with its logs) if it exited or is unhealthy."""
-    status, health = container_state(container)
+    status, health = _container_state(container)
     if status in ("exited", "dead") or health == "unhealthy":
         raise ContainerFailed(f"{name} is {status}/{health} during readiness\n{log_tail(container)}")
     return status

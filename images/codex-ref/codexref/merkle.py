@@ -100,6 +100,7 @@ def _decode_canonical(data: bytes) -> Proof | None:
 
 
 def _path_node(entry: bytes | memoryview) -> bytes:
+    """The node of one path entry, for proofs in another layout than `encode` writes."""
     if len(entry) == 34 and entry[:2] == NODE_PREFIX:
         return bytes(entry[2:])
     nodes = [bytes(v) for n, _, v in iter_fields(entry) if n == 1]  # type: ignore[arg-type]

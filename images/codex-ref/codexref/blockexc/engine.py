@@ -4,7 +4,8 @@ Our side: every block we need is a `Want`. A want whose block no known peer has 
 we send wantHave (sendDontHave) to connected peers and retry every 0..`retry_interval` seconds,
 spending one of its `block_retries`. When a peer reports presence, the want becomes *ready*; one
 scheduler task assigns ready wants to peers that have the block, by weighted random choice
-(penalty 2 x outstanding + 5 x failure rate) under a per-peer in-flight cap, and sends wantBlock.
+(penalty 2 x outstanding + 5 x failure rate) under a per-peer cap on blocks requested and not
+yet delivered, and sends wantBlock.
 An assigned want that is not answered within `request_timeout` counts a failure for that peer and
 is retried elsewhere. After a delivery, cancels go to the other peers we sent a wantBlock for it.
 A peer silent for `peer_activity_timeout` while we wait on it is dropped and disconnected. Peer
