@@ -65,16 +65,22 @@ def test_sigterm_or_ctrl_c_during_up_tears_down_without_clean(signum: int) -> No
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while not any(sweep.leftovers(project).values()):
-        assert up.poll() is None, "testbed up finished before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    up.send_signal(signum)
-    up.wait(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(sweep.leftovers(project).values()):
+            assert up.poll() is None, "testbed up finished before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        up.send_signal(signum)
+        up.wait(timeout=60)
 
-    assert up.returncode == -signum, up.stderr.read()
-    assert sweep.leftovers(project) == {"containers": 0, "networks": 0, "volumes": 0}
+        assert up.returncode == -signum, up.stderr.read()
+        assert sweep.leftovers(project) == {"containers": 0, "networks": 0, "volumes": 0}
+    finally:  # a failed run must not leave its testbed behind
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        sweep.sweep(project)
 
 
 def test_a_node_that_crashes_fails_readiness_fast_with_its_logs_and_leaves_nothing(tmp_path: Path) -> None:
