@@ -416,14 +416,17 @@ class Engine:
                 cid = Cid.from_bytes(address.cid)
                 return BlockDelivery(address.cid, self.store.get(cid), address)
             tree = Cid.from_bytes(address.tree_cid)
-            data = self.store.block_at(tree, address.index)
             digest = self.store.leaf_digest(tree, address.index)
+            if digest is None:
+                return None
+            cid = Cid(BLOCK_CODEC, digest)  # the leaf's block, found once (block_at would look again)
+            data = self.store.get(cid)
             proof = self._proof(tree, address.index)
         except LookupError:
             return None
-        if proof is None or digest is None:
+        if proof is None:
             return None
-        return BlockDelivery(Cid(BLOCK_CODEC, digest).to_bytes(), data, address, proof)
+        return BlockDelivery(cid.to_bytes(), data, address, proof)
 
     def _proof(self, tree: Cid, index: int) -> bytes | None:
         key = tree.to_bytes()
