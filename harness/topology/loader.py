@@ -15,6 +15,7 @@ import yaml
 from harness.errors import TopologyError
 from harness.paths import TOPOLOGIES_DIR
 from harness.topology.model import (
+    HEALTHCHECK_INTERVAL_S,
     NAT_PROFILES,
     NETWORK_KINDS,
     NODE_KINDS,
@@ -35,7 +36,7 @@ BYTES_RE = re.compile(r"^\d+\s*([kKmMgGtT]i?[bB]?)?$")
 DURATION_RE = re.compile(r"^\d+[smhd]?$")
 LOG_LEVELS = ("trace", "debug", "info", "notice", "warn", "error", "fatal")
 
-TOP_KEYS = {"name", "description", "networks", "nodes", "peering"}
+TOP_KEYS = {"name", "description", "networks", "nodes", "peering", "healthcheck_interval"}
 NETWORK_KEYS = {"kind", "nat", "hairpin", "udp_timeout", "pcap"}
 NODE_KEYS = {
     "kind",
@@ -112,6 +113,11 @@ class _Checker:
                 )
                 raise self.fail(f"{path}.{key}" if path else str(key), "unknown key" + extra)
 
+    def seconds(self, value: Any, path: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(path, f"must be a whole number of seconds, got {value!r}")
+        return value
+
     def choice(self, value: Any, options: tuple[str, ...], path: str) -> str:
         if value not in options:
             raise self.fail(path, f"must be one of {', '.join(options)}; got {value!r}")
@@ -150,8 +156,8 @@ def _load_network(check: _Checker, name: str, raw: Any) -> Network:
     if hairpin and nat not in ("full-cone", "restricted-cone", "port-forward"):
         raise check.fail(f"{path}.hairpin", f"needs a profile that forwards to a LAN host, not {nat}")
     timeout = data.get("udp_timeout", 10 if nat == "short-udp-timeout" else None)
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1):
-        raise check.fail(f"{path}.udp_timeout", f"must be a whole number of seconds, got {timeout!r}")
+    if timeout is not None:
+        check.seconds(timeout, f"{path}.udp_timeout")
     return Network(name=name, kind=kind, nat=nat, hairpin=hairpin, udp_timeout=timeout, pcap=pcap)
 
 
@@ -335,6 +341,7 @@ def parse(text: str, file: Path) -> Topology:
             raise check.fail(f"networks.{lan.name}", "a lan needs at least one node behind its router")
     peering = check.choice(data.get("peering", "mesh"), PEERING_MODES, "peering")
     description = data.get("description", "")
+    interval = check.seconds(data.get("healthcheck_interval", HEALTHCHECK_INTERVAL_S), "healthcheck_interval")
     return Topology(
         name=name,
         source=file,
@@ -342,6 +349,7 @@ def parse(text: str, file: Path) -> Topology:
         nodes=nodes,
         description=str(description),
         peering=peering,
+        healthcheck_interval=interval,
         status=status,
         relays=relays,
     )

@@ -15,7 +15,14 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 
 from harness.paths import REPO_ROOT
-from harness.topology.model import CGN_PROFILES, HOME_ROUTER_PROFILE, Link, Network, Topology
+from harness.topology.model import (
+    CGN_PROFILES,
+    HEALTHCHECK_INTERVAL_S,
+    HOME_ROUTER_PROFILE,
+    Link,
+    Network,
+    Topology,
+)
 
 API_PORT = 8080
 METRICS_PORT = 8008
@@ -150,6 +157,7 @@ class Plan:
     stun: StunPlan | None
     status: dict[str, StatusPlan] = field(default_factory=dict)
     relays: dict[str, RelayPlan] = field(default_factory=dict)
+    healthcheck_interval: int = HEALTHCHECK_INTERVAL_S
 
     @property
     def containers(self) -> list[str]:
@@ -188,6 +196,7 @@ class Plan:
             stun=StunPlan(**raw["stun"]) if raw["stun"] else None,
             status={k: StatusPlan(**v) for k, v in raw.get("status", {}).items()},
             relays={k: RelayPlan(**v) for k, v in raw.get("relays", {}).items()},
+            healthcheck_interval=raw.get("healthcheck_interval", HEALTHCHECK_INTERVAL_S),
         )
 
 
@@ -335,6 +344,7 @@ def make_plan(
         stun=stun,
         status=status,
         relays=relays,
+        healthcheck_interval=topology.healthcheck_interval,
     )
 
 

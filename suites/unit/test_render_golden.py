@@ -9,6 +9,7 @@ import ipaddress
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,19 @@ def test_compose_structure_follows_the_network_model() -> None:
         assert not any("docker.sock" in v for v in service.get("volumes", []))
     for volume in compose["volumes"].values():
         assert volume["labels"]["testbed.role"] == "volume"
+
+
+def test_topology_sets_how_often_docker_runs_healthchecks() -> None:
+    """`basic` keeps the default; a topology that sets `healthcheck_interval` gets it on every
+    probed service (nodes and reference status peers) and through plan.json."""
+    default = yaml.safe_load(render_to_strings(golden_plan())["compose.yaml"])
+    assert {s["healthcheck"]["interval"] for s in default["services"].values()} == {"10s"}
+    topology = replace(loader.load("archive"), healthcheck_interval=3600)
+    plan = make_plan(topology, [ipaddress.IPv4Network("11.200.42.0/24")], FIXED_IMAGES, project="tb-hc")
+    services = yaml.safe_load(render_to_strings(Plan.from_json(plan.to_json()))["compose.yaml"])["services"]
+    probed = [name for name, s in services.items() if "healthcheck" in s]
+    assert set(probed) == set(plan.nodes) | set(plan.status)
+    assert {services[name]["healthcheck"]["interval"] for name in probed} == {"3600s"}
 
 
 def test_plan_round_trips_through_json() -> None:

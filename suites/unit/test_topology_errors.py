@@ -112,6 +112,11 @@ CASES = {
         "networks.home.udp_timeout",
         "must be a whole number of seconds",
     ),
+    "bad-healthcheck-interval": (
+        "healthcheck_interval: 0\nnodes:\n  a: {kind: codex}\n",
+        "healthcheck_interval",
+        "must be a whole number of seconds, got 0",
+    ),
     "bad-link-rate": (
         "nodes:\n  codex-1:\n" + VALID_NODE + "    link: {rate: fast}\n",
         "nodes.codex-1.link.rate",
