@@ -101,6 +101,21 @@ def test_identical_blocks_are_stored_once(tmp_path: Path, repo_kind: str) -> Non
     assert store.space()["totalBlocks"] == 2  # one zero block + manifest
 
 
+def test_a_batch_reserves_quota_only_for_blocks_not_stored_yet(tmp_path: Path, repo_kind: str) -> None:
+    store = RepoStore(tmp_path, 1 << 30, repo_kind)
+    old, new = (Cid.of_data(BLOCK_CODEC, data) for data in (b"old", b"new block"))
+    store.put(old, b"old")
+    assert store.blocks.stored([old, new]) == {old}
+    if isinstance(store.blocks, PackBlocks):  # the answer must not depend on the location cache
+        store.blocks._locations.clear()
+        assert store.blocks.stored([old, new]) == {old}
+    reservation = store.reserve([(old, b"old"), (new, b"new block")])
+    assert reservation.size == len(b"new block")
+    store.commit(reservation, store.write(reservation.blocks))
+    assert store.space()["quotaUsedBytes"] == len(b"old") + len(b"new block")
+    assert store.quota_reserved_bytes == 0
+
+
 def test_store_survives_reopening(tmp_path: Path, repo_kind: str) -> None:
     store = RepoStore(tmp_path, 1 << 30, repo_kind)
     cid = upload(store, b"persist me" * 10000)
@@ -116,10 +131,13 @@ def test_leaves_of_a_tree_being_downloaded_are_kept_in_memory_and_on_disk(tmp_pa
     tree_cid = RepoStore(tmp_path / "other", 1 << 30).manifest(tree).tree_cid
     store.ensure_tree(tree_cid, 3)
     assert store.leaf_digest(tree_cid, 1) is None
-    store.put_leaves(tree_cid, {1: b"\x01" * 32, 2: b"\x02" * 32})
+    store.put_leaves(tree_cid, {2: b"\x02" * 32, 0: b"\x03" * 32})  # one write spans leaf 1 too
+    store.put_leaves(tree_cid, {1: b"\x01" * 32})
     assert store.leaf_digest(tree_cid, 1) == b"\x01" * 32
     reopened = RepoStore(tmp_path, 1 << 30)  # what a restart reads back from the tree's file
-    assert reopened.tree_leaves(tree_cid) == [bytes(32), b"\x01" * 32, b"\x02" * 32]
+    assert reopened.tree_leaves(tree_cid) == [b"\x03" * 32, b"\x01" * 32, b"\x02" * 32]
+    store.put_leaves(tree_cid, {0: b"\x04" * 32})
+    assert RepoStore(tmp_path, 1 << 30).tree_leaves(tree_cid)[:2] == [b"\x04" * 32, b"\x01" * 32]
     assert reopened.leaf_digest(tree_cid, 3) is None  # past the end
 
 

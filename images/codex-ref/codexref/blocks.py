@@ -41,6 +41,7 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
 
 class BlockBackend(Protocol):
     def has(self, cid: Cid) -> bool: ...
+    def stored(self, cids: list[Cid]) -> set[Cid]: ...
     def get(self, cid: Cid) -> bytes | None: ...
     def write_many(self, blocks: list[tuple[Cid, bytes]]) -> list[bool]: ...
     def delete(self, cid: Cid) -> int: ...
@@ -61,6 +62,9 @@ class FsBlocks:
 
     def has(self, cid: Cid) -> bool:
         return self._path(cid).exists()
+
+    def stored(self, cids: list[Cid]) -> set[Cid]:
+        return {cid for cid in cids if self.has(cid)}
 
     def get(self, cid: Cid) -> bytes | None:
         try:
@@ -133,6 +137,20 @@ class _PerThreadSqlite:
             db.execute("pragma journal_mode=wal")
             db.execute("pragma synchronous=normal")
         return db
+
+    def _stored_keys(self, keys: list[bytes]) -> set[bytes]:
+        """Which of these CIDs (bytes) the `blocks` table holds: one query per 500, not one each."""
+        found: set[bytes] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            query = f"select cid from blocks where cid in ({','.join('?' * len(chunk))})"
+            found.update(row[0] for row in self._db().execute(query, chunk))
+        return found
+
+    def stored(self, cids: list[Cid]) -> set[Cid]:
+        keys = [cid.to_bytes() for cid in cids]
+        found = self._stored_keys(keys)
+        return {cid for cid, key in zip(cids, keys, strict=True) if key in found}
 
 
 class SqliteBlocks(_PerThreadSqlite):
@@ -254,6 +272,10 @@ class PackBlocks(_PerThreadSqlite):
     def has(self, cid: Cid) -> bool:
         return self._locate(cid) is not None
 
+    def _stored_keys(self, keys: list[bytes]) -> set[bytes]:
+        cached = {key for key in keys if key in self._locations}
+        return cached | super()._stored_keys([key for key in keys if key not in cached])
+
     def get(self, cid: Cid) -> bytes | None:
         found = self._locate(cid)
         if found is None:
@@ -265,8 +287,7 @@ class PackBlocks(_PerThreadSqlite):
         keys = [cid.to_bytes() for cid, _ in blocks]
         db, now = self._db(), time.time()
         with self._append_lock:
-            marks = ",".join("?" * len(keys))
-            known = {row[0] for row in db.execute(f"select cid from blocks where cid in ({marks})", keys)}
+            known = self._stored_keys(keys)
             created, new, seen = [], [], set(known)
             for key, (_, data) in zip(keys, blocks, strict=True):
                 created.append(key not in seen)

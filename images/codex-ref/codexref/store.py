@@ -81,7 +81,8 @@ class RepoStore:
     def reserve(self, blocks: list[tuple[Cid, bytes]]) -> Reservation:
         """Hold quota for the blocks not stored yet; QuotaNotEnoughError (upstream's text) if
         they would not fit."""
-        size = sum(len(data) for cid, data in blocks if not self.blocks.has(cid))
+        stored = self.blocks.stored([cid for cid, _ in blocks])  # one index query, not one a block
+        size = sum(len(data) for cid, data in blocks if cid not in stored)
         if self.quota_used_bytes + self.quota_reserved_bytes + size > self.quota_max_bytes:
             raise QuotaNotEnoughError(
                 f"Quota usage would exceed the limit. Used: {self.quota_used_bytes + size}, "
@@ -118,14 +119,22 @@ class RepoStore:
             self.put_tree(tree_cid, [ZERO_DIGEST] * nleaves)
 
     def put_leaves(self, tree_cid: Cid, digests: dict[int, bytes]) -> None:
-        """Record downloaded leaves (index -> block digest) in memory and in the tree's file."""
+        """Record downloaded leaves (index -> block digest) in memory and in the tree's file. The
+        file gets the span from the lowest to the highest index in one write (a message's blocks
+        are usually consecutive), taken from the memory copy, which matches the file elsewhere."""
         leaves = self._tree(tree_cid)
         if leaves is None:
             raise BlockNotFoundError(NOT_FOUND)
-        with (self.trees_dir / str(tree_cid)).open("r+b") as tree:
-            for index, digest in digests.items():
-                leaves[index * DIGEST_LEN : (index + 1) * DIGEST_LEN] = digest
-                os.pwrite(tree.fileno(), digest, index * DIGEST_LEN)
+        if not digests:
+            return
+        for index, digest in digests.items():
+            leaves[index * DIGEST_LEN : (index + 1) * DIGEST_LEN] = digest
+        start, end = min(digests) * DIGEST_LEN, (max(digests) + 1) * DIGEST_LEN
+        fd = os.open(self.trees_dir / str(tree_cid), os.O_WRONLY)
+        try:
+            os.pwrite(fd, leaves[start:end], start)
+        finally:
+            os.close(fd)
 
     def _tree(self, tree_cid: Cid) -> bytearray | None:
         leaves = self._leaves.get(tree_cid)

@@ -306,14 +306,16 @@ class Engine:
         if not fresh:
             return
         checked: list[tuple[BlockDelivery, Want]] = []
+        cids: list[Cid] = []
         for delivery, want in fresh:
-            if problem := self._verify(delivery):
-                self._reject(ctx, want, problem)
+            verdict = self._verify(delivery)
+            if isinstance(verdict, str):
+                self._reject(ctx, want, verdict)
             else:
                 checked.append((delivery, want))
+                cids.append(verdict)
         if not checked:
             return
-        cids = [Cid.from_bytes(d.cid) for d, _ in checked]  # parsed again: _verify accepted them
         blocks = [(cid, d.data) for cid, (d, _) in zip(cids, checked, strict=True)]
         try:
             reservation = self.store.reserve(blocks)
@@ -332,9 +334,9 @@ class Engine:
             else:
                 accepted.append((delivery, want, cid))
         self._index([d for d, _, _ in accepted], [cid for _, _, cid in accepted])
+        self.metrics.inc("blocks_received", len(accepted))
+        ctx.successes += len(accepted)
         for delivery, want, _ in accepted:
-            self.metrics.inc("blocks_received")
-            ctx.successes += 1
             ctx.have.add(delivery.address)
             self._complete(want, deliverer=ctx)
             self._announce_new_block(delivery.address)
@@ -346,9 +348,9 @@ class Engine:
         ctx.failures += 1
         want.storing = False
 
-    def _verify(self, delivery: BlockDelivery) -> str | None:
-        """Why the delivery is unacceptable, or None. The proof is checked against the digest the
-        block's CID claims; that the data hashes to it is checked when it is written."""
+    def _verify(self, delivery: BlockDelivery) -> Cid | str:
+        """The block's CID if the delivery is acceptable, else why not. The proof is checked
+        against the digest the CID claims; that the data hashes to it is checked when written."""
         try:
             cid = Cid.from_bytes(delivery.cid)
         except CidError:
@@ -362,7 +364,7 @@ class Engine:
                     Manifest.decode(delivery.data)
                 except DecodeError as exc:
                     return str(exc)
-            return None
+            return cid
         if cid.codec != BLOCK_CODEC:
             return "leaf block with a non-block codec"
         try:
@@ -374,7 +376,7 @@ class Engine:
             return f"proof is for index {proof.index}, not {address.index}"
         if tree.codec != ROOT_CODEC or not merkle.verify(proof, cid.digest, tree.digest):
             return "Merkle proof does not verify"
-        return None
+        return cid
 
     def _index(self, deliveries: list[BlockDelivery], cids: list[Cid]) -> None:
         """Record where stored blocks belong: their tree leaves (one write per tree) and proofs,
