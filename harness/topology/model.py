@@ -30,6 +30,7 @@ NAT_PROFILES = (
 CGN_PROFILES = {"cgnat": "port-restricted", "cgnat-symmetric": "symmetric"}
 HOME_ROUTER_PROFILE = "port-restricted"
 REFERENCE_IMAGES = {"codex": "codex-ref", "status": "status-ref", "relay": "relay"}
+
 # Docker's healthcheck of nodes and status peers, in seconds. Readiness polls the same probes from
 # the host; docker's verdict only lets a wait fail fast on an unhealthy container. Each check
 # starts processes in the container, so benchmarks set it long: no probe runs mid-measurement.
