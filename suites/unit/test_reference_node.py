@@ -219,17 +219,27 @@ def test_pack_writes_whole_4k_blocks_around_the_page_cache_at_aligned_offsets(tm
     assert reopened.get(direct[0][0]) is None
 
 
+@pytest.mark.parametrize("refused_at", ["open", "write"])
 def test_pack_writes_through_the_page_cache_where_o_direct_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused_at: str
 ) -> None:
-    real_open = os.open
+    real_open, real_pwritev, direct_fds = os.open, os.pwritev, set()
 
-    def no_direct(path, flags, mode=0o777):  # as tmpfs answers
-        if flags & os.O_DIRECT:
+    def open_(path, flags, mode=0o777):  # tmpfs refuses O_DIRECT when opening
+        if flags & os.O_DIRECT and refused_at == "open":
             raise OSError(errno.EINVAL, "Invalid argument")
-        return real_open(path, flags, mode)
+        fd = real_open(path, flags, mode)
+        if flags & os.O_DIRECT:
+            direct_fds.add(fd)
+        return fd
 
-    monkeypatch.setattr(os, "open", no_direct)
+    def pwritev(fd, buffers, offset):  # others accept the open, then refuse the write
+        if fd in direct_fds:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwritev(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "pwritev", pwritev)
     pack = PackBlocks(tmp_path)
     blocks = _blocks(3) + _blocks(KIB64)
     pack.write_many(blocks[:1])

@@ -284,7 +284,13 @@ class PackBlocks(_PerThreadSqlite):
             bounce[position : position + len(data)] = data
             position += len(data)
         start = -(-self._end // align) * align
-        os.pwritev(fd, [memoryview(bounce)[:total]], start)
+        try:
+            os.pwritev(fd, [memoryview(bounce)[:total]], start)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # some filesystems open with O_DIRECT, then refuse writes
+                raise
+            self._direct = False
+            return False
         self._end = start
         return True
 
@@ -307,6 +313,7 @@ class PackBlocks(_PerThreadSqlite):
         return self._locate(cid) is not None
 
     def _stored_keys(self, keys: list[bytes]) -> set[bytes]:
+        """The location cache answers first; the index only for the rest."""
         cached = {key for key in keys if key in self._locations}
         return cached | super()._stored_keys([key for key in keys if key not in cached])
 
