@@ -17,6 +17,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 import docker
@@ -43,9 +44,19 @@ def _build_lock():
         yield
 
 
+# What building leaves in an image folder (bytecode; setuptools' output for a local package the
+# wheelhouse builds): not an input of the image, so neither hashed nor sent to the build.
+BUILD_LEFTOVERS = ("__pycache__", "build", "*.egg-info")
+
+
+def _is_leftover(path: Path, folder: Path) -> bool:
+    parts = path.relative_to(folder).parts
+    return any(fnmatch(part, pattern) for part in parts for pattern in BUILD_LEFTOVERS)
+
+
 def folder_hash(folder: Path, extra: str = "") -> str:
     digest = hashlib.sha256(extra.encode())
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not _is_leftover(p, folder)):
         digest.update(str(path.relative_to(folder)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
@@ -145,7 +156,8 @@ def build_wheelhouse(image_dir: Path, dest: Path) -> None:
         "-w",
         str(dest),
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    # In the image's folder: requirements may name local packages by relative path.
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=image_dir)
     if result.returncode != 0:
         raise ImageBuildError(f"wheelhouse for {image_dir.name} failed:\n{result.stderr[-3000:]}")
 
@@ -178,7 +190,7 @@ def build_service_image(
     log(f"image: building {ref} ...")
     with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
         context = Path(tmp) / "context"
-        shutil.copytree(image.folder, context, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(image.folder, context, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
         for src, dest in image.extra:
             (context / dest).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO_ROOT / src, context / dest)

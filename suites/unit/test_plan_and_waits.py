@@ -189,3 +189,15 @@ def test_an_image_built_from_another_changes_tag_with_its_parent_and_copied_file
     assert loadgen.ref("testbed/codex-ref:other") != refs["loadgen"], "a new parent means a new tag"
     other_file = replace(loadgen, extra=(("pyproject.toml", "load/locustfile.py"), *loadgen.extra[1:]))
     assert other_file.ref(refs["codex-ref"]) != refs["loadgen"], "files copied in from the suite count"
+
+
+def test_an_image_tag_ignores_what_building_leaves_in_its_folder(tmp_path: Path) -> None:
+    (tmp_path / "native").mkdir()
+    (tmp_path / "native" / "ext.c").write_text("int x;")
+    before = images.folder_hash(tmp_path)
+    for leftover in ("native/build/lib/ext.so", "native/ext.egg-info/PKG-INFO", "pkg/__pycache__/m.pyc"):
+        (tmp_path / leftover).parent.mkdir(parents=True)
+        (tmp_path / leftover).write_text("output")
+    assert images.folder_hash(tmp_path) == before
+    (tmp_path / "native" / "ext.c").write_text("int y;")
+    assert images.folder_hash(tmp_path) != before, "a source change still makes a new tag"
