@@ -12,8 +12,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import trio
+from codexref import merkle
 from codexref.blockexc.engine import Engine, EngineConfig
-from codexref.blockexc.messages import WANT_BLOCK, Message
+from codexref.blockexc.messages import WANT_BLOCK, BlockAddress, Message
+from codexref.cid import Cid
 from codexref.dataset import read_local, store_stream
 from codexref.metrics import Metrics
 from codexref.protobuf import decode_varint
@@ -185,3 +187,28 @@ def test_a_tampered_block_is_rejected_and_fetched_again(tmp_path: Path) -> None:
     assert tampered, "a block was tampered with on the wire"
     assert b"".join(read_local(leecher.engine.store, leecher.engine.store.manifest(cid))) == data
     assert leecher.engine.peers[seeder.peer_id].failures >= 1
+
+
+def test_a_tree_still_downloading_is_served_with_proofs_of_checked_nodes_and_bad_proofs_fail(
+    tmp_path: Path,
+) -> None:
+    seeder, leecher = make_peer(tmp_path, "seeder"), make_peer(tmp_path, "leecher")
+    cid = trio.run(store_stream, seeder.engine.store, _chunks(os.urandom(6 * KIB64)), None, None)
+    manifest = seeder.engine.store.manifest(cid)
+    tree = manifest.tree_cid
+    deliveries = [seeder.engine._delivery_for(BlockAddress.of_leaf(tree.to_bytes(), i)) for i in range(6)]
+    leecher.engine.store.ensure_tree(tree, manifest.blocks_count)  # as fetch_dataset does first
+
+    first = leecher.engine._verify(deliveries[0])
+    assert isinstance(first, Cid)
+    leecher.engine.store.put_leaves(tree, {0: first.digest})
+    assert leecher.engine._proof(tree, 1) == deliveries[1].proof, "leaf 1 was its neighbour's sibling"
+    assert leecher.engine._proof(tree, 2) is None, "no proof showed leaf 2 yet"
+
+    other = merkle.Proof.decode(deliveries[2].proof)
+    forged = other._replace(path=(bytes(32), *other.path[1:])).encode()
+    assert leecher.engine._verify(deliveries[2]._replace(proof=forged)) == "Merkle proof does not verify"
+    assert leecher.engine._verify(deliveries[3]._replace(data=b"", cid=deliveries[4].cid)) == (
+        "Merkle proof does not verify"
+    ), "a block claiming another leaf's CID"
+    assert isinstance(leecher.engine._verify(deliveries[2]), Cid)

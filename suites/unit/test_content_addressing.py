@@ -161,3 +161,37 @@ def test_merkle_single_leaf_still_hashes_once() -> None:
 def test_merkle_empty_is_an_error() -> None:
     with pytest.raises(ValueError, match="Empty leaves"):
         merkle.root([])
+
+
+@pytest.mark.parametrize("nleaves", [1, 2, 3, 5, 8, 13])
+def test_checked_nodes_agree_with_full_proofs_in_any_order_and_serve_proofs_of_what_they_saw(
+    nleaves: int,
+) -> None:
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(nleaves)]
+    layers = merkle.layers(leaves)
+    nodes = merkle.CheckedNodes(layers[-1][0], nleaves)
+    assert merkle.height(nleaves) == len(layers) - 1
+    for index in [*range(0, nleaves, 2), *range(1, nleaves, 2)]:  # evens first: odds are then known
+        shown_before = nodes.leaf(index) is not None
+        assert shown_before == (index % 2 == 1), "an odd leaf is its even neighbour's proof sibling"
+        assert (nodes.prove(index) is not None) == shown_before
+        assert nodes.check(merkle.prove(layers, index), leaves[index])
+        assert nodes.prove(index) == merkle.prove(layers, index)
+
+
+def test_checked_nodes_reject_a_wrong_leaf_or_proof_even_below_a_known_node_and_learn_nothing() -> None:
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(8)]
+    layers = merkle.layers(leaves)
+    nodes = merkle.CheckedNodes(layers[-1][0], 8)
+    assert nodes.check(merkle.prove(layers, 0), leaves[0])
+    learned = dict(nodes.nodes)
+    assert nodes.leaf(1) == leaves[1], "a checked leaf's sibling is known"
+    other = hashlib.sha256(b"other").digest()
+    assert not nodes.check(merkle.prove(layers, 1), other), "a known leaf must match"
+    bad_path = merkle.prove(layers, 2)._replace(path=(other, *merkle.prove(layers, 2).path[1:]))
+    assert not nodes.check(bad_path, leaves[2]), "stops at a known node, which must match"
+    proof = merkle.prove(layers, 4)
+    assert not nodes.check(proof._replace(nleaves=9), leaves[4])
+    assert not nodes.check(proof._replace(path=proof.path[:-1]), leaves[4])
+    assert nodes.nodes == learned, "a failed check keeps nothing"
+    assert nodes.prove(5) is None, "no proof showed leaf 5"

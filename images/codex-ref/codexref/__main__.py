@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     set_python_log_level(config.log_level)
     # The event loop shares the GIL with block hashing and storage threads; a thread holds it
     # for up to the switch interval, 5 ms by default, while network reads wait. 0.5 ms kept
-    # downloads about 10 % faster in `make bench` (docs/performance.md).
+    # downloads about 10 % faster when blocks were hashed one call each; with one call per
+    # message the two measure alike (docs/performance.md), and the shorter wait stays.
     sys.setswitchinterval(0.0005)
     trio.run(run, Node(config))
     log.info("stopped")

@@ -119,18 +119,77 @@ def prove(tree_layers: list[list[bytes]], index: int) -> Proof:
     return Proof(index, len(tree_layers[0]), tuple(path))
 
 
+def _parent(node: bytes, index: int, width: int, sibling: bytes, bottom: bool) -> bytes:
+    """The node above `node` (at `index` of a layer `width` wide), given its proof sibling."""
+    pair_key, odd_key = (KEY_PAIR_BOTTOM, KEY_ODD_BOTTOM) if bottom else (KEY_PAIR, KEY_ODD)
+    if index ^ 1 >= width:
+        return _compress(node, ZERO, odd_key)
+    return _compress(node, sibling, pair_key) if index % 2 == 0 else _compress(sibling, node, pair_key)
+
+
 def verify(proof: Proof, leaf: bytes, expected_root: bytes) -> bool:
     if not 0 <= proof.index < proof.nleaves:
         return False
-    node, i, width, bottom = leaf, proof.index, proof.nleaves, True
-    for sibling in proof.path:
-        has_sibling = (i ^ 1) < width
-        pair_key, odd_key = (KEY_PAIR_BOTTOM, KEY_ODD_BOTTOM) if bottom else (KEY_PAIR, KEY_ODD)
-        if not has_sibling:
-            node = _compress(node, ZERO, odd_key)
-        elif i % 2 == 0:
-            node = _compress(node, sibling, pair_key)
-        else:
-            node = _compress(sibling, node, pair_key)
-        i, width, bottom = i // 2, (width + 1) // 2, False
+    node, i, width = leaf, proof.index, proof.nleaves
+    for level, sibling in enumerate(proof.path):
+        node = _parent(node, i, width, sibling, bottom=level == 0)
+        i, width = i // 2, (width + 1) // 2
     return node == expected_root
+
+
+def height(nleaves: int) -> int:
+    """Layers above the leaves: the bottom layer is always reduced once."""
+    return max(1, (nleaves - 1).bit_length())
+
+
+class CheckedNodes:
+    """The nodes of one tree that checked proofs have shown to lead to its root.
+
+    Proofs of neighbouring leaves share most of their path, so a proof is followed only up to
+    the first node already known (a leaf shown by an earlier proof needs no hashing at all), and
+    every node a proof computed or used is known from then on. A proof for any leaf shown so far
+    is built from these nodes, so a tree still downloading is served with proofs made of checked
+    nodes, never with bytes a peer sent."""
+
+    def __init__(self, root: bytes, nleaves: int) -> None:
+        self.nleaves = nleaves
+        self.height = height(nleaves)
+        self.nodes: dict[tuple[int, int], bytes] = {(self.height, 0): root}  # (level, index)
+
+    def leaf(self, index: int) -> bytes | None:
+        return self.nodes.get((0, index))
+
+    def check(self, proof: Proof, leaf: bytes) -> bool:
+        """Whether `leaf` is at `proof.index` of this tree; what the proof showed is kept if so."""
+        if (
+            proof.nleaves != self.nleaves
+            or len(proof.path) != self.height
+            or not 0 <= proof.index < self.nleaves
+        ):
+            return False
+        shown: dict[tuple[int, int], bytes] = {}
+        node, i, width = leaf, proof.index, self.nleaves
+        for level in range(self.height + 1):  # the root is known: the loop ends there at the latest
+            known = self.nodes.get((level, i))
+            if known is not None:
+                if known != node:
+                    return False
+                self.nodes.update(shown)
+                return True
+            sibling = proof.path[level]
+            shown[(level, i)] = node
+            if i ^ 1 < width:
+                shown[(level, i ^ 1)] = sibling
+            node = _parent(node, i, width, sibling, bottom=level == 0)
+            i, width = i // 2, (width + 1) // 2
+        raise AssertionError("unreachable: the root is a known node")
+
+    def prove(self, index: int) -> Proof | None:
+        """A proof for a leaf shown here (its path's siblings were all shown with it), else None."""
+        if (0, index) not in self.nodes:
+            return None
+        path, i, width = [], index, self.nleaves
+        for level in range(self.height):
+            path.append(self.nodes[(level, i ^ 1)] if i ^ 1 < width else ZERO)
+            i, width = i // 2, (width + 1) // 2
+        return Proof(index, self.nleaves, tuple(path))

@@ -146,6 +146,11 @@ class RepoStore:
                 return None
         return leaves
 
+    def leaf_count(self, tree_cid: Cid) -> int | None:
+        """How many leaves the tree has, or None when it is unknown here."""
+        leaves = self._tree(tree_cid)
+        return None if leaves is None else len(leaves) // DIGEST_LEN
+
     def leaf_digest(self, tree_cid: Cid, index: int) -> bytes | None:
         """The leaf's block digest, or None when the tree or that leaf is unknown here."""
         leaves = self._tree(tree_cid)

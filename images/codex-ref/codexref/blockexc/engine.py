@@ -116,7 +116,7 @@ class Engine:
         self.ready: deque[Want] = deque()
         self.schedule = trio.Event()
         self.complete_trees: dict[bytes, list[list[bytes]]] = {}  # treeCid bytes -> Merkle layers
-        self.received_proofs: dict[tuple[bytes, int], bytes] = {}  # for trees still downloading
+        self.checked: dict[bytes, merkle.CheckedNodes] = {}  # treeCid bytes -> what proofs showed
         self.fetching: set[bytes] = set()  # trees with a background dataset fetch running
         self.nursery: trio.Nursery | None = None
         # Read loops hand deliveries to store workers, so reading the next message overlaps
@@ -377,6 +377,9 @@ class Engine:
             return cid
         if cid.codec != BLOCK_CODEC:
             return "leaf block with a non-block codec"
+        nodes = self.checked.get(address.tree_cid)
+        if nodes is not None and nodes.leaf(address.index) == cid.digest:
+            return cid  # an earlier proof (its neighbour's, usually) showed this leaf
         try:
             tree = Cid.from_bytes(address.tree_cid)
             proof = merkle.Proof.decode(delivery.proof)
@@ -384,22 +387,28 @@ class Engine:
             return "undecodable tree cid or proof"
         if proof.index != address.index:
             return f"proof is for index {proof.index}, not {address.index}"
-        if tree.codec != ROOT_CODEC or not merkle.verify(proof, cid.digest, tree.digest):
+        if tree.codec != ROOT_CODEC:
+            return "Merkle proof does not verify"
+        if nodes is None:
+            # The leaf count of the manifest being fetched (its tree is set up first), else the
+            # first proof's, as for the tree file.
+            nleaves = self.store.leaf_count(tree) or proof.nleaves
+            nodes = self.checked[address.tree_cid] = merkle.CheckedNodes(tree.digest, nleaves)
+        if not nodes.check(proof, cid.digest):
             return "Merkle proof does not verify"
         return cid
 
     def _index(self, deliveries: list[BlockDelivery], cids: list[Cid]) -> None:
-        """Record where stored blocks belong: their tree leaves (one write per tree) and proofs,
-        or the manifest index."""
+        """Record where stored blocks belong: their tree leaves (one write per tree), or the
+        manifest index."""
         leaves: dict[bytes, dict[int, bytes]] = {}
         for delivery, cid in zip(deliveries, cids, strict=True):
             address = delivery.address
             if address.leaf:
                 if address.tree_cid not in leaves:
                     tree = Cid.from_bytes(address.tree_cid)
-                    self.store.ensure_tree(tree, merkle.Proof.decode(delivery.proof).nleaves)
+                    self.store.ensure_tree(tree, self.checked[address.tree_cid].nleaves)
                 leaves.setdefault(address.tree_cid, {})[address.index] = cid.digest
-                self.received_proofs[(address.tree_cid, address.index)] = delivery.proof
             elif cid.codec == MANIFEST_CODEC:
                 self.store.index_manifest(cid)
         for tree_cid, digests in leaves.items():
@@ -441,15 +450,18 @@ class Engine:
         return BlockDelivery(cid.to_bytes(), data, address, proof)
 
     def _proof(self, tree: Cid, index: int) -> bytes | None:
+        """From the whole tree once every leaf is here; before that, from the nodes checked
+        proofs showed (None for a leaf that no proof showed)."""
         key = tree.to_bytes()
         layers = self.complete_trees.get(key)
         if layers is None:
             leaves = self.store.tree_leaves(tree)
             if any(leaf == bytes(32) for leaf in leaves):
-                return self.received_proofs.get((key, index))
+                nodes = self.checked.get(key)
+                proof = nodes.prove(index) if nodes is not None else None
+                return proof.encode() if proof is not None else None
             layers = self.complete_trees[key] = merkle.layers(leaves)
-            for i in range(len(leaves)):
-                self.received_proofs.pop((key, i), None)
+            self.checked.pop(key, None)
         return merkle.prove(layers, index).encode()
 
     # -- our wants ----------------------------------------------------------------------------------------
@@ -640,6 +652,7 @@ class Engine:
             if active:
                 await progress.wait()
                 progress = trio.Event()
+        self.checked.pop(tree_bytes, None)  # every leaf is here: proofs come from the whole tree
 
     def start_fetch(self, manifest: Manifest) -> None:
         """Download a dataset in the background (once per tree at a time)."""
