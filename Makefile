@@ -12,7 +12,11 @@ FUNCTIONAL_MARKERS ?= not slow and not real_codex and not real_status_go
 .PHONY: setup images testbed-up testbed-down testbed-status test test-unit test-functional lint clean doctor bench load
 PROFILE ?= release
 
-$(STAMP): pyproject.toml ci/bootstrap-python.sh
+# Everything ci/bootstrap-python.sh installs from: a change to any of them reinstalls the venv.
+VENV_INPUTS := pyproject.toml ci/bootstrap-python.sh $(wildcard images/*/requirements.txt) \
+	$(shell find images/codex-ref/blockhash -type f -not -path '*/build/*' -not -path '*.egg-info*' 2>/dev/null)
+
+$(STAMP): $(VENV_INPUTS)
 	ci/bootstrap-python.sh $(VENV)
 	touch $(STAMP)
 

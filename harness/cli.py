@@ -17,9 +17,9 @@ from harness import sweep as sweeper
 from harness.engine import compose, images
 from harness.engine.bootstrap import engine_answers, ensure_engine
 from harness.errors import TestbedError
+from harness.labels import check_project, find_containers
 from harness.net import hostfw, natcheck
 from harness.paths import artifacts_dir, cache_dir, generated_dir
-from harness.ready.readiness import find_containers
 from harness.render.compose import render
 from harness.testbed import DEFAULT_DEADLINE_S, Testbed, down_project
 from harness.topology import loader, subnets
@@ -36,6 +36,14 @@ def _cli_projects() -> list[str]:
 
 def _set_cli_projects(projects: list[str]) -> None:
     (cache_dir() / CLI_PROJECTS).write_text("\n".join(projects) + ("\n" if projects else ""))
+
+
+def _project_arg(value: str) -> str:
+    """argparse type: a project name, so `clean --project ''` or `down ..` is refused, not widened."""
+    try:
+        return check_project(value)
+    except TestbedError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -74,7 +82,12 @@ def cmd_down(args: argparse.Namespace) -> int:
     ensure_engine()
     projects = args.projects or (sorted(sweeper.labelled_projects()) if args.all else _cli_projects())
     if not projects:
-        print("no testbed started from the command line is up (use --all for every labelled testbed)")
+        # The record is a file in the cache dir: when it is gone, say what the engine still has.
+        present = sorted(sweeper.labelled_projects())
+        print(
+            "no testbed started from the command line is recorded as up"
+            + (f"; on this engine: {', '.join(present)} (testbed down NAME, or --all)" if present else "")
+        )
         return 0
     for project in projects:
         start = time.monotonic()
@@ -202,13 +215,17 @@ def cmd_clean(args: argparse.Namespace) -> int:
         print("no Docker engine answers: nothing to clean")
         return 0
     report = sweeper.sweep(args.project)
-    _set_cli_projects([p for p in _cli_projects() if args.project not in (None, p)])
+    _set_cli_projects([p for p in _cli_projects() if args.project is not None and p != args.project])
     print(f"clean: {report.summary()}")
     return 1 if report.errors else 0
 
 
 def cmd_images(args: argparse.Namespace) -> int:
     print(ensure_engine())
+    if args.remove:
+        removed = images.remove_images()
+        print(f"images: removed {len(removed)} of namespace {images.namespace()}")
+        return 0
     rebuild = args.rebuild or images.rebuild_requested()
     for name, ref in images.ensure_images(rebuild=rebuild).items():
         print(f"{name}: {ref}")
@@ -223,8 +240,31 @@ def _netem_detail(client: docker.DockerClient, base: str) -> str:
     return "not in this kernel (CONFIG_NET_SCH_NETEM): links can be rate-limited, not delayed"
 
 
+def _image_checks(client: docker.DockerClient) -> list[tuple[str, str, str]]:
+    """Missing images are `todo`: `make images` and `testbed up` build them, so a fresh machine
+    passes `make setup` and goes on to build."""
+    present = images.present_images(client)
+    base = images.base_image_ref()
+    if base in present:
+        checks = [("base image", "ok", base)]
+    else:
+        checks = [("base image", "todo", f"{base} missing: debootstrapped by `make images` or `testbed up`")]
+    wanted = images.image_refs(set(images.SERVICE_IMAGES))
+    missing = sorted(name for name, ref in wanted.items() if ref not in present)
+    detail = f"{len(wanted) - len(missing)} of {len(wanted)} built"
+    checks.append(
+        (
+            "service images",
+            "todo" if missing else "ok",
+            detail + (f"; {', '.join(missing)} built when first needed" if missing else ""),
+        )
+    )
+    return checks
+
+
 def _doctor_checks() -> list[tuple[str, str, str]]:
-    """(name, ok | FAIL | info, detail); `info` lines describe optional features and never fail."""
+    """(name, ok | FAIL | todo | info, detail): only FAIL fails. `todo` is what the next build step
+    does by itself; `info` describes an optional feature."""
 
     def check(name: str, ok: bool, detail: str) -> tuple[str, str, str]:
         return name, "ok" if ok else "FAIL", detail
@@ -251,19 +291,16 @@ def _doctor_checks() -> list[tuple[str, str, str]]:
     checks.append(check("host firewall", hostfw.available(), "iptables with docker's DOCKER-USER chain"))
     if answers:
         client = docker.from_env()
-        present = {t for image in client.images.list() for t in image.tags}
-        base = images.base_image_ref()
-        checks.append(
-            check("base image", base in present, base if base in present else f"{base} missing: make images")
-        )
+        image_checks = _image_checks(client)
+        checks += image_checks
         running = sweeper.labelled_projects(client)
         orphans = sweeper.orphaned_projects(client)
         detail = f"{len(running)} testbeds present" + (
             f"; orphans of {', '.join(sorted(orphans))}" if orphans else ""
         )
         checks.append(check("no orphans", not orphans, detail + " (testbed clean removes orphans)"))
-        if base in present:
-            checks.append(("netem", "info", _netem_detail(client, base)))
+        if image_checks[0][1] == "ok":  # the netem probe runs in the base image
+            checks.append(("netem", "info", _netem_detail(client, images.base_image_ref())))
     return checks
 
 
@@ -282,35 +319,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="bring a topology up and wait until it is ready")
     p.add_argument("topology", nargs="?", default="basic", help="name under compose/topologies or a path")
-    p.add_argument("--project", help="project name (default: tb-<topology>-<random>)")
+    p.add_argument("--project", type=_project_arg, help="project name (default: tb-<topology>-<random>)")
     p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, help="readiness deadline, seconds")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="tear testbeds down (default: the ones `testbed up` started)")
-    p.add_argument("projects", nargs="*")
+    p.add_argument("projects", nargs="*", type=_project_arg)
     p.add_argument("--all", action="store_true", help="every labelled testbed on this engine")
     p.set_defaults(func=cmd_down)
 
     p = sub.add_parser("status", help="list testbeds and their nodes")
-    p.add_argument("projects", nargs="*")
+    p.add_argument("projects", nargs="*", type=_project_arg)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("logs", help="print a testbed's container logs")
-    p.add_argument("project")
+    p.add_argument("project", type=_project_arg)
     p.add_argument("node", nargs="?")
     p.add_argument("--tail", type=int, default=100)
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("render", help="render the compose file and node configs; creates nothing")
     p.add_argument("topology", nargs="?", default="basic")
-    p.add_argument("--project")
+    p.add_argument("--project", type=_project_arg)
     p.add_argument("--out", help="output folder (default compose/generated/<project>)")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser(
         "nat-check", help="classify every NAT router with the STUN referee; compare with the topology"
     )
-    p.add_argument("project")
+    p.add_argument("project", type=_project_arg)
     p.set_defaults(func=cmd_nat_check)
 
     p = sub.add_parser(
@@ -337,12 +374,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_load)
 
     p = sub.add_parser("clean", help="remove everything any testbed run created (by label); idempotent")
-    p.add_argument("--project", help="only this project's resources")
+    p.add_argument("--project", type=_project_arg, help="only this project's resources (exact name)")
     p.set_defaults(func=cmd_clean)
 
     p = sub.add_parser("images", help="build the base and service images (offline)")
     p.add_argument(
         "--rebuild", action="store_true", help="rebuild from scratch (default in CI or TESTBED_REBUILD=1)"
+    )
+    p.add_argument(
+        "--remove",
+        action="store_true",
+        help="remove the images of this namespace (TESTBED_IMAGE_NAMESPACE, default testbed) instead",
     )
     p.set_defaults(func=cmd_images)
 

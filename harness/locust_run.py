@@ -24,6 +24,7 @@ from docker.models.containers import Container
 
 from harness.engine.files import copy_out
 from harness.errors import TestbedError, WaitTimeout
+from harness.labels import LABEL_NODE
 from harness.paths import REPO_ROOT
 from harness.ready.waits import NotYet, wait_until
 from harness.render.compose import labels
@@ -108,7 +109,7 @@ class Fleet:
             environment={"TESTBED_LOAD_CONFIG": json.dumps(config)},
             network=self.network,
             networking_config={self.network: self.client.api.create_endpoint_config(ipv4_address=ip)},
-            labels={**labels(self.testbed.plan, "loadgen"), "testbed.node": role},
+            labels={**labels(self.testbed.plan, "loadgen"), LABEL_NODE: role},
             cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"],
         )
@@ -149,7 +150,7 @@ class Fleet:
                     f"last lines:\n{_tail(master)}"
                 ) from exc
             for container in started:
-                (run_dir / f"{container.labels['testbed.node']}-locust.log").write_bytes(container.logs())
+                (run_dir / f"{container.labels[LABEL_NODE]}-locust.log").write_bytes(container.logs())
             if status != 0:
                 raise TestbedError(f"the Locust master ({run.prefix}) exited with {status}:\n{_tail(master)}")
             copy_out(master, OUT, run_dir)  # the master's report folder

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from harness.labels import check_project
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = REPO_ROOT / "images"
 TOPOLOGIES_DIR = REPO_ROOT / "compose" / "topologies"
@@ -19,8 +21,10 @@ def cache_dir() -> Path:
 
 
 def generated_dir(project: str) -> Path:
-    return Path(os.environ.get("TESTBED_GENERATED_DIR", REPO_ROOT / "compose" / "generated")) / project
+    """A project's rendered files; the name is checked, so the folder is always inside the root."""
+    root = Path(os.environ.get("TESTBED_GENERATED_DIR", REPO_ROOT / "compose" / "generated"))
+    return root / check_project(project)
 
 
 def artifacts_dir(project: str) -> Path:
-    return Path(os.environ.get("TESTBED_ARTIFACTS_DIR", REPO_ROOT / "artifacts")) / project
+    return Path(os.environ.get("TESTBED_ARTIFACTS_DIR", REPO_ROOT / "artifacts")) / check_project(project)

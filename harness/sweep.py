@@ -6,6 +6,7 @@ crash or `kill -9` there is none): the labels on the resources are the only reco
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 import docker
 from docker.errors import APIError, NotFound
 
+from harness.labels import ProjectNameError, check_project, project_filter, project_of
 from harness.net import hostfw
 from harness.paths import generated_dir
-from harness.render.compose import LABEL_PROJECT
 from harness.topology import subnets
 
 
@@ -38,13 +39,9 @@ class SweepReport:
         return text + (f"; {len(self.errors)} errors: " + "; ".join(self.errors) if self.errors else "")
 
 
-def _label_filter(project: str | None) -> dict:
-    return {"label": f"{LABEL_PROJECT}={project}" if project else LABEL_PROJECT}
-
-
 def _labelled(client: docker.DockerClient, project: str | None) -> dict[str, list]:
-    """Labelled resources by kind, in the order they must be removed."""
-    flt = _label_filter(project)
+    """Labelled resources by kind, in the order they must be removed (every project's when None)."""
+    flt = project_filter(project)
     return {
         # A container can go between docker listing it and us inspecting it (a route helper
         # finishing, a concurrent teardown): it is gone, not an error.
@@ -54,21 +51,16 @@ def _labelled(client: docker.DockerClient, project: str | None) -> dict[str, lis
     }
 
 
-def _project_of(resource) -> str | None:
-    labels = resource.labels if hasattr(resource, "labels") else resource.attrs.get("Labels")
-    return (labels or {}).get(LABEL_PROJECT)
-
-
 def labelled_projects(client: docker.DockerClient | None = None) -> set[str]:
     """Every project that still has a labelled container, network or volume."""
     resources = _labelled(client or docker.from_env(), None)
-    return {p for kind in resources.values() for r in kind if (p := _project_of(r))}
+    return {p for kind in resources.values() for r in kind if (p := project_of(r))}
 
 
 def orphaned_projects(client: docker.DockerClient | None = None) -> set[str]:
     """Projects with labelled networks or volumes but no container: what a crash leaves behind."""
     client = client or docker.from_env()
-    with_containers = {_project_of(c) for c in _labelled(client, None)["containers"]}
+    with_containers = {project_of(c) for c in _labelled(client, None)["containers"]}
     return labelled_projects(client) - with_containers
 
 
@@ -103,10 +95,11 @@ def _sweep_once(client: docker.DockerClient, project: str | None, report: SweepR
 
 
 def sweep(project: str | None = None, attempts: int = 5) -> SweepReport:
-    """Remove a project's resources (all projects' when None); repeat while something is left,
-    since a compose process that was starting up may still be creating resources."""
+    """Remove a project's resources (all projects' when None, never for an empty name); repeat
+    while something is left, since a compose process that was starting up may still be creating
+    resources. Firewall rules, subnet reservations and the generated folder go by exact name."""
     client = docker.from_env()
-    projects = {project} if project else labelled_projects(client)
+    projects = {check_project(project)} if project is not None else labelled_projects(client)
     report = SweepReport()
     for attempt in range(attempts):
         report.errors.clear()
@@ -117,5 +110,7 @@ def sweep(project: str | None = None, attempts: int = 5) -> SweepReport:
     hostfw.release(project)
     for name in projects:
         subnets.release(name)
-        shutil.rmtree(generated_dir(name), ignore_errors=True)
+        # A label can carry any string another tool put there: only valid names name a folder.
+        with contextlib.suppress(ProjectNameError):
+            shutil.rmtree(generated_dir(name), ignore_errors=True)
     return report

@@ -28,12 +28,12 @@ from harness.engine import compose, images
 from harness.engine.bootstrap import ensure_engine
 from harness.engine.files import copy_out
 from harness.errors import EngineError
+from harness.labels import check_project, find_containers
 from harness.net import hostfw
 from harness.net.plumbing import plumb
 from harness.paths import artifacts_dir, generated_dir
 from harness.ready.readiness import (
     ReadinessReport,
-    find_containers,
     wait_app_probes,
     wait_containers_running,
     wait_ready,
@@ -93,6 +93,8 @@ class Testbed:
     ) -> Testbed:
         """Validate, build images, allocate, render, start and wait. Fails with nothing left behind."""
         model = loader.load(topology)  # a broken file stops here, before anything is created
+        if project is not None:
+            check_project(project)
         log(ensure_engine())
         refs = images.ensure_images(model.images(), log=log)
         project = project or new_project_name(model.name)
@@ -106,8 +108,7 @@ class Testbed:
             # an engine without iptables on the host (Docker Desktop) still runs those.
             if plan.routers or hostfw.available():
                 hostfw.isolate(plan)
-            if plan.routers or any(node.link for node in plan.nodes.values()):
-                plumb(plan, testbed.containers())
+            plumb(plan, testbed.containers())
             wait_ready(plan, deadline_s, testbed.readiness)
         except BaseException:
             testbed.save_artifacts()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,9 +27,24 @@ from docker.errors import BuildError, ImageNotFound
 from harness.errors import ImageBuildError
 from harness.paths import IMAGES_DIR, REPO_ROOT, cache_dir
 
-BASE_REPO = "testbed/base"
+DEFAULT_NAMESPACE = "testbed"
 DEBIAN_SUITE = "bookworm"
 LABEL = {"testbed.image": "true"}
+# A namespace is the first part of every image name the testbed builds (`<namespace>/base`,
+# `<namespace>/codex-ref`): lower-case, as docker requires of repository names.
+NAMESPACE_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
+
+
+def namespace() -> str:
+    """TESTBED_IMAGE_NAMESPACE, or `testbed`. CI builds under a namespace of its own run, so no
+    image an earlier run left in the engine can stand in for a missing build step."""
+    value = os.environ.get("TESTBED_IMAGE_NAMESPACE") or DEFAULT_NAMESPACE
+    if not NAMESPACE_RE.fullmatch(value) or len(value) > 64:
+        raise ImageBuildError(
+            f"TESTBED_IMAGE_NAMESPACE={value[:80]!r} is not a docker repository name "
+            "(lower-case letters, digits, and . _ - between them; at most 64 characters)"
+        )
+    return value
 
 
 def rebuild_requested() -> bool:
@@ -87,7 +103,10 @@ def debian_mirror() -> str:
 
 
 def base_image_ref() -> str:
-    return os.environ.get("BASE_IMAGE") or f"{BASE_REPO}:{DEBIAN_SUITE}-{folder_hash(IMAGES_DIR / 'base')}"
+    return (
+        os.environ.get("BASE_IMAGE")
+        or f"{namespace()}/base:{DEBIAN_SUITE}-{folder_hash(IMAGES_DIR / 'base')}"
+    )
 
 
 def _image_exists(client: docker.DockerClient, ref: str) -> bool:
@@ -178,7 +197,7 @@ class ServiceImage:
 
     def ref(self, from_ref: str) -> str:
         extras = "".join(f"{dest}:{(REPO_ROOT / src).read_text()}" for src, dest in self.extra)
-        return f"testbed/{self.name}:{folder_hash(self.folder, extra=from_ref + extras)}"
+        return f"{namespace()}/{self.name}:{folder_hash(self.folder, extra=from_ref + extras)}"
 
 
 def build_service_image(
@@ -266,3 +285,27 @@ def ensure_images(names: set[str] | None = None, rebuild: bool = False, log=prin
 def image_refs(names: set[str]) -> dict[str, str]:
     """The refs images would have, without building (for rendering)."""
     return _resolve(names, base_image_ref(), lambda image, from_ref: image.ref(from_ref))
+
+
+def _tags_in_namespace(image) -> list[str]:
+    return [tag for tag in image.tags if tag.startswith(f"{namespace()}/")]
+
+
+def present_images(client: docker.DockerClient) -> set[str]:
+    """Every tag of the testbed's own images (by label) in this namespace."""
+    labelled = client.images.list(filters={"label": "testbed.image=true"})
+    return {tag for image in labelled for tag in _tags_in_namespace(image)}
+
+
+def remove_images(log=print) -> list[str]:
+    """Untag (and so delete) this namespace's images; other images, and images still used by a
+    container, are left alone (the latter are reported). Returns the tags removed."""
+    client = docker.from_env()
+    removed = []
+    for tag in sorted(present_images(client)):
+        try:
+            client.images.remove(tag)
+            removed.append(tag)
+        except docker.errors.APIError as exc:
+            log(f"image: kept {tag}: {exc.explanation}")
+    return removed

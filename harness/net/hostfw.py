@@ -10,6 +10,7 @@ the host still reaches every container, which is not forwarding).
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 
@@ -45,20 +46,37 @@ def isolate(plan: Plan) -> None:
             )  # fmt: skip
 
 
-def rules(project: str | None = None) -> list[str]:
-    """This project's guard rules (every testbed's when None), as `iptables -S` lines."""
+def rule_comment(spec: list[str]) -> str | None:
+    """The `--comment` of one rule, given as `iptables -S` words."""
+    for i, word in enumerate(spec[:-1]):
+        if word == "--comment":
+            return spec[i + 1]
+    return None
+
+
+def owned_by(spec: list[str], project: str | None) -> bool:
+    """Whether a rule is `project`'s guard (any testbed's when None): the comment must match
+    exactly, so `tb` never reaches `tb-basic-1a2b3c`."""
+    comment = rule_comment(spec)
+    if comment is None:
+        return False
+    return comment.startswith("testbed:") if project is None else comment == _comment(project)
+
+
+def rules(project: str | None = None) -> list[list[str]]:
+    """This project's guard rules (every testbed's when None), each as the words of its
+    `iptables -S` line after `-A DOCKER-USER`."""
     if shutil.which("iptables") is None:
         return []
     listing = _iptables("-S", CHAIN, check=False).stdout.splitlines()
-    marker = _comment(project) if project else "testbed:"
-    return [line for line in listing if marker in line and line.startswith("-A ")]
+    # shlex undoes the quoting iptables puts around a comment
+    specs = [shlex.split(line) for line in listing if line.startswith(f"-A {CHAIN} ")]
+    return [spec[2:] for spec in specs if owned_by(spec[2:], project)]
 
 
 def release(project: str | None = None) -> int:
     removed = 0
-    for line in rules(project):
-        spec = line.split()[2:]  # drop "-A DOCKER-USER"
-        # `iptables -S` quotes the comment; subprocess needs it bare
-        _iptables("-D", CHAIN, *[part.strip('"') for part in spec], check=False)
+    for spec in rules(project):
+        _iptables("-D", CHAIN, *spec, check=False)
         removed += 1
     return removed

@@ -7,14 +7,14 @@ the helper (the base image, which carries iproute2) gets NET_ADMIN for one comma
 from __future__ import annotations
 
 import re
-import time
+from concurrent.futures import ThreadPoolExecutor
 
 import docker
 from docker.models.containers import Container
 
 from harness.engine.images import base_image_ref
 from harness.errors import EngineError
-from harness.render.compose import LABEL_CREATED, LABEL_PROJECT, LABEL_ROLE
+from harness.labels import resource_labels
 from harness.topology.model import Link
 from harness.topology.plan import Plan
 
@@ -29,12 +29,9 @@ def run_in_netns(
         command,
         network_mode=f"container:{target.id}",
         cap_drop=["ALL"],
-        cap_add=["NET_ADMIN", "NET_RAW"] if net_admin else [],
-        labels={
-            LABEL_PROJECT: project,
-            LABEL_ROLE: "helper",
-            LABEL_CREATED: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
+        cap_add=["NET_ADMIN"] if net_admin else [],
+        security_opt=["no-new-privileges:true"],
+        labels=resource_labels(project, "helper"),
         detach=True,
     )
     try:
@@ -111,26 +108,51 @@ def netem_available(container: Container, project: str) -> bool:
         run_in_netns(container, ["sh", "-c", "ip link del tbprobe 2>/dev/null; true"], project, True)
 
 
-def plumb(plan: Plan, containers: dict[str, Container]) -> None:
-    """Idempotent: LAN nodes route via their router; the referee gets its second WAN address;
-    shaped links get their qdiscs."""
+def wan_only(plan: Plan) -> list[str]:
+    """The services that sit on the WAN alone. Everything they talk to is on their own subnet
+    (and the host reaches them on it), so they need no default route: plumbing removes docker's,
+    and nothing they send can head off the bridge even without the host firewall guard."""
+    names = [node.name for node in plan.nodes.values() if not node.gateway]
+    names += [*plan.relays, *plan.status, *([plan.stun.name] if plan.stun else [])]
+    return names
+
+
+def route_scripts(plan: Plan) -> dict[str, list[str]]:
+    """Per container, the shell lines that set its routes (and the referee's second address)."""
+    scripts: dict[str, list[str]] = {
+        name: ["ip route del default 2>/dev/null || true"] for name in wan_only(plan)
+    }
     for node in plan.nodes.values():
-        if node.gateway and node.name in containers:
-            run_in_netns(
-                containers[node.name],
-                ["ip", "route", "replace", "default", "via", node.gateway],
-                plan.project,
-                True,
-            )
-    if plan.stun and plan.stun.name in containers:
+        if node.gateway:
+            scripts[node.name] = [f"ip route replace default via {node.gateway}"]
+    if plan.stun:
         wan = next(n for n in plan.networks.values() if n.kind == "wan")
         prefix = wan.subnet.split("/")[1]
-        script = (
+        scripts[plan.stun.name].append(
             f"{_dev_of(plan.stun.ip)}; "
             f"ip addr show dev $dev | grep -q ' {plan.stun.alt_ip}/' || "
             f"ip addr add {plan.stun.alt_ip}/{prefix} dev $dev"
         )
-        run_in_netns(containers[plan.stun.name], ["sh", "-c", script], plan.project, True)
+    return scripts
+
+
+ROUTE_HELPERS_AT_ONCE = 4  # each helper is a container start: the engine, not the CPU, is the limit
+
+
+def plumb(plan: Plan, containers: dict[str, Container]) -> None:
+    """Idempotent: LAN nodes route via their router, WAN services have no default route, the
+    referee gets its second WAN address, shaped links get their qdiscs."""
+    jobs = [(containers[name], lines) for name, lines in route_scripts(plan).items() if name in containers]
+    with ThreadPoolExecutor(ROUTE_HELPERS_AT_ONCE) as pool:
+        # list(): the first helper that failed raises here
+        list(
+            pool.map(
+                lambda job: run_in_netns(
+                    job[0], ["sh", "-c", "set -e\n" + "\n".join(job[1])], plan.project, True
+                ),
+                jobs,
+            )
+        )
     shaped = [n for n in plan.nodes.values() if n.link and n.name in containers]
     needs_netem = [n.name for n in shaped if n.link and (n.link.delay_ms or n.link.loss_pct)]
     if needs_netem and not netem_available(containers[needs_netem[0]], plan.project):

@@ -27,9 +27,9 @@ from docker.models.containers import Container
 
 from harness.clients.codex import CodexApiError, CodexClient, dialable_addresses
 from harness.errors import ContainerFailed, NatMismatch
+from harness.labels import find_containers
 from harness.net import natcheck
 from harness.ready.waits import NotYet, wait_until
-from harness.render.compose import LABEL_PROJECT
 from harness.topology.plan import Plan
 
 LOG_TAIL = 30
@@ -59,12 +59,6 @@ class ReadinessReport:
         lines = [f"readiness of {self.project}: {self.total_s:.1f}s"]
         lines += [f"  {s.layer:<10} {s.target:<14} {s.seconds:6.2f}s  {s.detail}" for s in self.steps]
         return "\n".join(lines)
-
-
-def find_containers(client: docker.DockerClient, project: str) -> dict[str, Container]:
-    label = {"label": f"{LABEL_PROJECT}={project}"}
-    containers = client.containers.list(all=True, filters=label, ignore_removed=True)  # helpers come and go
-    return {c.labels.get("testbed.node", c.name): c for c in containers}
 
 
 def log_tail(container: Container, lines: int = LOG_TAIL) -> str:

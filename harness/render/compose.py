@@ -7,13 +7,9 @@ from pathlib import Path
 
 import jinja2
 
+from harness.labels import LABEL_TOPOLOGY, resource_labels
 from harness.paths import TEMPLATES_DIR, generated_dir
 from harness.topology.plan import PCAP_DIR, STATUS_PORT, Plan
-
-LABEL_PROJECT = "testbed.project"
-LABEL_ROLE = "testbed.role"
-LABEL_CREATED = "testbed.created"
-LABEL_TOPOLOGY = "testbed.topology"
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
@@ -33,12 +29,7 @@ _env.filters["q"] = _quote
 
 
 def labels(plan: Plan, role: str) -> dict[str, str]:
-    return {
-        LABEL_PROJECT: plan.project,
-        LABEL_ROLE: role,
-        LABEL_CREATED: plan.created,
-        LABEL_TOPOLOGY: plan.topology,
-    }
+    return resource_labels(plan.project, role, plan.created, **{LABEL_TOPOLOGY: plan.topology})
 
 
 def render_to_strings(plan: Plan) -> dict[str, str]:

@@ -112,14 +112,27 @@ def preview(kinds: list[str]) -> list[Subnet]:
     return allocate(kinds, [*host_routes(), *engine_subnets()])
 
 
+def _read_reservations(path: Path) -> dict:
+    """Reservations are short-lived hints between allocation and `compose up` (the engine's own
+    networks are always avoided too), so an unreadable file is dropped, not fatal."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 @contextmanager
 def _locked_reservations():
     path = cache_dir() / "subnet-reservations.json"
     with (cache_dir() / "subnets.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        data = json.loads(path.read_text()) if path.exists() else {}
+        data = _read_reservations(path)
         yield data
-        path.write_text(json.dumps(data, indent=1))
+        # write then rename: a crash mid-write leaves the old file, never a truncated one
+        scratch = path.with_suffix(".tmp")
+        scratch.write_text(json.dumps(data, indent=1))
+        os.replace(scratch, path)
 
 
 def reserve(project: str, kinds: list[str]) -> list[Subnet]:

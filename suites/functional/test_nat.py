@@ -72,13 +72,13 @@ def test_nothing_can_leave_the_machine(testbed: Testbed) -> None:
     wan = next(n for n in testbed.plan.networks.values() if n.kind == "wan")
     wan_network = next(n for n in client.networks.list(names=[f"{testbed.plan.project}_{wan.name}"]))
     assert wan_network.attrs["Internal"] is True
-    guards = hostfw.rules(testbed.plan.project)
+    guards = [" ".join(spec) for spec in hostfw.rules(testbed.plan.project)]
     for network in testbed.plan.networks.values():
         assert any(f"-i {network.bridge} ! -o {network.bridge}" in g and "-j DROP" in g for g in guards), (
             network
         )
     containers = testbed.containers()
-    for name in [*testbed.plan.routers, "behind-symmetric", "seed"]:
+    for name in [*testbed.plan.routers, "behind-symmetric", "seed", testbed.plan.stun.name]:
         # a routing-table lookup only: no packet is sent
         result = client.containers.run(
             base_image_ref(),
@@ -92,9 +92,9 @@ def test_nothing_can_leave_the_machine(testbed: Testbed) -> None:
                 assert f"via {upstream}" in result, f"{name}: {result}"
             else:
                 assert "unreachable" in result and "default" not in result, f"{name}: {result}"
-        elif name == "seed":
-            # the internal WAN routes to docker's bridge, whose outside the guard closes (above)
-            assert f"via {wan.gateway}" in result, f"{name}: {result}"
+        elif name in ("seed", testbed.plan.stun.name):
+            # WAN services lose docker's default route: only their own subnet is reachable
+            assert "unreachable" in result and "default" not in result, f"{name}: {result}"
         else:
             gateway = testbed.plan.nodes[name].gateway
             assert f"via {gateway}" in result, f"{name} must route through its router: {result}"

@@ -13,6 +13,7 @@ import yaml
 
 from harness.engine import images
 from harness.errors import PoolExhaustedError, WaitTimeout
+from harness.net.plumbing import route_scripts, wan_only
 from harness.ready.waits import NotYet, wait_until
 from harness.render.compose import render_to_strings
 from harness.topology import loader, subnets
@@ -157,7 +158,8 @@ def test_a_cgnat_lan_gets_a_home_router_behind_a_cgn_on_a_carrier_network() -> N
     assert plan.nodes["tenant"].gateway == home.lan_ip
     compose = yaml.safe_load(render_to_strings(plan)["compose.yaml"])
     assert compose["services"]["router-flat"]["environment"]["UPSTREAM_GATEWAY"] == cgn.lan_ip
-    assert compose["services"]["router-flat"]["cap_add"] == ["NET_ADMIN", "NET_RAW"]
+    assert compose["services"]["router-flat"]["cap_add"] == ["NET_ADMIN"]
+    assert compose["services"]["router-flat"]["security_opt"] == ["no-new-privileges:true"]
     assert compose["services"]["router-flat"]["networks"]["flat-carrier"]["ipv4_address"] == home.wan_ip
     assert (
         compose["networks"]["flat-carrier"]["driver_opts"]["com.docker.network.bridge.enable_ip_masquerade"]
@@ -201,3 +203,16 @@ def test_an_image_tag_ignores_what_building_leaves_in_its_folder(tmp_path: Path)
     assert images.folder_hash(tmp_path) == before
     (tmp_path / "native" / "ext.c").write_text("int y;")
     assert images.folder_hash(tmp_path) != before, "a source change still makes a new tag"
+
+
+def test_wan_services_lose_their_default_route_and_lan_nodes_route_via_their_router() -> None:
+    plan = nat_pair_plan()
+    scripts = route_scripts(plan)
+    wan_services = [n.name for n in plan.nodes.values() if not n.gateway] + [*plan.relays, plan.stun.name]
+    assert sorted(wan_only(plan)) == sorted(wan_services)
+    for name in wan_services:
+        assert scripts[name][0] == "ip route del default 2>/dev/null || true", name
+    for node in (n for n in plan.nodes.values() if n.gateway):
+        assert scripts[node.name] == [f"ip route replace default via {node.gateway}"]
+    assert plan.stun.alt_ip in scripts[plan.stun.name][1]
+    assert not set(scripts) & set(plan.routers), "routers set their own routes"

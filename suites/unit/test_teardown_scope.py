@@ -1,0 +1,102 @@
+"""Teardown reaches exactly its own project: names are checked, rules and folders match exactly."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import cli, paths
+from harness.labels import ProjectNameError, check_project, project_filter
+from harness.net import hostfw
+
+REFUSED = ["", "..", "../victim", "a/b", "/", " tb", "tb ", "tb\n", "TB", "-tb", "_tb", "tb\x00", "x" * 64]
+
+
+@pytest.mark.parametrize("name", ["tb-basic-1a2b3c", "rel-iso", "a", "0", "tb_x", "x" * 63])
+def test_valid_project_names_pass(name: str) -> None:
+    assert check_project(name) == name
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_names_that_could_widen_or_escape_are_refused(name: str) -> None:
+    with pytest.raises(ProjectNameError, match="is not a project name"):
+        check_project(name)
+
+
+def test_a_refused_name_is_echoed_bounded() -> None:
+    with pytest.raises(ProjectNameError) as caught:
+        check_project("../" * 50_000)
+    assert len(str(caught.value)) < 300 and "150000 characters" in str(caught.value)
+
+
+def test_an_empty_name_is_not_every_project() -> None:
+    assert project_filter(None) == {"label": "testbed.project"}
+    assert project_filter("tb") == {"label": "testbed.project=tb"}
+    with pytest.raises(ProjectNameError):
+        project_filter("")
+
+
+@pytest.mark.parametrize("name", ["..", "../victim", ""])
+def test_project_folders_stay_inside_their_root(name: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TESTBED_GENERATED_DIR", str(tmp_path))
+    with pytest.raises(ProjectNameError):
+        paths.generated_dir(name)
+    assert paths.generated_dir("tb-x").parent == tmp_path
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["clean", "--project", ""], ["clean", "--project", "../victim"], ["down", ""], ["down", ".."]],
+)
+def test_the_cli_refuses_bad_project_names_before_touching_anything(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.build_parser().parse_args(argv)
+    assert exited.value.code == 2
+    assert "is not a project name" in capsys.readouterr().err
+
+
+# What `iptables -S DOCKER-USER` prints with the guards of three testbeds and one foreign rule.
+LISTING = """-N DOCKER-USER
+-A DOCKER-USER -i tb-a1 ! -o tb-a1 -m comment --comment "testbed:rel-iso" -j DROP
+-A DOCKER-USER -i tb-a2 ! -o tb-a2 -m comment --comment "testbed:rel-iso" -j DROP
+-A DOCKER-USER -i tb-b1 ! -o tb-b1 -m comment --comment "testbed:rel-is" -j DROP
+-A DOCKER-USER -i tb-c1 ! -o tb-c1 -m comment --comment "testbed:tb-basic-1a2b3c" -j DROP
+-A DOCKER-USER -i eth9 -m comment --comment "someone else: testbed:rel-iso" -j ACCEPT
+-A DOCKER-USER -j RETURN
+"""
+
+
+@pytest.fixture
+def fake_iptables(monkeypatch) -> list[list[str]]:
+    """iptables answering LISTING to -S and recording every -D."""
+    deleted: list[list[str]] = []
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        if args[0] == "-D":
+            deleted.append(list(args[2:]))
+        return subprocess.CompletedProcess(args, 0, LISTING if args[0] == "-S" else "", "")
+
+    monkeypatch.setattr(hostfw.shutil, "which", lambda tool: f"/usr/sbin/{tool}")
+    monkeypatch.setattr(hostfw, "_iptables", run)
+    return deleted
+
+
+def test_a_project_prefix_matches_no_other_projects_guard(fake_iptables) -> None:
+    assert hostfw.release("rel-is") == 1
+    assert fake_iptables == [
+        ["-i", "tb-b1", "!", "-o", "tb-b1", "-m", "comment", "--comment", "testbed:rel-is", "-j", "DROP"]
+    ]
+    assert hostfw.rules("rel") == [] and hostfw.rules("tb") == []
+
+
+def test_a_projects_guards_are_found_with_their_comment_unquoted(fake_iptables) -> None:
+    guards = hostfw.rules("rel-iso")
+    assert [spec[1] for spec in guards] == ["tb-a1", "tb-a2"]
+    assert all(hostfw.rule_comment(spec) == "testbed:rel-iso" for spec in guards)
+
+
+def test_every_testbeds_guards_but_no_foreign_rule(fake_iptables) -> None:
+    comments = [hostfw.rule_comment(spec) for spec in hostfw.rules(None)]
+    assert comments == ["testbed:rel-iso", "testbed:rel-iso", "testbed:rel-is", "testbed:tb-basic-1a2b3c"]
