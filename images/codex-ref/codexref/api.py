@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
+from multiaddr.exceptions import Error as MultiaddrError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -16,6 +17,7 @@ from codexref import config as cfg
 from codexref.blockexc.engine import RetriesExhaustedError
 from codexref.cid import Cid, CidError
 from codexref.dataset import EmptyDatasetError, store_stream
+from codexref.identity import PeerIdError, parse_peer_id
 from codexref.manifest import Manifest
 from codexref.node import Node
 from codexref.protobuf import DecodeError
@@ -43,6 +45,16 @@ def pretty_json(data: object) -> Response:
 
 def wants_text(request: Request) -> bool:
     return "text/plain" in request.headers.get("accept", "")
+
+
+def multiaddrs(texts: list[str]) -> list[str]:
+    """The `addrs` query values, or none at all if one is malformed: upstream's decoder then
+    fails the whole list (nim-presto presto/route.nim @ 92b1c7ff, seq[T] query arguments) and
+    the node looks the peer up instead."""
+    try:
+        return [str(Multiaddr(text)) for text in texts]
+    except MultiaddrError:
+        return []
 
 
 def build_app(node: Node) -> Starlette:
@@ -130,15 +142,23 @@ def build_app(node: Node) -> Starlette:
     async def exists(request: Request, cid: Cid) -> Response:
         return JSONResponse({str(cid): store.has(cid)})
 
-    async def connect(request: Request) -> Response:
-        try:
-            peer_id = ID.from_base58(request.path_params["peer_id"]).to_base58()
-            addrs = [str(Multiaddr(a)) for a in request.query_params.getlist("addrs")]
-        except Exception as exc:
-            return error(400, str(exc) or "Invalid peer id or address")
+    def with_peer(handler: Callable) -> Callable:
+        """Parse `{peer_id}` first; a malformed one answers 400 with upstream's wording."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                peer = ID(parse_peer_id(request.path_params["peer_id"]))
+            except PeerIdError as exc:
+                return error(400, str(exc))
+            return await handler(request, peer)
+
+        return endpoint
+
+    async def connect(request: Request, peer: ID) -> Response:
+        addrs = multiaddrs(request.query_params.getlist("addrs"))
         if not addrs:
             return error(400, "Unable to find Peer!")  # no DHT here to look the peer up
-        if not await node.connect(peer_id, addrs):
+        if not await node.connect(peer.to_base58(), addrs):
             return error(400, "Unable to dial peer")
         return Response("Successfully connected to peer", media_type="text/plain")
 
@@ -148,13 +168,9 @@ def build_app(node: Node) -> Starlette:
     async def debug_info(request: Request) -> Response:
         return pretty_json(node.debug_info())
 
-    async def connection(request: Request) -> Response:
+    async def connection(request: Request, peer: ID) -> Response:
         """Testbed extension: how we are connected to a peer (direct or relayed paths) and the RTT
         of a libp2p ping over the path new streams take; DELETE disconnects."""
-        try:
-            peer = ID.from_base58(request.path_params["peer_id"])
-        except Exception as exc:
-            return error(400, str(exc) or "Invalid peer id")
         if request.method == "DELETE":  # close every path to the peer (a clean slate for the next test)
             await node.host.disconnect(peer)
             return Response(status_code=204)
@@ -193,10 +209,10 @@ def build_app(node: Node) -> Starlette:
         Route(f"{prefix}/data/{{cid}}/network", with_cid(download_network), methods=["POST"]),
         Route(f"{prefix}/data/{{cid}}/network/stream", with_cid(download_stream), methods=["GET"]),
         Route(f"{prefix}/data/{{cid}}/network/manifest", with_cid(manifest_only), methods=["GET"]),
-        Route(f"{prefix}/connect/{{peer_id}}", connect, methods=["GET"]),
+        Route(f"{prefix}/connect/{{peer_id}}", with_peer(connect), methods=["GET"]),
         Route(f"{prefix}/space", space, methods=["GET"]),
         Route(f"{prefix}/debug/info", debug_info, methods=["GET"]),
-        Route(f"{prefix}/debug/connection/{{peer_id}}", connection, methods=["GET", "DELETE"]),
+        Route(f"{prefix}/debug/connection/{{peer_id}}", with_peer(connection), methods=["GET", "DELETE"]),
         Route(f"{prefix}/peerid", peer_id, methods=["GET"]),
         Route(f"{prefix}/spr", spr, methods=["GET"]),
         Route(f"{prefix}/debug/chronicles/loglevel", log_level, methods=["POST"]),

@@ -1,0 +1,70 @@
+"""The reference node's REST API against hostile input, in-process (issue 16, "Bad input").
+
+Requests go through httpx's ASGI transport; tests about stalled connections talk to a real
+hypercorn server on loopback. Nothing here starts the libp2p host unless a test says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from codexref import config, identity
+from codexref.api import build_app
+from codexref.node import Node
+from libp2p.peer.id import ID
+from starlette.applications import Starlette
+
+PREFIX = "/api/codex/v1"
+A_PEER_ID = "16Uiu2HAm6HZZr7aToTvEBPpiys4UxajCTU97zj5v7RNR2gbniy1D"
+
+
+def make_node(tmp_path: Path, *flags: str) -> Node:
+    return Node(config.load(["--data-dir", str(tmp_path / "node"), *flags]))
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Node:
+    return make_node(tmp_path)
+
+
+@pytest.fixture
+def app(node: Node) -> Starlette:
+    return build_app(node)
+
+
+async def _send(app: Starlette, method: str, path: str, **kwargs) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as client:
+        return await client.request(method, PREFIX + path, **kwargs)
+
+
+def call(app: Starlette, method: str, path: str, **kwargs) -> httpx.Response:
+    return trio.run(lambda: _send(app, method, path, **kwargs))
+
+
+@pytest.mark.parametrize("peer_id", ["%C3%A9t%C3%A9", "abc", "0OIl", A_PEER_ID[:-1], A_PEER_ID + "1"])
+@pytest.mark.parametrize("route", ["/connect/{}?addrs=/ip4/127.0.0.1/tcp/1", "/debug/connection/{}"])
+def test_a_malformed_peer_id_is_400_with_upstreams_text(app: Starlette, route: str, peer_id: str) -> None:
+    response = call(app, "GET", route.format(peer_id))
+    assert (response.status_code, response.text) == (400, "peerid: incorrect PeerId string")
+
+
+@pytest.mark.parametrize(
+    "addrs", [["/nonsense"], ["/ip4/é/tcp/1"], ["/ip4/127.0.0.1/tcp/1", "/ip4/300.1.1.1/tcp/1"]]
+)
+def test_a_malformed_address_is_treated_as_none_given_like_upstream(app: Starlette, addrs: list[str]) -> None:
+    response = call(app, "GET", f"/connect/{A_PEER_ID}", params={"addrs": addrs})
+    assert (response.status_code, response.text) == (400, "Unable to find Peer!")
+
+
+@pytest.mark.parametrize(
+    "peer_id",
+    [
+        A_PEER_ID,  # secp256k1 key inlined (identity multihash), as Codex nodes have
+        "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",  # ed25519, identity multihash
+        "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N",  # sha2-256 of an RSA key
+    ],
+)
+def test_well_formed_peer_ids_parse(peer_id: str) -> None:
+    assert ID(identity.parse_peer_id(peer_id)).to_base58() == peer_id
