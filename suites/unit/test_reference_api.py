@@ -5,6 +5,7 @@ hypercorn server on loopback. Nothing here starts the libp2p host unless a test 
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -68,3 +69,30 @@ def test_a_malformed_address_is_treated_as_none_given_like_upstream(app: Starlet
 )
 def test_well_formed_peer_ids_parse(peer_id: str) -> None:
     assert ID(identity.parse_peer_id(peer_id)).to_base58() == peer_id
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_connect_to_our_own_peer_id_is_refused_like_upstream(tmp_path: Path) -> None:
+    """Upstream's dialer refuses to dial itself; before, we dialled our own listener and
+    /debug/info listed us as our own peer."""
+    node = make_node(tmp_path, "--listen-addrs", f"/ip4/127.0.0.1/tcp/{free_port()}")
+    app = build_app(node)
+
+    async def scenario() -> tuple[httpx.Response, dict]:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run_p2p)
+            own = f"/connect/{node.identity.peer_id}?addrs={node.config.listen_addrs[0]}"
+            with trio.fail_after(15):
+                response = await _send(app, "GET", own)
+                info = (await _send(app, "GET", "/debug/info")).json()
+            nursery.cancel_scope.cancel()
+        return response, info
+
+    response, info = trio.run(scenario)
+    assert (response.status_code, response.text) == (400, "Unable to dial peer")
+    assert info["table"]["nodes"] == [] and info["connections"] == []
