@@ -13,6 +13,7 @@ import pytest
 import trio
 from codexref import config, identity
 from codexref.api import build_app
+from codexref.dataset import store_stream
 from codexref.node import Node
 from libp2p.peer.id import ID
 from starlette.applications import Starlette
@@ -96,3 +97,47 @@ def test_connect_to_our_own_peer_id_is_refused_like_upstream(tmp_path: Path) -> 
     response, info = trio.run(scenario)
     assert (response.status_code, response.text) == (400, "Unable to dial peer")
     assert info["table"]["nodes"] == [] and info["connections"] == []
+
+
+def listed_filenames(app: Starlette) -> list[str | None]:
+    return [item["manifest"].get("filename") for item in call(app, "GET", "/data").json()["content"]]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'attachment; filename="abc',  # was stored as `ab`
+        b'attachment; filename="a.bin" junk',
+        b'attachment; filename="\xff.bin"',  # not UTF-8
+        b'attachment; filename="a/b.bin"',
+    ],
+)
+def test_an_upload_with_a_malformed_content_disposition_is_422_and_stores_nothing(
+    app: Starlette, header: bytes
+) -> None:
+    response = call(app, "POST", "/data", content=b"hello", headers={"Content-Disposition": header})
+    assert (response.status_code, response.text) == (422, "The filename is not valid.")
+    assert listed_filenames(app) == []
+
+
+def test_a_utf8_filename_round_trips_as_the_bytes_sent(app: Starlette) -> None:
+    header = 'attachment; filename="名前 ünï.txt"'.encode()
+    uploaded = call(app, "POST", "/data", content=b"hello", headers={"Content-Disposition": header})
+    assert uploaded.status_code == 200
+    assert listed_filenames(app) == ["名前 ünï.txt"]
+    downloaded = call(app, "GET", f"/data/{uploaded.text}")
+    assert (downloaded.status_code, downloaded.content) == (200, b"hello")
+    assert (b"content-disposition", header) in downloaded.headers.raw
+
+
+async def _one_chunk(data: bytes):
+    yield data
+
+
+def test_a_manifest_name_that_is_no_valid_filename_is_left_out_of_the_download_header(
+    node: Node, app: Starlette
+) -> None:
+    """A remote manifest can carry any name: a quote or line break must not break the header."""
+    cid = trio.run(store_stream, node.store, _one_chunk(b"hello"), 'say "hi"\r\nX-Evil: 1', None)
+    downloaded = call(app, "GET", f"/data/{cid}")
+    assert downloaded.status_code == 200 and downloaded.headers["content-disposition"] == "attachment"

@@ -22,7 +22,12 @@ from codexref.manifest import Manifest
 from codexref.node import Node
 from codexref.protobuf import DecodeError
 from codexref.store import BlockNotFoundError, QuotaNotEnoughError
-from codexref.validation import filename_from_content_disposition, is_known_mimetype, is_valid_filename
+from codexref.validation import (
+    ContentDispositionError,
+    filename_from_content_disposition,
+    is_known_mimetype,
+    is_valid_filename,
+)
 
 ERROR_TYPE = "text/html; charset=utf-8"  # what upstream's presto server sends with error bodies
 
@@ -45,6 +50,26 @@ def pretty_json(data: object) -> Response:
 
 def wants_text(request: Request) -> bool:
     return "text/plain" in request.headers.get("accept", "")
+
+
+def upload_filename(request: Request) -> str | None:
+    """The Content-Disposition filename, read from the UTF-8 bytes the client sent (Starlette
+    hands header values over decoded as latin-1). A header that is not UTF-8, does not parse,
+    or names an invalid filename raises ValueError: upstream's 422 for all of them."""
+    header = request.headers.get("content-disposition", "").encode("latin-1").decode("utf-8")
+    filename = filename_from_content_disposition(header)
+    if filename is not None and not is_valid_filename(filename):
+        raise ContentDispositionError(f"invalid filename {filename!r}")
+    return filename
+
+
+def content_disposition(filename: str | None) -> str:
+    """Upstream's download header, the filename as the UTF-8 bytes it was uploaded as (Starlette
+    sends header text as latin-1). A remote manifest's name that is no valid filename (a quote,
+    a line break) is left out instead of breaking the header."""
+    if not filename or not is_valid_filename(filename):
+        return "attachment"
+    return f'attachment; filename="{filename}"'.encode().decode("latin-1")
 
 
 def multiaddrs(texts: list[str]) -> list[str]:
@@ -77,8 +102,9 @@ def build_app(node: Node) -> Starlette:
         mimetype = request.headers.get("content-type", "") or None
         if mimetype is not None and not is_known_mimetype(mimetype):
             return await drained(body, error(422, f"The MIME type '{mimetype}' is not valid."))
-        filename = filename_from_content_disposition(request.headers.get("content-disposition", ""))
-        if filename is not None and not is_valid_filename(filename):
+        try:
+            filename = upload_filename(request)
+        except ValueError:  # not UTF-8 (UnicodeDecodeError), or ContentDispositionError
             return await drained(body, error(422, "The filename is not valid."))
         try:
             cid = await store_stream(store, body, filename, mimetype)
@@ -92,9 +118,8 @@ def build_app(node: Node) -> Starlette:
 
     def stream_response(manifest: Manifest, extra: dict[str, str] | None = None) -> Response:
         """Upstream's download headers; blocks missing locally are fetched while streaming."""
-        disposition = f'attachment; filename="{manifest.filename}"' if manifest.filename else "attachment"
         headers = {
-            "Content-Disposition": disposition,
+            "Content-Disposition": content_disposition(manifest.filename),
             "Content-Length": str(manifest.dataset_size),
             **(extra or {}),
         }
