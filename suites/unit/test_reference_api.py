@@ -15,6 +15,9 @@ from codexref import config, identity
 from codexref.api import build_app
 from codexref.dataset import store_stream
 from codexref.node import Node
+from codexref.serving import hypercorn_config
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
 from libp2p.peer.id import ID
 from starlette.applications import Starlette
 
@@ -141,3 +144,38 @@ def test_a_manifest_name_that_is_no_valid_filename_is_left_out_of_the_download_h
     cid = trio.run(store_stream, node.store, _one_chunk(b"hello"), 'say "hi"\r\nX-Evil: 1', None)
     downloaded = call(app, "GET", f"/data/{cid}")
     assert downloaded.status_code == 200 and downloaded.headers["content-disposition"] == "attachment"
+
+
+async def _exchange(app: Starlette, hypercorn: HypercornConfig, request: bytes) -> tuple[bytes, float]:
+    """Serve `app` on loopback, send `request` and read until the server closes (at most 10 s):
+    what came back and how long it took."""
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serve, app, hypercorn)
+        stream = await trio.open_tcp_stream("127.0.0.1", int(binds[0].rsplit(":", 1)[1]))
+        await stream.send_all(request)
+        started, answer = trio.current_time(), b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some():
+                answer += chunk
+        nursery.cancel_scope.cancel()
+    return answer, trio.current_time() - started
+
+
+@pytest.mark.parametrize("extra", ["", "Content-Type: foo/bar\r\n"], ids=["stored", "drained-after-422"])
+def test_a_stalled_upload_body_is_408_and_closed_after_the_body_timeout(tmp_path: Path, extra: str) -> None:
+    app = build_app(make_node(tmp_path, "--api-body-timeout", "0.5"))
+    head = f"POST {PREFIX}/data HTTP/1.1\r\nHost: node\r\n{extra}Content-Length: 100\r\n\r\n"
+    stalled = head.encode() + b"x" * 10
+    answer, took = trio.run(_exchange, app, hypercorn_config("127.0.0.1:0"), stalled)
+    assert answer.startswith(b"HTTP/1.1 408 ") and answer.endswith(b"\r\n\r\nRequest body timed out")
+    assert b"\r\nconnection: close\r\n" in answer.lower()
+    assert 0.5 <= took < 5
+    assert listed_filenames(app) == []
+
+
+def test_a_stalled_request_head_is_closed_after_the_keep_alive_timeout(app: Starlette) -> None:
+    """Hypercorn's idle timer runs until a request head is complete: it bounds a stalled head."""
+    hypercorn = hypercorn_config("127.0.0.1:0")
+    hypercorn.keep_alive_timeout = 0.5
+    answer, took = trio.run(_exchange, app, hypercorn, f"POST {PREFIX}/data HTTP/1.1\r\nHost: no".encode())
+    assert answer == b"" and 0.5 <= took < 5

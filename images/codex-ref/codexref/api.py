@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 
+import trio
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 from multiaddr.exceptions import Error as MultiaddrError
@@ -32,8 +33,28 @@ from codexref.validation import (
 ERROR_TYPE = "text/html; charset=utf-8"  # what upstream's presto server sends with error bodies
 
 
-def error(status: int, text: str = "") -> Response:
-    return Response(text, status_code=status, media_type=ERROR_TYPE)
+def error(status: int, text: str = "", headers: dict[str, str] | None = None) -> Response:
+    return Response(text, status_code=status, headers=headers, media_type=ERROR_TYPE)
+
+
+class BodyTimeoutError(Exception):
+    """No request body bytes arrived for the configured time."""
+
+
+async def timed_body(request: Request, timeout_s: float) -> AsyncIterator[bytes]:
+    """The request body; waiting more than `timeout_s` for the next chunk raises BodyTimeoutError.
+    A bound per chunk, not on the whole body: a large upload may take as long as it keeps sending."""
+    chunks = request.stream()
+    while True:
+        chunk = None
+        with trio.move_on_after(timeout_s):
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+        if chunk is None:
+            raise BodyTimeoutError
+        yield chunk
 
 
 async def drained(body: AsyncIterator[bytes], response: Response) -> Response:
@@ -98,7 +119,14 @@ def build_app(node: Node) -> Starlette:
         return endpoint
 
     async def upload(request: Request) -> Response:
-        body = request.stream()
+        """A body that stalls is 408 (ours: upstream waits forever); the connection then closes,
+        since the rest of the body would be read as the next request."""
+        try:
+            return await store_upload(request, timed_body(request, node.config.api_body_timeout))
+        except BodyTimeoutError:
+            return error(408, "Request body timed out", {"Connection": "close"})
+
+    async def store_upload(request: Request, body: AsyncIterator[bytes]) -> Response:
         mimetype = request.headers.get("content-type", "") or None
         if mimetype is not None and not is_known_mimetype(mimetype):
             return await drained(body, error(422, f"The MIME type '{mimetype}' is not valid."))

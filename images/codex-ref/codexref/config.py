@@ -42,6 +42,7 @@ class Config:
     api_bindaddr: str
     api_port: int
     api_prefix: str
+    api_body_timeout: float
     log_level: str
     storage_quota: int
     block_ttl: int
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-bindaddr", default=_env("api-bindaddr", "127.0.0.1"))
     p.add_argument("--api-port", "-p", type=int, default=int(_env("api-port", "8080")))
     p.add_argument("--api-prefix", default=_env("api-prefix", "/api/codex/v1"))
+    # not an upstream flag: seconds a request body may send nothing before the upload is 408
+    p.add_argument("--api-body-timeout", type=float, default=float(_env("api-body-timeout", "30")))
     p.add_argument("--log-level", default=_env("log-level", "info"))
     p.add_argument(
         "--storage-quota", "-q", type=parse_bytes, default=parse_bytes(_env("storage-quota", "20GiB"))
@@ -117,6 +120,7 @@ def load(argv: list[str] | None = None) -> Config:
         api_bindaddr=args.api_bindaddr,
         api_port=args.api_port,
         api_prefix=args.api_prefix.rstrip("/"),
+        api_body_timeout=args.api_body_timeout,
         log_level=args.log_level,
         storage_quota=args.storage_quota,
         block_ttl=args.block_ttl,
