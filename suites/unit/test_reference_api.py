@@ -8,11 +8,13 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import base58
 import httpx
 import pytest
 import trio
 from codexref import config, identity
 from codexref.api import build_app
+from codexref.cid import Cid, CidError
 from codexref.dataset import store_stream
 from codexref.node import Node
 from codexref.serving import hypercorn_config
@@ -179,3 +181,16 @@ def test_a_stalled_request_head_is_closed_after_the_keep_alive_timeout(app: Star
     hypercorn.keep_alive_timeout = 0.5
     answer, took = trio.run(_exchange, app, hypercorn, f"POST {PREFIX}/data HTTP/1.1\r\nHost: no".encode())
     assert answer == b"" and 0.5 <= took < 5
+
+
+def test_overlong_ids_are_refused_before_base58_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Base58 decoding is quadratic: a 16 KiB path would hold the event loop for 0.2 s."""
+
+    def refuse(*args: object) -> bytes:
+        raise AssertionError("an overlong id was decoded")
+
+    monkeypatch.setattr(base58, "b58decode", refuse)
+    with pytest.raises(CidError, match=r"^Incorrect Cid$"):
+        Cid.parse("z" + "2" * 200)
+    with pytest.raises(identity.PeerIdError, match=r"^peerid: incorrect PeerId string$"):
+        identity.parse_peer_id("2" * 200)

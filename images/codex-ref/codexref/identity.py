@@ -21,6 +21,7 @@ from codexref.protobuf import bytes_field, decode_varint, encode_varint, varint_
 SECP256K1 = 2
 IDENTITY_MULTIHASH = 0x00
 SHA2_256_MULTIHASH = 0x12
+MAX_PEER_ID_TEXT = 128  # ours are 53 characters; base58 decoding is quadratic
 PEER_RECORD_PAYLOAD_TYPE = b"\x03\x01"
 ENVELOPE_DOMAIN = b"libp2p-routing-state"
 
@@ -41,6 +42,8 @@ INVALID_PEER_ID = "peerid: incorrect PeerId string"
 def parse_peer_id(text: str) -> bytes:
     """The bytes of a base58btc peer id: one whole identity or sha2-256 multihash, as
     nim-libp2p validates it. Anything else, non-ASCII text included, is PeerIdError."""
+    if len(text) > MAX_PEER_ID_TEXT:
+        raise PeerIdError(INVALID_PEER_ID)
     try:
         raw = base58.b58decode(text.encode("ascii"))
         code, pos = decode_varint(raw)
