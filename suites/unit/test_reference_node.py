@@ -283,6 +283,12 @@ def test_cli_flags_win_over_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert conf.api_port == 9100 and conf.storage_quota == 1 << 20 and conf.announce_ip == "11.0.0.5"
 
 
+@pytest.mark.parametrize("value", ["0", "0.0", "-1", "nan", "inf", "soon"])
+def test_a_timeout_must_be_a_positive_number_of_seconds(value: str, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        config.load(["--data-dir", str(tmp_path), "--api-body-timeout", value])
+
+
 @pytest.mark.parametrize("mime", ["application/octet-stream", "text/plain", "image/png", "application/json"])
 def test_known_mimetypes(mime: str) -> None:
     assert validation.is_known_mimetype(mime)

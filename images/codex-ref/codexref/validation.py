@@ -35,8 +35,8 @@ def filename_from_content_disposition(header: str) -> str | None:
     `filename="` (nim-codex codex/rest/api.nim @ bd360322), so `filename="abc` became `ab`."""
     if not header.strip():
         return None
-    # The parser is quadratic in some inputs (16 KiB of quotes: 1.6 s of the event loop) and
-    # recurses once per nested comment; no valid filename needs a longer header than this.
+    # The parser is quadratic in some inputs (16 KiB of quotes: 1.6 s of the event loop); no
+    # valid filename needs a longer header than this.
     if len(header.encode()) > MAX_CONTENT_DISPOSITION:
         raise ContentDispositionError("header too long")
     if _LEADING_PARAMETER.match(header):
