@@ -283,6 +283,12 @@ def test_cli_flags_win_over_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert conf.api_port == 9100 and conf.storage_quota == 1 << 20 and conf.announce_ip == "11.0.0.5"
 
 
+@pytest.mark.parametrize("value", ["0", "0.0", "-1", "nan", "inf", "soon"])
+def test_a_timeout_must_be_a_positive_number_of_seconds(value: str, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        config.load(["--data-dir", str(tmp_path), "--api-body-timeout", value])
+
+
 @pytest.mark.parametrize("mime", ["application/octet-stream", "text/plain", "image/png", "application/json"])
 def test_known_mimetypes(mime: str) -> None:
     assert validation.is_known_mimetype(mime)
@@ -297,13 +303,34 @@ def test_unknown_mimetypes(mime: str) -> None:
     ("header", "filename"),
     [
         ('attachment; filename="a.bin"', "a.bin"),
-        ('filename="archive-data.bin"', "archive-data.bin"),
-        ("attachment; filename=a.bin", None),
+        ('filename="archive-data.bin"', "archive-data.bin"),  # no disposition type, as upstream takes
+        ("attachment; filename=a.bin", "a.bin"),  # a token (RFC 6266); upstream ignores it
+        ('attachment; filename="a;b.bin"; size=5', "a;b.bin"),
+        ('inline; filename="say \\"hi\\".txt"', 'say "hi".txt'),
+        ("attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf", "résumé.pdf"),
         ("attachment", None),
+        ("", None),
     ],
 )
-def test_content_disposition_parsing_matches_upstream(header: str, filename: str | None) -> None:
+def test_content_disposition_parsing_follows_rfc_6266(header: str, filename: str | None) -> None:
     assert validation.filename_from_content_disposition(header) == filename
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'attachment; filename="abc',  # upstream stored this as `ab`
+        'attachment; filename="a.bin" junk',
+        'attachment; filename="x"; filename="y"',
+        "attachment; filename*=UTF-8''%FF.bin",
+        "attachment;; filename=a.bin",
+        pytest.param("(" * 300 + "attachment", id="comments-nested-300-deep"),  # one recursion each
+        pytest.param('attachment; filename="' + "a" * 1100 + '"', id="longer-than-1KiB"),
+    ],
+)
+def test_a_malformed_content_disposition_is_an_error(header: str) -> None:
+    with pytest.raises(validation.ContentDispositionError):
+        validation.filename_from_content_disposition(header)
 
 
 @pytest.mark.parametrize("name", ["a.bin", "archive-data.bin", "report 2024.pdf", "noext"])
@@ -312,7 +339,12 @@ def test_valid_filenames(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["", "a/b", "a:b", "what?", "trailing.", " lead", "CON", "com1.txt", "x" * 300]
+    "name",
+    [
+        *("", "a/b", "a:b", "what?", "trailing.", " lead", "CON", "com1.txt"),
+        pytest.param("x" * 300, id="300-bytes"),
+        pytest.param("ä" * 200, id="200-chars-400-bytes"),  # Nim counts bytes
+    ],
 )
 def test_invalid_filenames(name: str) -> None:
     assert not validation.is_valid_filename(name)

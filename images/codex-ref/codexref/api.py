@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 
+import trio
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
+from multiaddr.exceptions import Error as MultiaddrError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -16,17 +18,43 @@ from codexref import config as cfg
 from codexref.blockexc.engine import RetriesExhaustedError
 from codexref.cid import Cid, CidError
 from codexref.dataset import EmptyDatasetError, store_stream
+from codexref.identity import PeerIdError, parse_peer_id
 from codexref.manifest import Manifest
 from codexref.node import Node
 from codexref.protobuf import DecodeError
 from codexref.store import BlockNotFoundError, QuotaNotEnoughError
-from codexref.validation import filename_from_content_disposition, is_known_mimetype, is_valid_filename
+from codexref.validation import (
+    ContentDispositionError,
+    filename_from_content_disposition,
+    is_known_mimetype,
+    is_valid_filename,
+)
 
 ERROR_TYPE = "text/html; charset=utf-8"  # what upstream's presto server sends with error bodies
 
 
-def error(status: int, text: str = "") -> Response:
-    return Response(text, status_code=status, media_type=ERROR_TYPE)
+def error(status: int, text: str = "", headers: dict[str, str] | None = None) -> Response:
+    return Response(text, status_code=status, headers=headers, media_type=ERROR_TYPE)
+
+
+class BodyTimeoutError(Exception):
+    """No request body bytes arrived for the configured time."""
+
+
+async def timed_body(request: Request, timeout_s: float) -> AsyncIterator[bytes]:
+    """The request body; waiting more than `timeout_s` for the next chunk raises BodyTimeoutError.
+    A bound per chunk, not on the whole body: a large upload may take as long as it keeps sending."""
+    chunks = request.stream()
+    while True:
+        chunk = None
+        with trio.move_on_after(timeout_s):
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+        if chunk is None:
+            raise BodyTimeoutError
+        yield chunk
 
 
 async def drained(body: AsyncIterator[bytes], response: Response) -> Response:
@@ -45,6 +73,36 @@ def wants_text(request: Request) -> bool:
     return "text/plain" in request.headers.get("accept", "")
 
 
+def upload_filename(request: Request) -> str | None:
+    """The Content-Disposition filename, read from the UTF-8 bytes the client sent (Starlette
+    hands header values over decoded as latin-1). A header that is not UTF-8, does not parse,
+    or names an invalid filename raises ValueError: upstream's 422 for all of them."""
+    header = request.headers.get("content-disposition", "").encode("latin-1").decode("utf-8")
+    filename = filename_from_content_disposition(header)
+    if filename is not None and not is_valid_filename(filename):
+        raise ContentDispositionError(f"invalid filename {filename!r}")
+    return filename
+
+
+def content_disposition(filename: str | None) -> str:
+    """Upstream's download header, the filename as the UTF-8 bytes it was uploaded as (Starlette
+    sends header text as latin-1). A remote manifest's name that is no valid filename (a quote,
+    a line break) is left out instead of breaking the header."""
+    if not filename or not is_valid_filename(filename):
+        return "attachment"
+    return f'attachment; filename="{filename}"'.encode().decode("latin-1")
+
+
+def multiaddrs(texts: list[str]) -> list[str]:
+    """The `addrs` query values, or none at all if one is malformed: upstream's decoder then
+    fails the whole list (nim-presto presto/route.nim @ 92b1c7ff, seq[T] query arguments) and
+    the node looks the peer up instead."""
+    try:
+        return [str(Multiaddr(text)) for text in texts]
+    except MultiaddrError:
+        return []
+
+
 def build_app(node: Node) -> Starlette:
     store = node.store
 
@@ -61,12 +119,20 @@ def build_app(node: Node) -> Starlette:
         return endpoint
 
     async def upload(request: Request) -> Response:
-        body = request.stream()
+        """A body that stalls is 408 (ours: upstream waits forever); the connection then closes,
+        since the rest of the body would be read as the next request."""
+        try:
+            return await store_upload(request, timed_body(request, node.config.api_body_timeout))
+        except BodyTimeoutError:
+            return error(408, "Request body timed out", {"Connection": "close"})
+
+    async def store_upload(request: Request, body: AsyncIterator[bytes]) -> Response:
         mimetype = request.headers.get("content-type", "") or None
         if mimetype is not None and not is_known_mimetype(mimetype):
             return await drained(body, error(422, f"The MIME type '{mimetype}' is not valid."))
-        filename = filename_from_content_disposition(request.headers.get("content-disposition", ""))
-        if filename is not None and not is_valid_filename(filename):
+        try:
+            filename = upload_filename(request)
+        except ValueError:  # not UTF-8 (UnicodeDecodeError), or ContentDispositionError
             return await drained(body, error(422, "The filename is not valid."))
         try:
             cid = await store_stream(store, body, filename, mimetype)
@@ -80,9 +146,8 @@ def build_app(node: Node) -> Starlette:
 
     def stream_response(manifest: Manifest, extra: dict[str, str] | None = None) -> Response:
         """Upstream's download headers; blocks missing locally are fetched while streaming."""
-        disposition = f'attachment; filename="{manifest.filename}"' if manifest.filename else "attachment"
         headers = {
-            "Content-Disposition": disposition,
+            "Content-Disposition": content_disposition(manifest.filename),
             "Content-Length": str(manifest.dataset_size),
             **(extra or {}),
         }
@@ -130,15 +195,23 @@ def build_app(node: Node) -> Starlette:
     async def exists(request: Request, cid: Cid) -> Response:
         return JSONResponse({str(cid): store.has(cid)})
 
-    async def connect(request: Request) -> Response:
-        try:
-            peer_id = ID.from_base58(request.path_params["peer_id"]).to_base58()
-            addrs = [str(Multiaddr(a)) for a in request.query_params.getlist("addrs")]
-        except Exception as exc:
-            return error(400, str(exc) or "Invalid peer id or address")
+    def with_peer(handler: Callable) -> Callable:
+        """Parse `{peer_id}` first; a malformed one answers 400 with upstream's wording."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                peer = ID(parse_peer_id(request.path_params["peer_id"]))
+            except PeerIdError as exc:
+                return error(400, str(exc))
+            return await handler(request, peer)
+
+        return endpoint
+
+    async def connect(request: Request, peer: ID) -> Response:
+        addrs = multiaddrs(request.query_params.getlist("addrs"))
         if not addrs:
             return error(400, "Unable to find Peer!")  # no DHT here to look the peer up
-        if not await node.connect(peer_id, addrs):
+        if not await node.connect(peer.to_base58(), addrs):
             return error(400, "Unable to dial peer")
         return Response("Successfully connected to peer", media_type="text/plain")
 
@@ -148,13 +221,9 @@ def build_app(node: Node) -> Starlette:
     async def debug_info(request: Request) -> Response:
         return pretty_json(node.debug_info())
 
-    async def connection(request: Request) -> Response:
+    async def connection(request: Request, peer: ID) -> Response:
         """Testbed extension: how we are connected to a peer (direct or relayed paths) and the RTT
         of a libp2p ping over the path new streams take; DELETE disconnects."""
-        try:
-            peer = ID.from_base58(request.path_params["peer_id"])
-        except Exception as exc:
-            return error(400, str(exc) or "Invalid peer id")
         if request.method == "DELETE":  # close every path to the peer (a clean slate for the next test)
             await node.host.disconnect(peer)
             return Response(status_code=204)
@@ -193,10 +262,10 @@ def build_app(node: Node) -> Starlette:
         Route(f"{prefix}/data/{{cid}}/network", with_cid(download_network), methods=["POST"]),
         Route(f"{prefix}/data/{{cid}}/network/stream", with_cid(download_stream), methods=["GET"]),
         Route(f"{prefix}/data/{{cid}}/network/manifest", with_cid(manifest_only), methods=["GET"]),
-        Route(f"{prefix}/connect/{{peer_id}}", connect, methods=["GET"]),
+        Route(f"{prefix}/connect/{{peer_id}}", with_peer(connect), methods=["GET"]),
         Route(f"{prefix}/space", space, methods=["GET"]),
         Route(f"{prefix}/debug/info", debug_info, methods=["GET"]),
-        Route(f"{prefix}/debug/connection/{{peer_id}}", connection, methods=["GET", "DELETE"]),
+        Route(f"{prefix}/debug/connection/{{peer_id}}", with_peer(connection), methods=["GET", "DELETE"]),
         Route(f"{prefix}/peerid", peer_id, methods=["GET"]),
         Route(f"{prefix}/spr", spr, methods=["GET"]),
         Route(f"{prefix}/debug/chronicles/loglevel", log_level, methods=["POST"]),

@@ -32,6 +32,13 @@ def parse_seconds(text: str) -> int:
     return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
+def parse_timeout(text: str) -> float:
+    """Seconds, fractions allowed (`0.5`); zero would fail every request it bounds."""
+    if not re.fullmatch(r"\s*(\d+\.?\d*|\.\d+)\s*", text) or float(text) == 0:
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return float(text)
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path
@@ -42,6 +49,7 @@ class Config:
     api_bindaddr: str
     api_port: int
     api_prefix: str
+    api_body_timeout: float
     log_level: str
     storage_quota: int
     block_ttl: int
@@ -80,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-bindaddr", default=_env("api-bindaddr", "127.0.0.1"))
     p.add_argument("--api-port", "-p", type=int, default=int(_env("api-port", "8080")))
     p.add_argument("--api-prefix", default=_env("api-prefix", "/api/codex/v1"))
+    # not an upstream flag: seconds a request body may send nothing before the upload is 408
+    p.add_argument(
+        "--api-body-timeout", type=parse_timeout, default=parse_timeout(_env("api-body-timeout", "30"))
+    )
     p.add_argument("--log-level", default=_env("log-level", "info"))
     p.add_argument(
         "--storage-quota", "-q", type=parse_bytes, default=parse_bytes(_env("storage-quota", "20GiB"))
@@ -117,6 +129,7 @@ def load(argv: list[str] | None = None) -> Config:
         api_bindaddr=args.api_bindaddr,
         api_port=args.api_port,
         api_prefix=args.api_prefix.rstrip("/"),
+        api_body_timeout=args.api_body_timeout,
         log_level=args.log_level,
         storage_quota=args.storage_quota,
         block_ttl=args.block_ttl,

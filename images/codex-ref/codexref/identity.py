@@ -16,16 +16,44 @@ from pathlib import Path
 import base58
 import coincurve
 
-from codexref.protobuf import bytes_field, encode_varint, varint_field
+from codexref.protobuf import bytes_field, decode_varint, encode_varint, varint_field
 
 SECP256K1 = 2
 IDENTITY_MULTIHASH = 0x00
+SHA2_256_MULTIHASH = 0x12
+MAX_PEER_ID_TEXT = 128  # ours are 53 characters; base58 decoding is quadratic
 PEER_RECORD_PAYLOAD_TYPE = b"\x03\x01"
 ENVELOPE_DOMAIN = b"libp2p-routing-state"
 
 
 class KeyFileError(RuntimeError):
     pass
+
+
+class PeerIdError(ValueError):
+    """Carries upstream's 400 text for a peer id that does not parse."""
+
+
+# nim-libp2p's PeerId.init wording (libp2p/peerid.nim @ aa8ce46f, the version nim-codex bd360322
+# pins), which upstream's REST answers verbatim.
+INVALID_PEER_ID = "peerid: incorrect PeerId string"
+
+
+def parse_peer_id(text: str) -> bytes:
+    """The bytes of a base58btc peer id: one whole identity or sha2-256 multihash, as
+    nim-libp2p validates it. Anything else, non-ASCII text included, is PeerIdError."""
+    if len(text) > MAX_PEER_ID_TEXT:
+        raise PeerIdError(INVALID_PEER_ID)
+    try:
+        raw = base58.b58decode(text.encode("ascii"))
+        code, pos = decode_varint(raw)
+        length, pos = decode_varint(raw, pos)
+    except ValueError as exc:  # base58's, a non-ASCII character's and a truncated varint's
+        raise PeerIdError(INVALID_PEER_ID) from exc
+    known = code == IDENTITY_MULTIHASH or (code == SHA2_256_MULTIHASH and length == 32)
+    if not known or len(raw) - pos != length:
+        raise PeerIdError(INVALID_PEER_ID)
+    return raw
 
 
 @dataclass(frozen=True)

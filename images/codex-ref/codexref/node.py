@@ -101,6 +101,9 @@ class Node:
     async def _keep_dialling(self, spr: str) -> None:
         """Dial a bootstrap node until it answers (it may start after us), backing off to 30 s."""
         peer_id, addrs = p2p.decode_spr(spr)
+        if peer_id == self.identity.peer_id:  # our own record: every dial would be refused
+            log.info("bootstrap node %s is ourselves, not dialled", peer_id)
+            return
         tcp = [a for a in addrs if "/tcp/" in a]
         delay = 1.0
         while ID.from_base58(peer_id) not in self.engine.peers:
@@ -113,6 +116,11 @@ class Node:
     async def connect(self, peer_id: str, addrs: list[str]) -> bool:
         """Dial the peer's direct addresses; if none answers, its first /p2p-circuit address
         (through our relay). DCUtR may later upgrade a relayed connection to a direct one."""
+        if peer_id == self.identity.peer_id:
+            # nim-libp2p's dialer refuses this ("can't dial self", a DialFailedError: libp2p/dialer.nim
+            # @ aa8ce46f); py-libp2p would dial our own listener and list us as our own peer.
+            log.info("dial %s refused: that is our own peer id", peer_id)
+            return False
         direct = [a for a in addrs if "/p2p-circuit" not in a]
         circuits = [a for a in addrs if "/p2p-circuit" in a]
         direct_timeout_s = DIRECT_DIAL_TIMEOUT_S if circuits else CONNECT_TIMEOUT_S
