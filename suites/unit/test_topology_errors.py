@@ -115,7 +115,7 @@ CASES = {
     "bad-healthcheck-interval": (
         "healthcheck_interval: 0\nnodes:\n  a: {kind: codex}\n",
         "healthcheck_interval",
-        "must be a whole number of seconds, got 0",
+        "must be a whole number of seconds from 1 to 86400; got 0",
     ),
     "bad-link-rate": (
         "nodes:\n  codex-1:\n" + VALID_NODE + "    link: {rate: fast}\n",
