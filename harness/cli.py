@@ -16,7 +16,7 @@ from harness import natmatrix
 from harness import sweep as sweeper
 from harness.engine import compose, images
 from harness.engine.bootstrap import engine_answers, ensure_engine
-from harness.errors import TestbedError
+from harness.errors import PoolConfigError, TestbedError
 from harness.labels import check_project, find_containers
 from harness.net import hostfw, natcheck
 from harness.paths import artifacts_dir, cache_dir, generated_dir
@@ -287,7 +287,11 @@ def _doctor_checks() -> list[tuple[str, str, str]]:
     checks.append(
         check("host python 3.11", py_ok, f"{sys.version.split()[0]} (wheels must match the images' 3.11)")
     )
-    checks.append(check("address pools", True, f"WAN {subnets.wan_pool()}, LAN {subnets.lan_pool()}"))
+    try:
+        pools = f"WAN {subnets.wan_pool()}, LAN {subnets.lan_pool()}, carrier {subnets.carrier_pool()}"
+        checks.append(check("address pools", True, pools))
+    except PoolConfigError as exc:
+        checks.append(check("address pools", False, str(exc)))
     checks.append(check("host firewall", hostfw.available(), "iptables with docker's DOCKER-USER chain"))
     if answers:
         client = docker.from_env()

@@ -95,12 +95,18 @@ class Testbed:
         model = loader.load(topology)  # a broken file stops here, before anything is created
         if project is not None:
             check_project(project)
+        kinds = model.network_kinds()
+        subnets.check_host(kinds)  # so does a broken address pool
         log(ensure_engine())
         refs = images.ensure_images(model.images(), log=log)
         project = project or new_project_name(model.name)
-        kinds = model.network_kinds()
-        plan = make_plan(model, subnets.reserve(project, kinds), refs, project=project)
-        testbed = cls(plan, render(plan))
+        reserved = subnets.reserve(project, kinds)
+        try:
+            plan = make_plan(model, reserved, refs, project=project)
+            testbed = cls(plan, render(plan))
+        except BaseException:
+            subnets.release(project)
+            raise
         testbed.arm()
         try:
             compose.up(plan.project, testbed.compose_file)

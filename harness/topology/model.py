@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ NAT_PROFILES = (
 CGN_PROFILES = {"cgnat": "port-restricted", "cgnat-symmetric": "symmetric"}
 HOME_ROUTER_PROFILE = "port-restricted"
 REFERENCE_IMAGES = {"codex": "codex-ref", "status": "status-ref", "relay": "relay"}
+STUN_SERVICE = "stun"  # the NAT referee's service, added to a topology with a LAN
 
 # Docker's healthcheck of nodes and status peers, in seconds. Readiness polls the same probes from
 # the host; docker's verdict only lets a wait fail fast on an unhealthy container. Each check
@@ -45,6 +47,37 @@ class Network:
     hairpin: bool = False
     udp_timeout: int | None = None  # seconds; conntrack's UDP mapping lifetime on the router
     pcap: bool = False  # the router captures both legs (headers); copied into the artifacts
+
+    @property
+    def cgn(self) -> bool:
+        """A CGNAT LAN: its home router sits behind a carrier-grade NAT on a carrier network."""
+        return self.nat in CGN_PROFILES
+
+    @property
+    def router(self) -> str:
+        """The service name of a LAN's (home) router."""
+        return f"router-{self.name}"
+
+    @property
+    def cgn_router(self) -> str:
+        return f"router-{self.name}-cgn"
+
+    @property
+    def carrier(self) -> str:
+        """The name of the carrier network a CGNAT LAN's routers share."""
+        return f"{self.name}-carrier"
+
+    def routers(self) -> list[str]:
+        """The routers the plan adds for this network (none for the WAN), by name."""
+        if self.kind != "lan":
+            return []
+        return [self.router, self.cgn_router] if self.cgn else [self.router]
+
+
+def added_services(networks: Iterable[Network]) -> list[str]:
+    """Every service the plan adds to a topology's own, by name: the referee and each LAN's routers."""
+    routers = [name for network in networks for name in network.routers()]
+    return [STUN_SERVICE, *routers] if routers else []
 
 
 @dataclass(frozen=True)
@@ -151,7 +184,7 @@ class Topology:
     @property
     def carriers(self) -> list[str]:
         """The carrier networks the plan adds, one per CGNAT LAN (named `<lan>-carrier`)."""
-        return [f"{lan.name}-carrier" for lan in self.lans if lan.nat in CGN_PROFILES]
+        return [lan.carrier for lan in self.lans if lan.cgn]
 
     def network_kinds(self) -> list[str]:
         """The kind of every network the plan allocates a subnet for, in allocation order."""

@@ -12,13 +12,17 @@ import json
 import os
 import secrets
 import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 
+from harness.errors import PoolExhaustedError
 from harness.paths import REPO_ROOT
 from harness.topology.model import (
     CGN_PROFILES,
     HEALTHCHECK_INTERVAL_S,
     HOME_ROUTER_PROFILE,
+    STUN_SERVICE,
     Link,
     Network,
     Topology,
@@ -36,6 +40,19 @@ RELAY_INFO_PORT = 8082  # the reference peer's chat transport (gossipsub)
 FIRST_HOST = 10  # .1 is docker's bridge; on a LAN, .2 is the router
 LAN_ROUTER_HOST = 2
 PCAP_DIR = "/pcap"  # where a router with `pcap: true` writes lan.pcap and wan.pcap
+# The ports each kind of service listens on. An upper-case key is the env variable that moves the
+# port (a topology's `env` may: the loader keeps a service's ports in range and distinct); a
+# lower-case key says what a port no variable moves is.
+SERVICE_PORTS = {
+    "codex": {
+        "CODEX_API_PORT": API_PORT,
+        "CODEX_DISC_PORT": DISC_PORT,
+        "CODEX_METRICS_PORT": METRICS_PORT,
+        "the listen port": LISTEN_PORT,
+    },
+    "relay": {"RELAY_LISTEN_PORT": RELAY_PORT, "the info port": RELAY_INFO_PORT},
+    "status": {"STATUS_CHAT_PORT": CHAT_PORT, "the status-backend port": STATUS_PORT},
+}
 
 
 @dataclass(frozen=True)
@@ -104,7 +121,7 @@ class NodePlan:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.ip}:{METRICS_PORT}/metrics"
+        return f"http://{self.ip}:{self.env.get('CODEX_METRICS_PORT', METRICS_PORT)}/metrics"
 
 
 @dataclass(frozen=True)
@@ -238,6 +255,48 @@ def _bridge_name(project: str, network: str) -> str:
     return "tb" + hashlib.sha256(f"{project}/{network}".encode()).hexdigest()[:10]
 
 
+def host_capacity(prefix: int) -> int:
+    """How many addresses make_plan can hand out in a subnet with this prefix (from .10 up)."""
+    return 2 ** (32 - prefix) - 2 - (FIRST_HOST - 1)
+
+
+def address_demand(topology: Topology) -> Counter[str]:
+    """How many addresses make_plan hands out from .10 up on each network (it runs out past a
+    subnet's end): on the WAN the referee's two, a router per LAN and the relays; every node and
+    status peer on its own network; a CGNAT LAN's home router on its carrier network."""
+    demand = Counter({name: 0 for name in [*topology.networks, *topology.carriers]})
+    lans = topology.lans
+    demand[topology.wan.name] += (2 if lans else 0) + len(lans) + len(topology.relays)
+    demand.update(node.network for node in topology.nodes.values())
+    demand.update(topology.nodes[peer.codex].network for peer in topology.status.values())
+    demand.update(topology.carriers)
+    return demand
+
+
+class _FreeHosts:
+    """Each network's free addresses, from .10 up, handed out in order."""
+
+    def __init__(self) -> None:
+        self._hosts: dict[str, Iterator[ipaddress.IPv4Address]] = {}
+
+    def add(self, network: str, hosts: list[ipaddress.IPv4Address]) -> None:
+        self._hosts[network] = iter(hosts[FIRST_HOST - 1 :])
+
+    def take(self, network: str) -> str:
+        host = next(self._hosts[network], None)
+        if host is None:
+            raise PoolExhaustedError(f"network {network}: no free address left in its subnet")
+        return str(host)
+
+
+def _peers_by_node(edges: list[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    peers = defaultdict(set)
+    for a, b in edges:
+        peers[a].add(b)
+        peers[b].add(a)
+    return {name: tuple(sorted(names)) for name, names in peers.items()}
+
+
 def make_plan(
     topology: Topology,
     subnets: list[ipaddress.IPv4Network],
@@ -250,7 +309,7 @@ def make_plan(
     and nodes get .10 up."""
     project = project or new_project_name(topology.name)
     networks: dict[str, NetworkPlan] = {}
-    free_hosts = {}
+    free_hosts = _FreeHosts()
     names = [*topology.networks, *topology.carriers]
     for name, kind, subnet in zip(names, topology.network_kinds(), subnets, strict=True):
         hosts = list(subnet.hosts())
@@ -262,32 +321,34 @@ def make_plan(
             internal=kind == "wan",
             bridge=_bridge_name(project, name),
         )
-        free_hosts[name] = iter(hosts[FIRST_HOST - 1 :])
+        free_hosts.add(name, hosts)
     wan = topology.wan.name
     stun = None
     if topology.lans:
         stun = StunPlan(
-            name="stun",
+            name=STUN_SERVICE,
             image=image_refs["stun"],
-            ip=str(next(free_hosts[wan])),
-            alt_ip=str(next(free_hosts[wan])),
+            ip=free_hosts.take(wan),
+            alt_ip=free_hosts.take(wan),
         )
-    router_wan_ips = {lan.name: str(next(free_hosts[wan])) for lan in topology.lans}
+    router_wan_ips = {lan.name: free_hosts.take(wan) for lan in topology.lans}
     relays = {}
     for relay in topology.relays.values():
-        ip = str(next(free_hosts[wan]))
+        ip = free_hosts.take(wan)
         env = {"RELAY_PROFILE": relay.profile, "RELAY_ANNOUNCE_IP": ip, "RELAY_LISTEN_PORT": str(RELAY_PORT)}
         relays[relay.name] = RelayPlan(
             relay.name, image_refs["relay"], ip, relay.profile, {**env, **relay.env}
         )
     edges = topology.edges()
+    peers_of = _peers_by_node(edges)
     nodes = {}
     for node in topology.nodes.values():
-        ip = str(next(free_hosts[node.network]))
+        ip = free_hosts.take(node.network)
         behind_nat = networks[node.network].kind == "lan"
         forwarded = topology.networks[node.network].nat == "port-forward"
         announce_ip = router_wan_ips[node.network] if forwarded else ip
         image = node.image or image_refs[node.reference_image]  # type: ignore[index]
+        env = _codex_env(node, announce_ip, relays[node.relay].info_url if node.relay else None)
         nodes[node.name] = NodePlan(
             name=node.name,
             kind=node.kind,
@@ -295,18 +356,18 @@ def make_plan(
             reference=node.image is None,
             network=node.network,
             ip=ip,
-            api_port=API_PORT,
-            env=_codex_env(node, announce_ip, relays[node.relay].info_url if node.relay else None),
+            api_port=int(env["CODEX_API_PORT"]),
+            env=env,
             link=node.link,
             announce_ip=announce_ip,
-            peers=tuple(sorted({b if a == node.name else a for a, b in edges if node.name in (a, b)})),
+            peers=peers_of.get(node.name, ()),
             gateway=_lan_host(networks[node.network], LAN_ROUTER_HOST) if behind_nat else None,
             relay=node.relay,
         )
     status = {}
     for peer in topology.status.values():
         codex = nodes[peer.codex]
-        ip = str(next(free_hosts[codex.network]))
+        ip = free_hosts.take(codex.network)
         status[peer.name] = StatusPlan(
             name=peer.name,
             image=peer.image or image_refs[peer.reference_image],  # type: ignore[index]
@@ -354,12 +415,12 @@ def _routers_of(
     image: str,
     public_ip: str,
     lan_host: str,
-    free_hosts: dict,
+    free_hosts: _FreeHosts,
 ) -> dict[str, RouterPlan]:
     """The router of a LAN; for a CGNAT LAN, its home router and the CGN router behind it."""
     assert lan.nat is not None
     home = RouterPlan(
-        name=f"router-{lan.name}",
+        name=lan.router,
         image=image,
         lan=lan.name,
         nat=lan.nat,
@@ -377,13 +438,13 @@ def _routers_of(
         pcap=lan.pcap,
     )
     wan = next(n.name for n in networks.values() if n.kind == "wan")
-    if lan.nat not in CGN_PROFILES:
+    if not lan.cgn:
         return {home.name: replace(home, wan_network=wan)}
-    carrier = networks[f"{lan.name}-carrier"]
+    carrier = networks[lan.carrier]
     cgn_ip = _lan_host(carrier, LAN_ROUTER_HOST)
-    home_ip = str(next(free_hosts[carrier.name]))
+    home_ip = free_hosts.take(carrier.name)
     cgn = RouterPlan(
-        name=f"router-{lan.name}-cgn",
+        name=lan.cgn_router,
         image=image,
         lan=carrier.name,
         nat=CGN_PROFILES[lan.nat],

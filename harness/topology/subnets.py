@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.errors import PoolExhaustedError
+from harness.errors import PoolConfigError, PoolExhaustedError, excerpt, shorten
 from harness.paths import cache_dir
 
 DEFAULT_WAN_POOL = "11.200.0.0/16"
@@ -26,24 +26,74 @@ DEFAULT_LAN_POOL = "10.213.0.0/16"  # private on purpose: LANs sit behind the em
 DEFAULT_CARRIER_POOL = "100.64.0.0/16"  # RFC 6598 shared space, between home routers and a CGN
 SUBNET_PREFIX = 24
 RESERVATION_TTL_S = 15 * 60
+# The variable that sets each network kind's pool, and its default (an empty variable is unset).
+POOL_VARIABLES = {
+    "wan": ("TESTBED_WAN_POOL", DEFAULT_WAN_POOL),
+    "lan": ("TESTBED_LAN_POOL", DEFAULT_LAN_POOL),
+    "carrier": ("TESTBED_CARRIER_POOL", DEFAULT_CARRIER_POOL),
+}
+# Ranges no pool may touch: their addresses are not unicast addresses a bridge can carry.
+SPECIAL_RANGES = {
+    "0.0.0.0/8": "unspecified ('this network')",
+    "127.0.0.0/8": "loopback",
+    "169.254.0.0/16": "link-local",
+    "224.0.0.0/4": "multicast",
+    "240.0.0.0/4": "reserved, with the broadcast address",
+}
 
 Subnet = ipaddress.IPv4Network
 
 
-def wan_pool() -> Subnet:
-    return ipaddress.IPv4Network(os.environ.get("TESTBED_WAN_POOL", DEFAULT_WAN_POOL))
-
-
-def lan_pool() -> Subnet:
-    return ipaddress.IPv4Network(os.environ.get("TESTBED_LAN_POOL", DEFAULT_LAN_POOL))
-
-
-def carrier_pool() -> Subnet:
-    return ipaddress.IPv4Network(os.environ.get("TESTBED_CARRIER_POOL", DEFAULT_CARRIER_POOL))
+def parse_pool(variable: str, text: str) -> Subnet:
+    """The pool a variable's value names; refuses what cannot hold a testbed network."""
+    try:
+        pool = ipaddress.IPv4Network(text)
+    except ValueError as exc:
+        problem = shorten(str(exc), 100)
+        raise PoolConfigError(f"{variable}={excerpt(text)}: not an IPv4 network/prefix ({problem})") from None
+    if pool.prefixlen > SUBNET_PREFIX:
+        raise PoolConfigError(f"{variable}={pool}: too small, a pool must hold a /{SUBNET_PREFIX}")
+    for special, what in SPECIAL_RANGES.items():
+        if pool.overlaps(ipaddress.IPv4Network(special)):
+            raise PoolConfigError(f"{variable}={pool}: overlaps {special} ({what})")
+    return pool
 
 
 def pool_for(kind: str) -> Subnet:
-    return {"wan": wan_pool, "carrier": carrier_pool}.get(kind, lan_pool)()
+    """The pool of a network kind (wan, lan or carrier), from its variable or the default."""
+    variable, default = POOL_VARIABLES[kind]
+    return parse_pool(variable, os.environ.get(variable) or default)
+
+
+def wan_pool() -> Subnet:
+    return pool_for("wan")
+
+
+def lan_pool() -> Subnet:
+    return pool_for("lan")
+
+
+def carrier_pool() -> Subnet:
+    return pool_for("carrier")
+
+
+def check_pools(kinds: Iterable[str], routes: list[Subnet], engine: list[Subnet]) -> None:
+    """Refuse a pool overlapping a route of the host's own (`routes` that are none of the `engine`'s
+    networks): a testbed network there would capture the host's traffic to that range."""
+    own = [route for route in routes if route not in engine]
+    for kind in dict.fromkeys(kinds):
+        pool = pool_for(kind)
+        clash = next((route for route in own if route.overlaps(pool)), None)
+        if clash is not None:
+            raise PoolConfigError(
+                f"{POOL_VARIABLES[kind][0]}={pool}: overlaps the host's route to {clash}; "
+                "choose a range the host does not use"
+            )
+
+
+def check_host(kinds: Iterable[str]) -> None:
+    """Validate the pools the network `kinds` draw from, before anything is created."""
+    check_pools(kinds, host_routes(), engine_subnets())
 
 
 def host_routes() -> list[Subnet]:
@@ -109,7 +159,9 @@ def allocate(kinds: list[str], taken: list[Subnet]) -> list[Subnet]:
 
 def preview(kinds: list[str]) -> list[Subnet]:
     """What `reserve` would pick now, without reserving (for `testbed render`)."""
-    return allocate(kinds, [*host_routes(), *engine_subnets()])
+    routes, engine = host_routes(), engine_subnets()
+    check_pools(kinds, routes, engine)
+    return allocate(kinds, [*routes, *engine])
 
 
 def _read_reservations(path: Path) -> dict:
@@ -138,12 +190,14 @@ def _locked_reservations():
 def reserve(project: str, kinds: list[str]) -> list[Subnet]:
     """A subnet per network kind given (wan or lan pool), avoiding engine, host and other runs'
     reservations."""
+    routes, engine = host_routes(), engine_subnets()
+    check_pools(kinds, routes, engine)
     with _locked_reservations() as reservations:
         now = time.time()
         for subnet, entry in list(reservations.items()):
             if now - entry["at"] > RESERVATION_TTL_S:
                 del reservations[subnet]
-        taken = [*engine_subnets(), *host_routes(), *(ipaddress.IPv4Network(s) for s in reservations)]
+        taken = [*engine, *routes, *(ipaddress.IPv4Network(s) for s in reservations)]
         subnets = allocate(kinds, taken)
         for subnet in subnets:
             reservations[str(subnet)] = {"project": project, "at": now}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from harness.net.plumbing import route_scripts, wan_only
 from harness.ready.waits import NotYet, wait_until
 from harness.render.compose import render_to_strings
 from harness.topology import loader, subnets
-from harness.topology.plan import make_plan, new_project_name
+from harness.topology.model import added_services
+from harness.topology.plan import address_demand, make_plan, new_project_name
 from harness.topology.subnets import SubnetAllocator
 
 Net = ipaddress.IPv4Network
@@ -39,6 +41,46 @@ def test_plan_gives_each_node_an_address_and_announces_it() -> None:
     for node in plan.nodes.values():
         assert node.env["CODEX_NAT"] == f"extip:{node.ip}"
         assert node.api_url == f"http://{node.ip}:8080/api/codex/v1"
+
+
+def builtin_plans():
+    """Every shipped topology with a /24 per network, and its plan."""
+    refs = {name: name for name in ("codex-ref", "status-ref", "relay", "router", "stun")}
+    for path in sorted(loader.TOPOLOGIES_DIR.glob("*.yaml")):
+        topology = loader.load(path)
+        nets = [Net(f"10.{i}.0.0/24") for i in range(len(topology.network_kinds()))]
+        yield topology, make_plan(topology, nets, refs, project="p")
+
+
+def test_address_demand_is_what_make_plan_hands_out() -> None:
+    """The loader refuses a topology its /24s cannot hold by address_demand: it must count what
+    make_plan takes from .10 up, network by network."""
+    for topology, plan in builtin_plans():
+        taken = {node.ip for node in [*plan.nodes.values(), *plan.status.values(), *plan.relays.values()]}
+        taken |= {router.wan_ip for router in plan.routers.values()}
+        taken |= {plan.stun.ip, plan.stun.alt_ip} if plan.stun else set()
+        used = Counter(
+            name
+            for name, network in plan.networks.items()
+            for ip in taken
+            if ipaddress.IPv4Address(ip) in Net(network.subnet)
+        )
+        assert address_demand(topology) == Counter({name: used[name] for name in plan.networks}), (
+            topology.name
+        )
+
+
+def test_the_reserved_names_are_the_services_the_plan_adds() -> None:
+    for topology, plan in builtin_plans():
+        added = set(plan.containers) - {*plan.nodes, *plan.status, *plan.relays}
+        assert added == set(added_services(topology.networks.values())), topology.name
+
+
+def test_a_node_moved_to_other_ports_by_its_env_is_dialled_there() -> None:
+    text = "nodes:\n  a: {kind: codex, env: {CODEX_API_PORT: 9000, CODEX_METRICS_PORT: '9001'}}\n"
+    plan = make_plan(loader.parse(text, Path("t.yaml")), [Net("11.200.9.0/24")], {"codex-ref": "i"})
+    assert plan.nodes["a"].api_url == "http://11.200.9.10:9000/api/codex/v1"
+    assert plan.nodes["a"].metrics_url == "http://11.200.9.10:9001/metrics"
 
 
 def test_project_names_are_unique_and_carry_the_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
