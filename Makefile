@@ -8,6 +8,9 @@ PYTEST_WORKERS ?= 2
 # Functional areas that fit CI's budget (the load gate in its CI-sized form); `slow` and
 # upstream-image suites are opt-in.
 FUNCTIONAL_MARKERS ?= not slow and not real_codex and not real_status_go
+# The build under test, for testbed-up, test and load: CODEX_IMAGE=<image> (default: the
+# reference node) and CODEX_IMPL=codex|logos-storage (the contract it serves).
+BUILD := $(if $(CODEX_IMAGE),--codex-image $(CODEX_IMAGE)) $(if $(CODEX_IMPL),--impl $(CODEX_IMPL))
 
 .PHONY: setup images testbed-up testbed-down testbed-status test test-unit test-functional lint clean doctor bench load
 PROFILE ?= release
@@ -30,7 +33,7 @@ images: setup
 
 ## testbed-up: bring $(TOPOLOGY) up ready and print how to reach each node
 testbed-up: setup
-	$(BIN)/testbed up $(TOPOLOGY)
+	$(BIN)/testbed up $(TOPOLOGY) $(BUILD)
 
 testbed-down: $(STAMP)
 	$(BIN)/testbed down
@@ -48,9 +51,9 @@ test-unit: $(STAMP)
 # others, alone: beside another testbed they measure it too (exit 5 = none selected: fine).
 test-functional: images
 	$(BIN)/pytest suites/functional -q -m "($(FUNCTIONAL_MARKERS)) and not timing" -n $(PYTEST_WORKERS) \
-		--dist loadscope --alluredir artifacts/allure-results || [ $$? -eq 5 ]
+		--dist loadscope --alluredir artifacts/allure-results $(BUILD) || [ $$? -eq 5 ]
 	$(BIN)/pytest suites/functional -q -m "($(FUNCTIONAL_MARKERS)) and timing" \
-		--alluredir artifacts/allure-results || [ $$? -eq 5 ]
+		--alluredir artifacts/allure-results $(BUILD) || [ $$? -eq 5 ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -66,7 +69,7 @@ doctor: $(STAMP)
 ## load: the release gate (PROFILE=release by default; ci is the short form; LOAD_WORKERS=N for
 ## Locust as a master and N worker containers); exit 2 on a breach
 load: images
-	$(BIN)/testbed load --profile $(PROFILE) $(if $(LOAD_WORKERS),--workers $(LOAD_WORKERS))
+	$(BIN)/testbed load --profile $(PROFILE) $(if $(LOAD_WORKERS),--workers $(LOAD_WORKERS)) $(BUILD)
 
 ## bench: cold and warm bring-up timings against bare compose (writes bench-results/)
 bench: setup

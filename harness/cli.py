@@ -12,7 +12,7 @@ from pathlib import Path
 
 import docker
 
-from harness import natmatrix
+from harness import natmatrix, selection
 from harness import sweep as sweeper
 from harness.engine import compose, images
 from harness.engine.bootstrap import engine_answers, ensure_engine
@@ -64,7 +64,8 @@ def describe(plan: Plan) -> str:
 
 def cmd_up(args: argparse.Namespace) -> int:
     start = time.monotonic()
-    testbed = Testbed.up(args.topology, project=args.project, deadline_s=args.deadline)
+    build = selection.from_arguments(args)
+    testbed = Testbed.up(args.topology, project=args.project, deadline_s=args.deadline, build=build)
     testbed.keep()
     _set_cli_projects([*_cli_projects(), testbed.plan.project])
     plan = testbed.plan
@@ -184,7 +185,7 @@ def cmd_nat_matrix(args: argparse.Namespace) -> int:
     if profiles != natmatrix.PROFILES:
         topology = cache_dir() / f"nat-matrix-{'-'.join(profiles)}.yaml"
         topology.write_text(natmatrix.topology_yaml(profiles))
-    with Testbed.up(topology, deadline_s=args.deadline) as testbed:
+    with Testbed.up(topology, deadline_s=args.deadline, build=selection.from_arguments(args)) as testbed:
         try:
             cells = natmatrix.run({name: testbed.client(name) for name in testbed.plan.nodes}, profiles)
         finally:
@@ -204,7 +205,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         key, _, value = item.partition("=")
         overrides[key] = float(value)
     profile = load.load_profile(args.profile, overrides, args.workers)
-    run_dir, passed = load.run_gate(profile, Path(args.baseline) if args.baseline else None)
+    baseline = Path(args.baseline) if args.baseline else None
+    run_dir, passed = load.run_gate(profile, baseline, build=selection.from_arguments(args))
     print((run_dir / "summary.md").read_text())
     print(f"reports: {run_dir}")
     return 0 if passed else 2
@@ -325,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topology", nargs="?", default="basic", help="name under compose/topologies or a path")
     p.add_argument("--project", type=_project_arg, help="project name (default: tb-<topology>-<random>)")
     p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, help="readiness deadline, seconds")
+    selection.add_arguments(p)
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="tear testbeds down (default: the ones `testbed up` started)")
@@ -366,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--write-topology", action="store_true", help="only regenerate compose/topologies/nat-matrix.yaml"
     )
+    selection.add_arguments(p)
     p.set_defaults(func=cmd_nat_matrix)
 
     p = sub.add_parser("load", help="run a load profile against its topology; fail on a breached threshold")
@@ -375,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=int, help="run Locust as a master and N worker containers in the topology"
     )
+    selection.add_arguments(p)
     p.set_defaults(func=cmd_load)
 
     p = sub.add_parser("clean", help="remove everything any testbed run created (by label); idempotent")

@@ -32,16 +32,18 @@ from harness.engine import images
 from harness.errors import TestbedError
 from harness.locust_run import Fleet, LocustRun, run_on_host
 from harness.paths import REPO_ROOT, artifacts_dir
+from harness.selection import BuildUnderTest
 from harness.testbed import Testbed
 
 PROFILES = REPO_ROOT / "suites" / "load" / "profiles.yaml"
 CEILING_SECONDS = 8
 CEILING_FILE_BYTES = 1024 * 1024
+# BlockExchange counters, after the node's metric prefix (`codex_` or `storage_`, its profile's).
 DUPLICATES = (
-    "codex_block_exchange_duplicate_blocks_received_total",
-    "codex_block_exchange_spurious_blocks_received_total",
+    "block_exchange_duplicate_blocks_received_total",
+    "block_exchange_spurious_blocks_received_total",
 )
-RECEIVED = "codex_block_exchange_blocks_received_total"
+RECEIVED = "block_exchange_blocks_received_total"
 Execute = Callable[[LocustRun, dict, Path], None]  # runs Locust on the host or on a Fleet
 
 
@@ -119,10 +121,10 @@ def _bx_peer(testbed: Testbed, node: str) -> dict:
 
 def _block_counters(testbed: Testbed) -> dict[str, float]:
     totals = {"received": 0.0, "duplicates": 0.0}
-    for node in testbed.plan.nodes:
-        samples = testbed.metrics(node)
-        totals["received"] += samples.get(RECEIVED, 0)
-        totals["duplicates"] += sum(samples.get(name, 0) for name in DUPLICATES)
+    for name, node in testbed.plan.nodes.items():
+        samples, prefix = testbed.metrics(name), node.profile.metric_prefix
+        totals["received"] += samples.get(prefix + RECEIVED, 0)
+        totals["duplicates"] += sum(samples.get(prefix + counter, 0) for counter in DUPLICATES)
     return totals
 
 
@@ -250,12 +252,15 @@ def summary(profile: Profile, results: dict, breaches: list[str], baseline: dict
 
 
 def run_gate(
-    profile: Profile, baseline_file: Path | None = None, out: Path | None = None
+    profile: Profile,
+    baseline_file: Path | None = None,
+    out: Path | None = None,
+    build: BuildUnderTest | None = None,
 ) -> tuple[Path, bool]:
-    """Run one profile end to end; returns (report folder, passed)."""
+    """Run one profile end to end against `build`; returns (report folder, passed)."""
     run_dir = out or artifacts_dir("load") / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    with Testbed.up(profile.topology, log=lambda _: None) as testbed:
+    with Testbed.up(profile.topology, log=lambda _: None, build=build or BuildUnderTest()) as testbed:
         execute: Execute
         if profile.workers:
             fleet = Fleet(

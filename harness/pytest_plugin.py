@@ -4,6 +4,11 @@ A test module names its topology with `TOPOLOGY = "basic"` (default "basic") and
 `testbed` fixture. Project names carry the xdist worker id, so `pytest -n 4` runs testbeds side by
 side. When a test fails, container logs, rendered compose, plan and readiness report are written
 under `artifacts/<project>/<test>/` and attached to Allure.
+
+`--codex-image IMAGE --impl codex|logos-storage` runs every suite against that build (make passes
+CODEX_IMAGE and CODEX_IMPL here). A test marked `needs("capability", ...)` is skipped, with the
+capability and the node that lacks it as the reason, when its testbed's nodes cannot serve it;
+`-ra` (the project's default) lists every such skip in the summary.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import selection
 from harness.paths import artifacts_dir
 from harness.testbed import Testbed
 
@@ -25,11 +31,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--testbed-deadline", type=float, default=180.0, help="readiness deadline per testbed (s)"
     )
+    for flags, options in selection.OPTIONS:
+        group.addoption(*flags, **options)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs(*capabilities): skipped unless every node of the testbed has them (harness.impl)"
+    )
+
+
+def build_under_test(config: pytest.Config) -> selection.BuildUnderTest:
+    return selection.BuildUnderTest(
+        image=config.getoption("--codex-image") or None, impl=config.getoption("--impl") or None
+    )
+
+
+def _skip_unless_capable(request: pytest.FixtureRequest, testbed: Testbed) -> None:
+    for marker in request.node.iter_markers("needs"):
+        for capability in marker.args:
+            lacking = [n.name for n in testbed.plan.nodes.values() if capability not in n.capabilities]
+            if lacking:
+                pytest.skip(
+                    f"needs {capability}, which {lacking[0]} ({testbed.plan.nodes[lacking[0]].image}) lacks"
+                )
 
 
 def _bring_up(request: pytest.FixtureRequest, topology: str) -> Iterator[Testbed]:
     deadline = request.config.getoption("--testbed-deadline")
-    testbed = Testbed.up(topology, deadline_s=deadline, log=lambda _line: None)
+    testbed = Testbed.up(
+        topology, deadline_s=deadline, log=lambda _line: None, build=build_under_test(request.config)
+    )
     try:
         yield testbed
     finally:
@@ -40,6 +72,16 @@ def _bring_up(request: pytest.FixtureRequest, topology: str) -> Iterator[Testbed
 def testbed(request: pytest.FixtureRequest) -> Iterator[Testbed]:
     """A ready testbed of the module's TOPOLOGY, shared by the module's tests, downed after it."""
     yield from _bring_up(request, getattr(request.module, "TOPOLOGY", DEFAULT_TOPOLOGY))
+
+
+@pytest.fixture(autouse=True)
+def _capabilities(request: pytest.FixtureRequest) -> None:
+    """Skip a test marked `needs(...)` whose testbed's nodes lack one of the capabilities."""
+    if request.node.get_closest_marker("needs") is None:
+        return
+    for name in ("testbed", "session_testbed"):
+        if name in request.fixturenames:
+            _skip_unless_capable(request, request.getfixturevalue(name))
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,7 @@ from harness.ready.readiness import (
     wait_containers_running,
     wait_ready,
 )
+from harness.ready.waits import Deadline
 from harness.render.compose import render
 from harness.sweep import leftovers, sweep
 from harness.topology import loader, subnets
@@ -188,8 +189,9 @@ class Testbed:
         plumb(self.plan, {node: self.container(node)})
         subset = Plan(**{**self.plan.__dict__, "nodes": {node: self.plan.nodes[node]}})
         report = ReadinessReport(self.plan.project)
-        containers = wait_containers_running(docker.from_env(), subset, deadline_s, report)
-        wait_app_probes(subset, containers, deadline_s, report)
+        deadline = Deadline(deadline_s)
+        containers = wait_containers_running(docker.from_env(), subset, deadline, report)
+        wait_app_probes(subset, containers, deadline, report)
 
     def restart(self, node: str, deadline_s: float = 60) -> int:
         """Stop and start one node; returns the exit code of the stop."""

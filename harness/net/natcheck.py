@@ -73,13 +73,18 @@ def _reflexive_ip(output: str) -> str | None:
     return match.group(1) if match else None
 
 
-def check_router(plan: Plan, router: RouterPlan, containers: dict[str, Container]) -> NatVerdict:
+def check_router(
+    plan: Plan, router: RouterPlan, containers: dict[str, Container], timeout_s: float = 90
+) -> NatVerdict:
+    """Classify one router; each STUN probe may take `timeout_s` at most."""
     assert plan.stun is not None
     node = next(n for n in plan.nodes.values() if n.network == router.lan)
     inside = containers[node.name]
 
     def discover(flag: str) -> str:
-        return run_in_netns(inside, ["turnutils_natdiscovery", flag, plan.stun.ip], plan.project)
+        return run_in_netns(
+            inside, ["turnutils_natdiscovery", flag, plan.stun.ip], plan.project, timeout_s=timeout_s
+        )
 
     if router.nat == "restricted-cone":
         # forget the addresses learned by an earlier run, or its mapping test (which contacts the
@@ -125,14 +130,14 @@ def check_router(plan: Plan, router: RouterPlan, containers: dict[str, Container
     return verdict
 
 
-def check_all(plan: Plan, containers: dict[str, Container]) -> list[NatVerdict]:
+def check_all(plan: Plan, containers: dict[str, Container], timeout_s: float = 180) -> list[NatVerdict]:
     """Every LAN at once (each check takes seconds of STUN timeouts), from behind its router: a
-    CGNAT LAN is classified through both of its NATs."""
+    CGNAT LAN is classified through both of its NATs. Each router's two probes share `timeout_s`."""
     edges = [r for r in plan.routers.values() if plan.networks[r.lan].kind == "lan"]
     if not edges:
         return []
     with ThreadPoolExecutor(max_workers=len(edges)) as pool:
-        return list(pool.map(lambda r: check_router(plan, r, containers), edges))
+        return list(pool.map(lambda r: check_router(plan, r, containers, timeout_s / 2), edges))
 
 
 def to_markdown(verdicts: list[NatVerdict]) -> str:

@@ -26,11 +26,13 @@ import requests
 from docker.models.containers import Container
 
 from harness.clients.codex import CodexApiError, CodexClient, dialable_addresses
+from harness.clients.metrics import scrape
 from harness.errors import ContainerFailed, NatMismatch
+from harness.impl import CONNECTIONS, PEERS_GAUGE
 from harness.labels import find_containers
 from harness.net import natcheck
-from harness.ready.waits import NotYet, wait_until
-from harness.topology.plan import Plan
+from harness.ready.waits import Deadline, NotYet, wait_until
+from harness.topology.plan import NodePlan, Plan
 
 LOG_TAIL = 30
 T = TypeVar("T")
@@ -85,7 +87,7 @@ def raise_if_down(name: str, container: Container) -> str:
 
 
 def wait_containers_running(
-    client: docker.DockerClient, plan: Plan, deadline_s: float, report: ReadinessReport
+    client: docker.DockerClient, plan: Plan, deadline: Deadline, report: ReadinessReport
 ) -> dict[str, Container]:
     start = time.monotonic()
     pending = set(plan.containers)
@@ -104,11 +106,11 @@ def wait_containers_running(
     def culprit() -> str:
         return "\n".join(log_tail(containers[n]) for n in sorted(pending) if n in containers)
 
-    wait_until("containers to run", probe, deadline_s, culprit=culprit)
+    wait_until("containers to run", probe, deadline.remaining(), culprit=culprit)
     return containers
 
 
-def _wait_app(name: str, what: str, container: Container, answer: Callable[[], T], deadline_s: float) -> T:
+def _wait_app(name: str, what: str, container: Container, answer: Callable[[], T], deadline: Deadline) -> T:
     """Poll one service's app probe from the host; its container exiting fails the wait at once."""
 
     def probe() -> T:
@@ -118,14 +120,14 @@ def _wait_app(name: str, what: str, container: Container, answer: Callable[[], T
     return wait_until(
         f"{name} to answer {what}",
         probe,
-        deadline_s,
+        deadline.remaining(),
         interval_s=APP_PROBE_INTERVAL_S,
         culprit=lambda: log_tail(container),
     )
 
 
 def wait_app_probes(
-    plan: Plan, containers: dict[str, Container], deadline_s: float, report: ReadinessReport
+    plan: Plan, containers: dict[str, Container], deadline: Deadline, report: ReadinessReport
 ) -> dict[str, dict]:
     infos: dict[str, dict] = {}
     for name, node in plan.nodes.items():
@@ -142,13 +144,13 @@ def wait_app_probes(
             return info
 
         what = f"GET {node.api_url}/debug/info"
-        infos[name] = _wait_app(name, what, containers[name], answer, deadline_s)
+        infos[name] = _wait_app(name, what, containers[name], answer, deadline)
         report.steps.append(Step("app", name, time.monotonic() - start, infos[name]["id"]))
     return infos
 
 
 def wait_status_peers(
-    plan: Plan, containers: dict[str, Container], deadline_s: float, report: ReadinessReport
+    plan: Plan, containers: dict[str, Container], deadline: Deadline, report: ReadinessReport
 ) -> None:
     """Every status peer answers POST /health (status-backend's readiness probe)."""
     for name, peer in plan.status.items():
@@ -162,26 +164,34 @@ def wait_status_peers(
             except (requests.RequestException, ValueError) as exc:
                 raise NotYet(f"{exc.__class__.__name__}: {exc}") from None
 
-        version = _wait_app(name, f"POST {peer.url}/health", containers[name], answer, deadline_s)
+        version = _wait_app(name, f"POST {peer.url}/health", containers[name], answer, deadline)
         report.steps.append(Step("app", name, time.monotonic() - start, str(version.get("version"))))
 
 
-def wait_relay_reservations(plan: Plan, deadline_s: float, report: ReadinessReport) -> None:
-    """Every node given a relay holds a reservation on it (its /debug/info `relay` section)."""
+def circuit_addresses(info: dict) -> list[str]:
+    """The relayed addresses a node announces (`.../p2p-circuit`): it holds a reservation."""
+    addresses = [*info.get("addrs", []), *info.get("announceAddresses", [])]
+    return sorted({a for a in addresses if "/p2p-circuit" in a})
+
+
+def wait_relay_reservations(plan: Plan, deadline: Deadline, report: ReadinessReport) -> None:
+    """Every node given a relay holds a reservation on it: a `/p2p-circuit` address in its
+    `/debug/info` (how upstream's own NAT tests tell; the reference node lists it the same way)."""
     for name, node in plan.nodes.items():
         if not node.relay:
             continue
         start = time.monotonic()
         client = CodexClient(node.api_url, timeout_s=5)
 
-        def reserved(client: CodexClient = client) -> dict:
-            relay = client.debug_info().get("relay") or {}
-            if not relay.get("reserved"):
-                raise NotYet(f"no reservation yet: {relay.get('error') or 'starting'}")
-            return relay
+        def reserved(client: CodexClient = client) -> list[str]:
+            info = client.debug_info()
+            if not (circuits := circuit_addresses(info)):
+                relay = info.get("relay") or {}  # the reference node says why, when it can
+                raise NotYet(f"no /p2p-circuit address yet: {relay.get('error') or 'starting'}")
+            return circuits
 
-        relay = wait_until(f"{name} to reserve a slot on its relay", reserved, deadline_s)
-        report.steps.append(Step("relay", name, time.monotonic() - start, relay["circuitAddresses"][0]))
+        circuits = wait_until(f"{name} to reserve a slot on its relay", reserved, deadline.remaining())
+        report.steps.append(Step("relay", name, time.monotonic() - start, circuits[0]))
 
 
 def check_topology(plan: Plan, infos: dict[str, dict], report: ReadinessReport) -> None:
@@ -201,9 +211,11 @@ def check_topology(plan: Plan, infos: dict[str, dict], report: ReadinessReport) 
     )
 
 
-def check_nats(plan: Plan, containers: dict[str, Container], report: ReadinessReport) -> None:
+def check_nats(
+    plan: Plan, containers: dict[str, Container], deadline: Deadline, report: ReadinessReport
+) -> None:
     start = time.monotonic()
-    verdicts = natcheck.check_all(plan, containers)
+    verdicts = natcheck.check_all(plan, containers, deadline.remaining())
     report.nat = json.loads(natcheck.to_json(verdicts))
     for verdict in verdicts:
         detail = f"{verdict.declared}: {verdict.mapping} / {verdict.filtering}"
@@ -212,7 +224,25 @@ def check_nats(plan: Plan, containers: dict[str, Container], report: ReadinessRe
         raise NatMismatch("a router does not behave as declared:\n" + natcheck.to_markdown(verdicts))
 
 
-def connect_peers(plan: Plan, infos: dict[str, dict], deadline_s: float, report: ReadinessReport) -> None:
+def missing_peers(node: NodePlan, expected: set[str]) -> str | None:
+    """Why `node` does not count as connected to the peer ids `expected` yet, read from its
+    profile's public signal (None when it does): Logos-era nodes list their connections in
+    `/debug/info`; Codex-era nodes list none anywhere, but nim-libp2p's `libp2p_peers` gauge
+    counts them (the dials themselves were answered 200)."""
+    if node.profile.peering == CONNECTIONS:
+        seen = {
+            c.get("peerId")
+            for c in CodexClient(node.api_url, timeout_s=5).debug_info().get("connections") or []
+        }
+        lacking = expected - seen
+        return f"/debug/info connections lack {len(lacking)} of {len(expected)} peers" if lacking else None
+    count = scrape(node.metrics_url, timeout_s=5).get(PEERS_GAUGE)
+    if count is None:
+        return f"/metrics has no {PEERS_GAUGE}"
+    return f"{PEERS_GAUGE} is {count:.0f}, {len(expected)} planned" if count < len(expected) else None
+
+
+def connect_peers(plan: Plan, infos: dict[str, dict], deadline: Deadline, report: ReadinessReport) -> None:
     start = time.monotonic()
     for dialer, target in plan.edges:
         addrs = dialable_addresses(infos[target])
@@ -225,23 +255,24 @@ def connect_peers(plan: Plan, infos: dict[str, dict], deadline_s: float, report:
                 raise NotYet(str(exc)) from None
             return True
 
-        wait_until(f"{dialer} to connect to {target} at {addrs}", dial, deadline_s)
+        wait_until(f"{dialer} to connect to {target} at {addrs}", dial, deadline.remaining())
 
     expected = {name: {infos[p]["id"] for p in node.peers} for name, node in plan.nodes.items()}
 
     def all_peered() -> bool:
         missing = []
         for name, node in plan.nodes.items():
-            seen = {
-                n["peerId"] for n in CodexClient(node.api_url, timeout_s=5).debug_info()["table"]["nodes"]
-            }
-            if lacking := expected[name] - seen:
-                missing.append(f"{name} lacks {len(lacking)} of {len(expected[name])} peers")
+            try:
+                why = missing_peers(node, expected[name]) if expected[name] else None
+            except (requests.RequestException, CodexApiError, ValueError) as exc:
+                why = f"{exc.__class__.__name__}: {exc}"
+            if why:
+                missing.append(f"{name}: {why}")
         if missing:
             raise NotYet("; ".join(missing))
         return True
 
-    wait_until("every node to see its planned peers", all_peered, deadline_s)
+    wait_until("every node to see its planned peers", all_peered, deadline.remaining())
     report.steps.append(
         Step("peering", plan.topology, time.monotonic() - start, f"{len(plan.edges)} connections")
     )
@@ -250,18 +281,14 @@ def connect_peers(plan: Plan, infos: dict[str, dict], deadline_s: float, report:
 def wait_ready(plan: Plan, deadline_s: float = 180, report: ReadinessReport | None = None) -> ReadinessReport:
     """Fills `report` as it goes, so a caller keeps the partial report when a layer fails."""
     report = report if report is not None else ReadinessReport(plan.project)
-    start = time.monotonic()
+    deadline = Deadline(deadline_s)
     client = docker.from_env()
-
-    def remaining() -> float:
-        return max(1.0, deadline_s - (time.monotonic() - start))
-
-    containers = wait_containers_running(client, plan, remaining(), report)
-    infos = wait_app_probes(plan, containers, remaining(), report)
+    containers = wait_containers_running(client, plan, deadline, report)
+    infos = wait_app_probes(plan, containers, deadline, report)
     check_topology(plan, infos, report)
-    check_nats(plan, containers, report)
-    connect_peers(plan, infos, remaining(), report)
-    wait_relay_reservations(plan, remaining(), report)
-    wait_status_peers(plan, containers, remaining(), report)
-    report.total_s = time.monotonic() - start
+    check_nats(plan, containers, deadline, report)
+    connect_peers(plan, infos, deadline, report)
+    wait_relay_reservations(plan, deadline, report)
+    wait_status_peers(plan, containers, deadline, report)
+    report.total_s = time.monotonic() - deadline.start
     return report

@@ -20,6 +20,18 @@ from harness.errors import WaitTimeout
 T = TypeVar("T")
 
 
+class Deadline:
+    """One deadline for a whole operation: every wait in it gets what is left, not a fresh budget."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.start = time.monotonic()
+
+    def remaining(self) -> float:
+        """Seconds left, at least a moment: a step that starts at the deadline still gets one try."""
+        return max(0.1, self.seconds - (time.monotonic() - self.start))
+
+
 class NotYet(Exception):
     """Raised by a probe to say 'not ready yet, and here is why' (kept for the timeout message)."""
 

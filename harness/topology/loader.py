@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from harness.errors import TopologyError, excerpt
+from harness.impl import PROFILES, flag_of
 from harness.paths import TOPOLOGIES_DIR
 from harness.topology.model import (
     HEALTHCHECK_INTERVAL_S,
@@ -81,6 +82,7 @@ IMAGE_RE = re.compile(
     r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
 )
 
+REFERENCE = "reference"  # `impl: reference`: the reference node (or peer) built here
 TOP_KEYS = {"name", "description", "networks", "nodes", "peering", "healthcheck_interval"}
 NETWORK_KEYS = {"kind", "nat", "hairpin", "udp_timeout", "pcap"}
 NODE_KEYS = {
@@ -325,21 +327,35 @@ def _load_link(check: _Checker, raw: Any, path: str) -> Link:
     )
 
 
+def image_reference_problem(image: Any) -> str | None:
+    """Why `image` is not a docker image reference; None when it is one."""
+    what = "a docker image reference like codexstorage/nim-codex:0.2.5"
+    match = IMAGE_RE.fullmatch(image) if isinstance(image, str) and len(image) <= MAX_IMAGE_CHARS else None
+    if match is None:
+        return f"{excerpt(image)} is not {what}"
+    if len(match["name"]) > 255:
+        return "an image name (before its tag) has at most 255 characters"
+    return None
+
+
 def _load_image(check: _Checker, data: dict, path: str) -> str | None:
-    """`image: <ref>` (an upstream image) or `impl: reference` / nothing (the reference one)."""
-    if "impl" in data and "image" in data:
-        raise check.fail(path, "give either impl: reference or image: <ref>, not both")
-    if "impl" in data:
-        check.choice(data["impl"], ("reference",), f"{path}.impl")
+    """`image: <ref>` (an upstream image), or nothing: the reference one, built here."""
+    if "impl" in data and "image" in data and data["impl"] == REFERENCE:
+        raise check.fail(path, "impl: reference means the reference node, which image: replaces: give one")
     if "image" not in data:
         return None
-    image = data["image"]
-    what = "a docker image reference like codexstorage/nim-codex:0.2.5"
-    if not isinstance(image, str) or len(image) > MAX_IMAGE_CHARS:
-        raise check.fail(f"{path}.image", f"{excerpt(image)} is not {what}")
-    if len(check.matches(image, IMAGE_RE, what, f"{path}.image")["name"]) > 255:
-        raise check.fail(f"{path}.image", "an image name (before its tag) has at most 255 characters")
-    return image
+    if problem := image_reference_problem(data["image"]):
+        raise check.fail(f"{path}.image", problem)
+    return data["image"]
+
+
+def _load_impl(check: _Checker, data: dict, path: str) -> str | None:
+    """`impl:` the contract a storage node serves (codex or logos-storage); `reference`, the
+    older spelling of "the reference node", chooses none (the reference node's default)."""
+    if "impl" not in data:
+        return None
+    impl = check.choice(data["impl"], (*PROFILES, REFERENCE), f"{path}.impl")
+    return None if impl == REFERENCE else impl
 
 
 def _env_value(check: _Checker, value: Any, path: str) -> str:
@@ -380,7 +396,9 @@ def _check_ports(check: _Checker, env: dict[str, str], kind: str, path: str) -> 
         for key, value in env.items()
         if key.endswith("_PORT")
     }
-    owners = {port: owner for owner, port in SERVICE_PORTS[kind].items() if owner not in moved}
+    # A storage node's ports go by flag, whichever era's prefix spells it.
+    moved_ports = {"--" + flag_of(key) if kind == "codex" else key for key in moved}
+    owners = {port: owner for owner, port in SERVICE_PORTS[kind].items() if owner not in moved_ports}
     for key, port in moved.items():
         if port in owners:
             raise check.fail(f"{path}.{key}", f"port {port} is also {owners[port]}: a service's ports differ")
@@ -401,6 +419,8 @@ def _load_status_peer(check: _Checker, name: str, data: dict, nodes: dict[str, N
         raise check.fail(
             f"{path}.codex", "status peers behind a NAT are not supported yet: pair with a WAN node"
         )
+    if "impl" in data:  # a status peer is the reference one or a status-backend image
+        check.choice(data["impl"], (REFERENCE,), f"{path}.impl")
     return StatusPeer(
         name=name,
         role=role,
@@ -468,6 +488,7 @@ def _load_node(
         kind=data["kind"],
         network=network,
         image=_load_image(check, data, path),
+        impl=_load_impl(check, data, path),
         storage_quota=_load_quota(check, data, f"{path}.storage_quota"),
         block_ttl=_load_ttl(check, data, f"{path}.block_ttl"),
         log_level=level,
@@ -612,7 +633,21 @@ def parse(text: str, file: Path) -> Topology:
     )
     _check_references(check, topology)
     _check_capacity(check, topology)
+    check_relay_clients(topology)
     return topology
+
+
+def check_relay_clients(topology: Topology) -> None:
+    """Only the reference node reserves on a testbed relay (its --relay-info-url client); an
+    upstream image finds relays itself. Checked again once a build is selected for the nodes."""
+    for node in topology.nodes.values():
+        if node.relay and node.image is not None:
+            raise TopologyError(
+                topology.source,
+                f"nodes.{node.name}.relay",
+                f"reserving on a testbed relay is the reference node's client; {excerpt(node.image)} "
+                "finds its relays itself (give the node no relay:, or no image:)",
+            )
 
 
 def load(name_or_path: str | Path) -> Topology:

@@ -96,6 +96,7 @@ class Node:
     kind: str
     network: str
     image: str | None = None  # an upstream image ref; None means the reference implementation
+    impl: str | None = None  # the contract it serves (harness.impl.PROFILES); None: the default
     storage_quota: str | None = None
     block_ttl: str | None = None
     log_level: str | None = None

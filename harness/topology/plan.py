@@ -17,6 +17,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 from harness.errors import PoolExhaustedError
+from harness.impl import (
+    API_PORT,
+    CAP_REFERENCE_EXTRAS,
+    DEFAULT_IMPL,
+    DISC_PORT,
+    LISTEN_PORT,
+    METRICS_PORT,
+    Profile,
+)
+from harness.impl import profile as profile_of
 from harness.paths import REPO_ROOT
 from harness.topology.model import (
     CGN_PROFILES,
@@ -28,10 +38,6 @@ from harness.topology.model import (
     Topology,
 )
 
-API_PORT = 8080
-METRICS_PORT = 8008
-LISTEN_PORT = 8070
-DISC_PORT = 8090
 STUN_PORT = 3478
 STATUS_PORT = 3333  # status-backend --address
 CHAT_PORT = 30303
@@ -42,12 +48,13 @@ LAN_ROUTER_HOST = 2
 PCAP_DIR = "/pcap"  # where a router with `pcap: true` writes lan.pcap and wan.pcap
 # The ports each kind of service listens on. An upper-case key is the env variable that moves the
 # port (a topology's `env` may: the loader keeps a service's ports in range and distinct); a
-# lower-case key says what a port no variable moves is.
+# lower-case key says what a port no variable moves is. A storage node's ports are named by their
+# CLI flag, which either era's env spelling (CODEX_API_PORT, STORAGE_API_PORT) moves.
 SERVICE_PORTS = {
     "codex": {
-        "CODEX_API_PORT": API_PORT,
-        "CODEX_DISC_PORT": DISC_PORT,
-        "CODEX_METRICS_PORT": METRICS_PORT,
+        "--api-port": API_PORT,
+        "--disc-port": DISC_PORT,
+        "--metrics-port": METRICS_PORT,
         "the listen port": LISTEN_PORT,
     },
     "relay": {"RELAY_LISTEN_PORT": RELAY_PORT, "the info port": RELAY_INFO_PORT},
@@ -109,6 +116,8 @@ class NodePlan:
     api_port: int
     env: dict[str, str]
     peers: tuple[str, ...]  # the nodes it must be connected to once ready
+    impl: str = DEFAULT_IMPL  # the contract it serves: harness.impl.PROFILES
+    capabilities: tuple[str, ...] = ()  # what it can do beyond that contract (harness.impl.CAP_*)
     gateway: str | None = None  # its router's LAN address when it sits behind a NAT
     relay: str | None = None  # the relay it reserves a slot on
     link: Link | None = None  # shaping of its link, both directions
@@ -116,12 +125,16 @@ class NodePlan:
     # port-forwarding router, the router's WAN address, as one configures a forwarded node
 
     @property
+    def profile(self) -> Profile:
+        return profile_of(self.impl)
+
+    @property
     def api_url(self) -> str:
-        return f"http://{self.ip}:{self.api_port}/api/codex/v1"
+        return f"http://{self.ip}:{self.api_port}{self.profile.api_prefix}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.ip}:{self.env.get('CODEX_METRICS_PORT', METRICS_PORT)}/metrics"
+        return f"http://{self.ip}:{self.env.get(self.profile.env('metrics-port'), METRICS_PORT)}/metrics"
 
 
 @dataclass(frozen=True)
@@ -201,7 +214,12 @@ class Plan:
             networks={k: NetworkPlan(**v) for k, v in raw["networks"].items()},
             nodes={
                 k: NodePlan(
-                    **{**v, "peers": tuple(v["peers"]), "link": Link(**v["link"]) if v["link"] else None}
+                    **{
+                        **v,
+                        "peers": tuple(v["peers"]),
+                        "capabilities": tuple(v.get("capabilities", ())),
+                        "link": Link(**v["link"]) if v["link"] else None,
+                    }
                 )
                 for k, v in raw["nodes"].items()
             },
@@ -224,30 +242,31 @@ def new_project_name(topology: str) -> str:
     return "-".join(p for p in parts if p)
 
 
-def _codex_env(node, announce_ip: str, relay_info_url: str | None) -> dict[str, str]:
-    env = {
-        "CODEX_API_BINDADDR": "0.0.0.0",
-        "CODEX_API_PORT": str(API_PORT),
-        "CODEX_DATA_DIR": "/datadir",
-        "CODEX_LISTEN_ADDRS": f"/ip4/0.0.0.0/tcp/{LISTEN_PORT}",
-        "CODEX_DISC_PORT": str(DISC_PORT),
-        # Announce the WAN address explicitly: upstream's NAT_IP_AUTO breaks on multi-homed containers.
-        "CODEX_NAT": f"extip:{announce_ip}",
-        "CODEX_LOG_LEVEL": node.log_level or "info",
-        "CODEX_METRICS": "true",
-        "CODEX_METRICS_ADDRESS": "0.0.0.0",
-        "CODEX_METRICS_PORT": str(METRICS_PORT),
+def _node_env(node, profile: Profile, announce_ip: str, relay_info_url: str | None) -> dict[str, str]:
+    """The node's configuration as its implementation spells it (`<PREFIX><FLAG>`, upstream's
+    long CLI flags); the topology's own `env` goes last and wins."""
+    where = {
+        # REST is off in a Logos-era node unless bound, and on 127.0.0.1 in a Codex-era one.
+        "api-bindaddr": "0.0.0.0",
+        "api-port": str(API_PORT),
+        "data-dir": "/datadir",
     }
-    if node.storage_quota:
-        env["CODEX_STORAGE_QUOTA"] = node.storage_quota.replace(" ", "")
-    if node.block_ttl:
-        env["CODEX_BLOCK_TTL"] = node.block_ttl
-    if node.repo_kind:
-        env["CODEX_REPO_KIND"] = node.repo_kind
-    if relay_info_url:
-        env["CODEX_RELAY_INFO_URL"] = relay_info_url
-    env.update(node.env)
-    return env
+    flags = {
+        # Announce the WAN address explicitly: upstream's NAT_IP_AUTO breaks on multi-homed containers.
+        "nat": f"extip:{announce_ip}",
+        "log-level": node.log_level or "info",
+        "metrics": "true",
+        "metrics-address": "0.0.0.0",
+        "metrics-port": str(METRICS_PORT),
+        "storage-quota": node.storage_quota.replace(" ", "") if node.storage_quota else None,
+        "block-ttl": node.block_ttl,
+        "repo-kind": node.repo_kind,
+        "relay-info-url": relay_info_url,  # the reference node's relay client (not an upstream flag)
+    }
+    spelled = {profile.env(flag): value for flag, value in {**where, **flags}.items() if value is not None}
+    listen = profile.listen_env()
+    ordered = {k: spelled[k] for k in (profile.env(f) for f in where)} | listen | spelled
+    return {**ordered, **node.env}
 
 
 def _bridge_name(project: str, network: str) -> str:
@@ -348,15 +367,19 @@ def make_plan(
         forwarded = topology.networks[node.network].nat == "port-forward"
         announce_ip = router_wan_ips[node.network] if forwarded else ip
         image = node.image or image_refs[node.reference_image]  # type: ignore[index]
-        env = _codex_env(node, announce_ip, relays[node.relay].info_url if node.relay else None)
+        impl = profile_of(node.impl or DEFAULT_IMPL)
+        reference = node.image is None
+        env = _node_env(node, impl, announce_ip, relays[node.relay].info_url if node.relay else None)
         nodes[node.name] = NodePlan(
             name=node.name,
             kind=node.kind,
             image=image,
-            reference=node.image is None,
+            reference=reference,
             network=node.network,
             ip=ip,
-            api_port=int(env["CODEX_API_PORT"]),
+            api_port=int(env[impl.env("api-port")]),
+            impl=impl.name,
+            capabilities=tuple(sorted(impl.capabilities | ({CAP_REFERENCE_EXTRAS} if reference else set()))),
             env=env,
             link=node.link,
             announce_ip=announce_ip,

@@ -20,6 +20,7 @@ from harness.engine import compose, images
 from harness.engine.bootstrap import ensure_engine
 from harness.paths import REPO_ROOT, cache_dir
 from harness.ready.readiness import ReadinessReport, wait_app_probes, wait_containers_running
+from harness.ready.waits import Deadline
 from harness.render.compose import render
 from harness.sweep import sweep
 from harness.testbed import Testbed
@@ -91,7 +92,10 @@ def bare_compose() -> dict[str, float]:
 
 def until_nodes_answer(plan: Plan) -> None:
     report = ReadinessReport(plan.project)
-    wait_app_probes(plan, wait_containers_running(docker.from_env(), plan, 120, report), 120, report)
+    deadline = Deadline(120)
+    wait_app_probes(
+        plan, wait_containers_running(docker.from_env(), plan, deadline, report), deadline, report
+    )
 
 
 def main() -> None:

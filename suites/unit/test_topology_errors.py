@@ -36,7 +36,7 @@ CASES = {
         + VALID_NODE
         + "    impl: reference\n    image: codexstorage/nim-codex:latest\n",
         "nodes.codex-1",
-        "either impl: reference or image: <ref>, not both",
+        "impl: reference means the reference node, which image: replaces",
     ),
     "undefined-network": (
         "nodes:\n  codex-1:\n" + VALID_NODE + "    network: lan-a\n",
@@ -311,7 +311,7 @@ CASES |= {
     "port-equal-to-another": (
         node("env: {CODEX_METRICS_PORT: 8080}"),
         "nodes.a.env.CODEX_METRICS_PORT",
-        "port 8080 is also CODEX_API_PORT",
+        "port 8080 is also --api-port",
     ),
     "port-equal-to-a-fixed-one": (
         node("env: {CODEX_API_PORT: 8070}"),
