@@ -1,4 +1,5 @@
-"""The Codex-era REST API (codex.md section 1): paths, status codes, headers and bodies as upstream."""
+"""The Codex-era REST API: paths, status codes, headers and bodies as upstream's (nim-codex
+`codex/rest/api.nim`, bd360322)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The `codex` command line: upstream's long flags, with `CODEX_*` env as fallback (CLI > env).
 
-Only the flags of codex.md section 2 that the reference node implements are accepted; unknown
-flags are an error, as with upstream's confutils.
+Only the upstream flags (nim-codex `codex/conf.nim`, bd360322) that the reference node implements
+are accepted; unknown flags are an error, as with upstream's confutils.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Prometheus metrics with upstream's names (codex.md section 5.6), on their own registry.
+"""Prometheus metrics with upstream's names, on their own registry (nim-codex bd360322:
+`codex/rest/api.nim`, `codex/blockexchange/engine/{engine,pendingblocks}.nim`,
+`codex/stores/repostore/operations.nim`).
 
 Counters are declared with upstream's base names; the client exposes them as `<name>_total`,
 as nim-metrics does. `duplicate_blocks_received` is ours: deliveries of blocks already stored.

@@ -1,6 +1,6 @@
 """Reachability of a node: AutoNAT v1 (asks peers to dial it back, answers their requests), DCUtR
 hole punching over relayed connections, and the Logos-era `nat` and `connections` objects of
-/debug/info (shared/reference/codex.md §1.2, §7).
+/debug/info (logos-storage-nim `storage/rest/json.nim`: `NatDebugInfo`, `peerConnections`).
 
 Both protocols are py-libp2p's. One server-side defect is worked around here (DialBackAutoNAT).
 """

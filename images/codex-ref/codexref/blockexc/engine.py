@@ -1,4 +1,5 @@
-"""The BlockExchange engine (codex.md section 5.3), event-driven.
+"""The BlockExchange engine, event-driven, after nim-codex's `codex/blockexchange/engine/engine.nim`
+(bd360322).
 
 Our side: every block we need is a `Want`. A want whose block no known peer has is *searching*:
 we send wantHave (sendDontHave) to connected peers and retry every 0..`retry_interval` seconds,
