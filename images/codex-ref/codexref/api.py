@@ -1,5 +1,6 @@
-"""The Codex-era REST API: paths, status codes, headers and bodies as upstream's (nim-codex
-`codex/rest/api.nim`, bd360322)."""
+"""The REST API: paths, status codes, headers and bodies as upstream's (nim-codex
+`codex/rest/api.nim` @ bd360322), under the era's prefix; the Logos era has no marketplace routes
+(logos-storage-nim `storage/rest/api.nim` @ 10bb4975)."""
 
 from __future__ import annotations
 
@@ -270,11 +271,12 @@ def build_app(node: Node) -> Starlette:
         Route(f"{prefix}/peerid", peer_id, methods=["GET"]),
         Route(f"{prefix}/spr", spr, methods=["GET"]),
         Route(f"{prefix}/debug/chronicles/loglevel", log_level, methods=["POST"]),
-        *(
+    ]
+    if node.config.era.marketplace:
+        routes += [
             Route(f"{prefix}/{path}", persistence_disabled, methods=["GET", "POST"])
             for path in ("sales/slots", "sales/availability", "storage/purchases", "storage/request/{cid}")
-        ),
-    ]
+        ]
     return Starlette(routes=routes)
 
 

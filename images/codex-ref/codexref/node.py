@@ -52,25 +52,37 @@ class Node:
         self.store = RepoStore(config.data_dir, config.storage_quota, config.repo_kind)
         self.identity = identity.load_or_create(config.data_dir / "key")
         self.announce_ip = config.announce_ip or _own_ip()
+        self.listen_addresses = list(config.listen_addrs)  # once listening: the ports bound
         self.metrics = Metrics()
         self.metrics.gauge("codex_repostore_blocks", lambda: self.store.total_blocks)
         self.metrics.gauge("codex_repostore_bytes_used", lambda: self.store.quota_used_bytes)
         self.metrics.gauge("codex_repostore_bytes_reserved", lambda: 0)
-        self.host = p2p.build_host(self.identity, self.announce_addresses)
+        self.host = p2p.build_host(self.identity, lambda: self.announce_addresses)
         engine_config = EngineConfig(
             block_retries=config.block_retries, max_inflight_per_peer=config.max_inflight_per_peer
         )
         self.engine = Engine(self.host, self.store, self.metrics, engine_config)
         self.relay = RelayClient(self.host, config.relay_info_url) if config.relay_info_url else None
         self.reachability = Reachability(self.host, self.dial_back_addresses, config.autonat_confirmations)
-        # Like upstream's DHT record, the UDP discovery endpoint comes first; the TCP addresses
-        # follow so that other reference nodes can dial a bootstrap node without a DHT.
-        record = [f"/ip4/{self.announce_ip}/udp/{config.disc_port}", *self.announce_addresses]
-        self.spr = self.identity.signed_peer_record([multiaddr.to_bytes(a) for a in record])
+        self.spr = self._signed_record()
 
     @property
     def announce_addresses(self) -> list[str]:
-        return [multiaddr.with_ip(addr, self.announce_ip) for addr in self.config.listen_addrs]
+        return [multiaddr.with_ip(addr, self.announce_ip) for addr in self.listen_addresses]
+
+    def _signed_record(self) -> str:
+        """Like upstream's discv5 record, the UDP discovery endpoint comes first (Codex era); the TCP
+        addresses follow so that other reference nodes can dial a bootstrap node without a DHT."""
+        port = self.config.disc_port
+        udp = [] if port is None else [f"/ip4/{self.announce_ip}/udp/{port}"]
+        record = [*udp, *self.announce_addresses]
+        return self.identity.signed_peer_record([multiaddr.to_bytes(a) for a in record])
+
+    def _bound(self) -> None:
+        """Announce the ports the listeners got: with port 0 (upstream's `--listen-port` default)
+        the OS picks one."""
+        self.listen_addresses = [str(a) for a in self.host.get_transport_addrs()]
+        self.spr = self._signed_record()
 
     def dial_back_addresses(self) -> list[str]:
         """What AutoNAT servers are asked to dial: our announce addresses, and the same ports at
@@ -82,6 +94,7 @@ class Node:
         """Listen, start the engine, dial bootstrap nodes; reports started once listening."""
         listen = [ma.Multiaddr(a) for a in self.config.listen_addrs]
         async with self.host.run(listen_addrs=listen), trio.open_nursery() as nursery:
+            self._bound()
             await nursery.start(self.engine.run)
             events = p2p.PeerEvents(self.host, self._peer_joined, self.engine.peer_left)
             self.host.get_network().register_notifee(events)
@@ -163,8 +176,7 @@ class Node:
         }
         return {
             "id": self.identity.peer_id,
-            "addrs": [str(a).split("/p2p/")[0] for a in self.host.get_addrs()]
-            or list(self.config.listen_addrs),
+            "addrs": [str(a).split("/p2p/")[0] for a in self.host.get_addrs()] or self.listen_addresses,
             "repo": str(self.config.data_dir),
             "spr": self.spr,
             "announceAddresses": self.announce_addresses,

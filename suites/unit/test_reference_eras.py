@@ -1,0 +1,180 @@
+"""The reference node speaks either upstream era (issue 17): config, paths, listening, REST off.
+
+In-process, as test_reference_api.py: requests through httpx's ASGI transport; the libp2p host
+runs only where a test says so."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from codexref import config, p2p
+from codexref.__main__ import serve_rest
+from codexref.api import build_app
+from codexref.era import CODEX, LOGOS, Era
+from codexref.node import Node
+from starlette.applications import Starlette
+
+LOGOS_ENV = {"STORAGE_LOG_LEVEL": "info"}  # any STORAGE_* variable
+
+
+def load(tmp_path: Path, *flags: str, environ: dict[str, str] | None = None) -> config.Config:
+    return config.load(["--data-dir", str(tmp_path / "node"), *flags], environ or {})
+
+
+def make_node(tmp_path: Path, *flags: str, environ: dict[str, str] | None = None) -> Node:
+    return Node(load(tmp_path, *flags, environ=environ))
+
+
+async def _get(app: Starlette, path: str) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as client:
+        return await client.get(path)
+
+
+def get(app: Starlette, path: str) -> httpx.Response:
+    return trio.run(_get, app, path)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# -- choosing the era -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("environ", "flags", "era"),
+    [
+        ({}, [], CODEX),
+        ({"CODEX_API_PORT": "1"}, [], CODEX),
+        ({"STORAGE_API_PORT": "1"}, [], LOGOS),
+        ({"CODEX_NAT": "any", "STORAGE_LOG_LEVEL": "info"}, [], LOGOS),  # any STORAGE_* wins
+        ({"STORAGE_API_PORT": "1"}, ["--impl", "codex"], CODEX),  # the flag wins
+        ({}, ["--impl", "logos-storage"], LOGOS),
+    ],
+)
+def test_the_era_is_the_impl_flag_else_logos_if_any_storage_variable_is_set(
+    tmp_path: Path, environ: dict[str, str], flags: list[str], era: Era
+) -> None:
+    assert load(tmp_path, *flags, environ=environ).era is era
+
+
+def test_each_era_reads_its_own_variables_and_the_cli_still_wins(tmp_path: Path) -> None:
+    both = {"CODEX_API_PORT": "9000", "STORAGE_API_PORT": "9100", "STORAGE_STORAGE_QUOTA": "1MiB"}
+    logos = load(tmp_path, environ=both)
+    assert (logos.api_port, logos.storage_quota) == (9100, 1 << 20)
+    codex = load(tmp_path, "--impl", "codex", environ=both)
+    assert (codex.api_port, codex.storage_quota) == (9000, 20 << 30)
+    assert load(tmp_path, "--api-port", "9200", environ=both).api_port == 9200
+
+
+def test_the_logos_era_listens_on_ip_and_port_a_random_one_by_default(tmp_path: Path) -> None:
+    assert load(tmp_path, environ=LOGOS_ENV).listen_addrs == ("/ip4/0.0.0.0/tcp/0",)
+    environ = {"STORAGE_LISTEN_IP": "127.0.0.1", "STORAGE_LISTEN_PORT": "8070"}
+    assert load(tmp_path, environ=environ).listen_addrs == ("/ip4/127.0.0.1/tcp/8070",)
+    assert load(tmp_path, "--listen-port", "8071", environ=environ).listen_addrs == (
+        "/ip4/127.0.0.1/tcp/8071",
+    )
+
+
+@pytest.mark.parametrize(
+    ("impl", "flag"),
+    [
+        ("logos-storage", "--listen-addrs=/ip4/0.0.0.0/tcp/8070"),
+        ("logos-storage", "--disc-port=8090"),
+        ("codex", "--listen-port=8070"),
+        ("logos-storage", "--listen-port=65536"),
+        ("logos-storage", "--listen-ip=::1"),
+    ],
+)
+def test_a_flag_the_era_does_not_have_is_an_error(tmp_path: Path, impl: str, flag: str) -> None:
+    with pytest.raises(SystemExit):
+        load(tmp_path, "--impl", impl, flag)
+
+
+def test_only_the_codex_era_has_a_discovery_port(tmp_path: Path) -> None:
+    assert load(tmp_path).disc_port == 8090
+    assert load(tmp_path, environ=LOGOS_ENV).disc_port is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "bindaddr"),
+    [
+        ({}, "127.0.0.1"),
+        (LOGOS_ENV, None),  # upstream: REST is off unless --api-bindaddr is given
+        ({"STORAGE_API_BINDADDR": "0.0.0.0"}, "0.0.0.0"),
+    ],
+)
+def test_the_rest_bind_address_defaults_per_era(
+    tmp_path: Path, environ: dict[str, str], bindaddr: str | None
+) -> None:
+    assert load(tmp_path, environ=environ).api_bindaddr == bindaddr
+
+
+def test_strict_is_off_unless_asked_for(tmp_path: Path) -> None:
+    assert load(tmp_path).strict is False and load(tmp_path, environ=LOGOS_ENV).strict is False
+    assert load(tmp_path, environ={"CODEX_STRICT": "true"}).strict is True
+    assert load(tmp_path, environ={"STORAGE_STRICT": "true"}).strict is True
+    assert load(tmp_path, "--strict").strict is True
+
+
+def test_without_a_bind_address_the_rest_api_is_off_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = make_node(tmp_path, environ=LOGOS_ENV)
+
+    async def scenario() -> None:
+        stop = trio.Event()
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve_rest, node, stop)
+                await trio.sleep(0.1)
+                stop.set()
+
+    with caplog.at_level(logging.WARNING):
+        trio.run(scenario)
+    assert "REST API is off: no --api-bindaddr / STORAGE_API_BINDADDR given" in caplog.text
+
+
+# -- paths ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("impl", "other"), [("codex", LOGOS), ("logos-storage", CODEX)])
+def test_each_era_serves_under_its_own_prefix_only(tmp_path: Path, impl: str, other: Era) -> None:
+    node = make_node(tmp_path, "--impl", impl)
+    app = build_app(node)
+    own = get(app, f"{node.config.era.api_prefix}/peerid")
+    assert (own.status_code, own.json()) == (200, {"id": node.identity.peer_id})
+    assert get(app, f"{other.api_prefix}/peerid").status_code == 404
+
+
+def test_only_the_codex_era_has_marketplace_routes(tmp_path: Path) -> None:
+    codex = get(build_app(make_node(tmp_path)), f"{CODEX.api_prefix}/sales/slots")
+    assert (codex.status_code, codex.text) == (503, "Persistence is not enabled")
+    logos = build_app(make_node(tmp_path, environ=LOGOS_ENV))
+    assert get(logos, f"{LOGOS.api_prefix}/sales/slots").status_code == 404
+
+
+# -- listening --------------------------------------------------------------------------------------
+def test_a_random_listen_port_is_the_one_announced_and_signed(tmp_path: Path) -> None:
+    node = make_node(tmp_path, "--listen-ip", "127.0.0.1", "--nat", "extip:127.0.0.1", environ=LOGOS_ENV)
+
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run_p2p)
+            announced = [str(a).split("/p2p/")[0] for a in node.host.get_addrs()]
+            nursery.cancel_scope.cancel()
+        return node.announce_addresses, announced, p2p.decode_spr(node.spr)[1]
+
+    announce, host_addrs, record = trio.run(scenario)
+    assert len(announce) == 1 and announce[0].startswith("/ip4/127.0.0.1/tcp/")
+    assert int(announce[0].rsplit("/", 1)[1]) > 0
+    assert host_addrs == announce and record == announce  # no UDP discovery endpoint in this era
+
+
+def test_the_codex_era_record_starts_with_the_discovery_endpoint(tmp_path: Path) -> None:
+    listen = f"/ip4/127.0.0.1/tcp/{free_port()}"
+    node = make_node(tmp_path, "--listen-addrs", listen, "--nat", "extip:127.0.0.1")
+    assert p2p.decode_spr(node.spr)[1] == ["/ip4/127.0.0.1/udp/8090", listen]
