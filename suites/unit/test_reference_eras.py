@@ -178,3 +178,69 @@ def test_the_codex_era_record_starts_with_the_discovery_endpoint(tmp_path: Path)
     listen = f"/ip4/127.0.0.1/tcp/{free_port()}"
     node = make_node(tmp_path, "--listen-addrs", listen, "--nat", "extip:127.0.0.1")
     assert p2p.decode_spr(node.spr)[1] == ["/ip4/127.0.0.1/udp/8090", listen]
+
+
+# -- metrics ----------------------------------------------------------------------------------------
+def metric_values(node: Node) -> dict[str, float]:
+    """Sample name -> value of the node's /metrics text (no labels here)."""
+    lines = node.metrics.render().decode().splitlines()
+    samples = (line.split(" ") for line in lines if line and not line.startswith("#"))
+    return {name: float(value) for name, value in samples}
+
+
+def upstream_metric_names(prefix: str) -> set[str]:
+    counters = (
+        "api_uploads",
+        "api_downloads",
+        "block_exchange_blocks_sent",
+        "block_exchange_requests_failed",
+    )
+    gauges = ("block_exchange_pending_block_requests", "repostore_blocks", "repostore_bytes_used")
+    return {*(f"{prefix}{c}_total" for c in counters), *(prefix + g for g in gauges), "libp2p_peers"}
+
+
+@pytest.mark.parametrize(("environ", "era"), [({}, CODEX), (LOGOS_ENV, LOGOS)])
+def test_metric_names_carry_the_eras_prefix_and_libp2p_peers_none(
+    tmp_path: Path, environ: dict[str, str], era: Era
+) -> None:
+    names = set(metric_values(make_node(tmp_path, environ=environ)))
+    assert upstream_metric_names(era.metric_prefix) <= names
+    other = CODEX if era is LOGOS else LOGOS
+    assert not {name for name in names if name.startswith(other.metric_prefix)}
+    assert f"{era.metric_prefix}block_exchange_duplicate_blocks_received_total" in names  # ours
+
+
+def test_strict_mode_leaves_the_reference_only_metric_out(tmp_path: Path) -> None:
+    node = make_node(tmp_path, "--strict")
+    node.metrics.inc("duplicate_blocks_received")  # still counted where the engine counts it
+    names = set(metric_values(node))
+    assert upstream_metric_names("codex_") <= names
+    assert not {name for name in names if "duplicate" in name}
+
+
+async def _wait_until(condition, timeout_s: float = 10) -> None:
+    with trio.fail_after(timeout_s):
+        while not condition():
+            await trio.sleep(0.05)
+
+
+def test_libp2p_peers_counts_distinct_connected_peers(tmp_path: Path) -> None:
+    a, b = (make_node(tmp_path / name, "--listen-ip", "127.0.0.1", environ=LOGOS_ENV) for name in "ab")
+
+    async def scenario() -> list[tuple[float, float]]:
+        seen = []
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run_p2p)
+            await nursery.start(b.run_p2p)
+            seen.append((metric_values(a)["libp2p_peers"], metric_values(b)["libp2p_peers"]))
+            assert await a.connect(b.identity.peer_id, b.announce_addresses)
+            assert await a.connect(b.identity.peer_id, b.announce_addresses)  # the same peer again
+            await _wait_until(lambda: metric_values(b)["libp2p_peers"] == 1)
+            seen.append((metric_values(a)["libp2p_peers"], metric_values(b)["libp2p_peers"]))
+            await a.host.disconnect(b.host.get_id())
+            await _wait_until(lambda: metric_values(b)["libp2p_peers"] == 0)
+            seen.append((metric_values(a)["libp2p_peers"], metric_values(b)["libp2p_peers"]))
+            nursery.cancel_scope.cancel()
+        return seen
+
+    assert trio.run(scenario) == [(0, 0), (1, 1), (0, 0)]

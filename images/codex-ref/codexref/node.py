@@ -53,11 +53,13 @@ class Node:
         self.identity = identity.load_or_create(config.data_dir / "key")
         self.announce_ip = config.announce_ip or _own_ip()
         self.listen_addresses = list(config.listen_addrs)  # once listening: the ports bound
-        self.metrics = Metrics()
-        self.metrics.gauge("codex_repostore_blocks", lambda: self.store.total_blocks)
-        self.metrics.gauge("codex_repostore_bytes_used", lambda: self.store.quota_used_bytes)
-        self.metrics.gauge("codex_repostore_bytes_reserved", lambda: 0)
+        self.metrics = Metrics(config.era.metric_prefix, config.strict)
+        self.metrics.gauge("repostore_blocks", lambda: self.store.total_blocks)
+        self.metrics.gauge("repostore_bytes_used", lambda: self.store.quota_used_bytes)
+        self.metrics.gauge("repostore_bytes_reserved", lambda: 0)
         self.host = p2p.build_host(self.identity, lambda: self.announce_addresses)
+        # every connected peer, the relay included: upstream counts connections, not BlockExchange peers
+        self.metrics.gauge("libp2p_peers", lambda: len(p2p.live_connections(self.host)))
         engine_config = EngineConfig(
             block_retries=config.block_retries, max_inflight_per_peer=config.max_inflight_per_peer
         )

@@ -46,6 +46,11 @@ def build_host(identity: Identity, announce: Sequence[str] | Callable[[], Sequen
     )
 
 
+def live_connections(host: IHost) -> dict[ID, list[INetConn]]:
+    """The peers we hold at least one connection to, and those connections."""
+    return {peer: conns for peer, conns in host.get_network().connections.items() if conns}
+
+
 def peer_info(peer_id: str, addrs: list[str]) -> PeerInfo:
     return PeerInfo(ID.from_base58(peer_id), [multiaddr.Multiaddr(a) for a in addrs])
 

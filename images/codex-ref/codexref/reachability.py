@@ -23,6 +23,8 @@ from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
+from codexref.p2p import live_connections
+
 log = logging.getLogger("codex.nat")
 DIAL_BACK_TIMEOUT_S = 5
 QUERY_TIMEOUT_S = 10
@@ -156,7 +158,7 @@ class Reachability:
     def connections(self) -> list[dict]:
         return [
             {"peerId": peer.to_base58(), "direct": has_direct(conns)}
-            for peer, conns in self.host.get_network().connections.items()
+            for peer, conns in live_connections(self.host).items()
         ]
 
     async def connection(self, peer: ID) -> dict | None:
