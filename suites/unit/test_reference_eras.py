@@ -5,21 +5,35 @@ runs only where a test says so."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 import trio
-from codexref import config, p2p
+from codexref import VERSION, config, debuginfo, identity, p2p
 from codexref.__main__ import serve_rest
 from codexref.api import build_app
-from codexref.era import CODEX, LOGOS, Era
+from codexref.era import CODEX, LOGOS, NAT_KEYS, Era
 from codexref.node import Node
+from codexref.reachability import peer_connections
+from libp2p.peer.id import ID
+from multiaddr import Multiaddr
 from starlette.applications import Starlette
 
 LOGOS_ENV = {"STORAGE_LOG_LEVEL": "info"}  # any STORAGE_* variable
+RELAY = ("--relay-info-url", "http://127.0.0.1:9/info")  # a relay client that never reaches it
+EVIDENCE = ("autonatServers", "observedIps")  # ours, in `nat`
+LOCAL_NODE_KEYS = ["nodeId", "peerId", "record", "address", "seen"]
+A_PEER_ID = "16Uiu2HAm6HZZr7aToTvEBPpiys4UxajCTU97zj5v7RNR2gbniy1D"
+PEER_IDS = (
+    A_PEER_ID,
+    "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+    "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N",
+)
 
 
 def load(tmp_path: Path, *flags: str, environ: dict[str, str] | None = None) -> config.Config:
@@ -244,3 +258,152 @@ def test_libp2p_peers_counts_distinct_connected_peers(tmp_path: Path) -> None:
         return seen
 
     assert trio.run(scenario) == [(0, 0), (1, 1), (0, 0)]
+
+
+# -- /debug/info and strict mode ----------------------------------------------------------------------
+def debug_info(node: Node) -> dict:
+    response = get(build_app(node), f"{node.config.era.api_prefix}/debug/info")
+    assert response.status_code == 200
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    ("environ", "keys"),
+    [
+        ({}, [*CODEX.debug_info_keys, "nat", "connections", "relay"]),
+        (LOGOS_ENV, [*LOGOS.debug_info_keys, "relay"]),
+    ],
+)
+def test_debug_info_keeps_the_extras_unless_strict(
+    tmp_path: Path, environ: dict[str, str], keys: list[str]
+) -> None:
+    info = debug_info(make_node(tmp_path, *RELAY, environ=environ))
+    assert list(info) == keys
+    assert list(info["nat"]) == [*NAT_KEYS, *EVIDENCE]
+    assert list(info["relay"]) == ["relay", "reserved", "circuitAddresses", "limits", "error"]
+
+
+def test_strict_codex_era_debug_info_is_upstreams_with_an_empty_routing_table(tmp_path: Path) -> None:
+    node = make_node(tmp_path, "--strict", "--nat", "extip:11.0.0.5", *RELAY)
+    info = debug_info(node)
+    assert list(info) == list(CODEX.debug_info_keys)
+    assert list(info["table"]) == ["localNode", "nodes"] and info["table"]["nodes"] == []
+    assert list(info["table"]["localNode"]) == LOCAL_NODE_KEYS
+    assert info["table"]["localNode"]["address"] == "11.0.0.5:8090"
+    assert info["codex"] == {"version": VERSION, "revision": "reference", "contracts": ""}
+
+
+def test_strict_logos_era_debug_info_is_upstreams(tmp_path: Path) -> None:
+    info = debug_info(make_node(tmp_path, "--strict", *RELAY, environ=LOGOS_ENV))
+    assert list(info) == list(LOGOS.debug_info_keys)
+    assert info["storage"] == {"version": VERSION, "revision": "reference"}
+    assert info["nat"] == {
+        "reachability": "Unknown",
+        "clientMode": False,
+        "relayRunning": False,
+        "portMapping": "none",
+    }
+    assert info["connections"] == []
+
+
+def a_state(**changes) -> debuginfo.NodeState:
+    peer = {"nodeId": "ab", "peerId": A_PEER_ID, "record": "", "address": "1.2.3.4:5", "seen": True}
+    state = debuginfo.NodeState(
+        peer_id="me",
+        addrs=["/ip4/1.2.3.4/tcp/1"],
+        repo="/datadir",
+        spr="spr:x",
+        announce_addresses=["/ip4/1.2.3.4/tcp/1"],
+        version="v",
+        revision="r",
+        table={"localNode": {"peerId": "me"}, "nodes": [peer]},
+        nat={"reachability": "Reachable", "clientMode": False, "relayRunning": True, "portMapping": "direct"}
+        | {"autonatServers": {A_PEER_ID: True}, "observedIps": ["1.2.3.4"]},
+        connections=[{"peerId": A_PEER_ID, "direct": False}],
+        relay={"relay": A_PEER_ID},
+    )
+    return dataclasses.replace(state, **changes)
+
+
+def test_strict_drops_the_peers_we_list_in_the_routing_table_and_the_nat_evidence() -> None:
+    loose = debuginfo.render(a_state(), CODEX, strict=False)
+    assert loose["table"]["nodes"][0]["peerId"] == A_PEER_ID and "relay" in loose
+    strict = debuginfo.render(a_state(), CODEX, strict=True)
+    assert strict["table"] == {"localNode": {"peerId": "me"}, "nodes": []}
+    logos = debuginfo.render(a_state(table=None), LOGOS, strict=True)
+    assert list(logos["nat"]) == list(NAT_KEYS) and logos["connections"] == [
+        {"peerId": A_PEER_ID, "direct": False}
+    ]
+
+
+@dataclasses.dataclass
+class FakeConn:
+    addresses: list[str]
+
+    def get_transport_addresses(self) -> list[Multiaddr]:
+        return [Multiaddr(a) for a in self.addresses]
+
+
+def test_connections_are_direct_unless_every_path_is_relayed() -> None:
+    relay, relayed, both = (ID(identity.parse_peer_id(p)) for p in PEER_IDS)
+    circuit = FakeConn([f"/ip4/10.0.0.1/tcp/4001/p2p/{relay.to_base58()}/p2p-circuit"])
+    tcp = FakeConn(["/ip4/10.0.0.2/tcp/4001"])
+    network = SimpleNamespace(
+        connections={relay: [tcp], relayed: [circuit], both: [circuit, tcp], ID(b"x"): []}
+    )
+    host = SimpleNamespace(get_network=lambda: network)
+    assert peer_connections(host) == [
+        {"peerId": relay.to_base58(), "direct": True},
+        {"peerId": relayed.to_base58(), "direct": False},
+        {"peerId": both.to_base58(), "direct": True},
+    ]
+
+
+def test_a_connected_peer_is_listed_in_connections(tmp_path: Path) -> None:
+    a, b = (make_node(tmp_path / n, "--listen-ip", "127.0.0.1", "--strict", environ=LOGOS_ENV) for n in "ab")
+
+    async def scenario() -> tuple[dict, dict]:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run_p2p)
+            await nursery.start(b.run_p2p)
+            assert await a.connect(b.identity.peer_id, b.announce_addresses)
+            await _wait_until(lambda: bool(b.debug_info()["connections"]))
+            infos = a.debug_info(), b.debug_info()
+            nursery.cancel_scope.cancel()
+        return infos
+
+    info_a, info_b = trio.run(scenario)
+    assert info_a["connections"] == [{"peerId": b.identity.peer_id, "direct": True}]
+    assert info_b["connections"] == [{"peerId": a.identity.peer_id, "direct": True}]
+
+
+@pytest.mark.parametrize("environ", [{}, LOGOS_ENV], ids=["codex", "logos"])
+def test_strict_mode_has_no_debug_connection_route(tmp_path: Path, environ: dict[str, str]) -> None:
+    path = f"/debug/connection/{A_PEER_ID}"
+    loose = make_node(tmp_path / "loose", environ=environ)
+    answer = get(build_app(loose), loose.config.era.api_prefix + path)
+    assert (answer.status_code, answer.text) == (404, "Not connected to peer")  # the route is there
+    strict = make_node(tmp_path / "strict", "--strict", environ=environ)
+    answer = get(build_app(strict), strict.config.era.api_prefix + path)
+    assert (answer.status_code, answer.content) == (404, b"")
+
+
+@pytest.mark.parametrize("path", ["/nowhere", "/data/x/y/z", "/api/codex/v2/space"])
+def test_a_path_without_a_route_is_404_with_no_body_like_upstream(tmp_path: Path, path: str) -> None:
+    answer = get(build_app(make_node(tmp_path)), path)
+    assert (answer.status_code, answer.content) == (404, b"")
+    assert "content-type" not in answer.headers
+
+
+def test_a_known_path_with_another_method_is_404_too(tmp_path: Path) -> None:
+    """Upstream's router keys routes by method and path: no 405."""
+    app = build_app(make_node(tmp_path))
+
+    async def delete() -> httpx.Response:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://node"
+        ) as client:
+            return await client.delete(f"{CODEX.api_prefix}/space")
+
+    answer = trio.run(delete)
+    assert (answer.status_code, answer.content) == (404, b"")

@@ -39,6 +39,13 @@ def error(status: int, text: str = "", headers: dict[str, str] | None = None) ->
     return Response(text, status_code=status, headers=headers, media_type=ERROR_TYPE)
 
 
+async def not_found(request: Request, exc: Exception) -> Response:
+    """No route for this method and path: 404, no body, no Content-Type, as upstream's router
+    answers (nim-presto `presto/serverprivate.nim`: routes are keyed by method and path, so a known
+    path with another method is 404 too, not 405)."""
+    return Response(status_code=404)
+
+
 class BodyTimeoutError(Exception):
     """No request body bytes arrived for the configured time."""
 
@@ -267,7 +274,6 @@ def build_app(node: Node) -> Starlette:
         Route(f"{prefix}/connect/{{peer_id}}", with_peer(connect), methods=["GET"]),
         Route(f"{prefix}/space", space, methods=["GET"]),
         Route(f"{prefix}/debug/info", debug_info, methods=["GET"]),
-        Route(f"{prefix}/debug/connection/{{peer_id}}", with_peer(connection), methods=["GET", "DELETE"]),
         Route(f"{prefix}/peerid", peer_id, methods=["GET"]),
         Route(f"{prefix}/spr", spr, methods=["GET"]),
         Route(f"{prefix}/debug/chronicles/loglevel", log_level, methods=["POST"]),
@@ -277,7 +283,11 @@ def build_app(node: Node) -> Starlette:
             Route(f"{prefix}/{path}", persistence_disabled, methods=["GET", "POST"])
             for path in ("sales/slots", "sales/availability", "storage/purchases", "storage/request/{cid}")
         ]
-    return Starlette(routes=routes)
+    if not node.config.strict:  # testbed extensions
+        routes.append(
+            Route(f"{prefix}/debug/connection/{{peer_id}}", with_peer(connection), methods=["GET", "DELETE"])
+        )
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
 
 
 def build_metrics_app(node: Node) -> Starlette:

@@ -29,7 +29,7 @@ class Era:
     # `--listen-ip` + `--listen-port` (Logos, PR #1409) instead of `--listen-addrs` multiaddrs.
     listen_by_port: bool
     # The Codex era's marketplace: its routes answer 503 without persistence, and /debug/info's
-    # version section names the marketplace contracts.
+    # version section carries the contracts' revision.
     marketplace: bool
     version_key: str  # /debug/info's version section
     debug_info_keys: tuple[str, ...]  # exactly what upstream's /debug/info holds

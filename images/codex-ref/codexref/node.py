@@ -10,11 +10,11 @@ import trio
 from Crypto.Hash import keccak
 from libp2p.peer.id import ID
 
-from codexref import VERSION, identity, multiaddr, p2p
+from codexref import VERSION, debuginfo, identity, multiaddr, p2p
 from codexref.blockexc.engine import Engine, EngineConfig
 from codexref.config import Config
 from codexref.metrics import Metrics
-from codexref.reachability import Reachability, remote_address
+from codexref.reachability import Reachability, peer_connections, remote_address
 from codexref.relayclient import RelayClient
 from codexref.store import RepoStore
 
@@ -168,7 +168,11 @@ class Node:
             "seen": True,
         }
 
-    def debug_info(self) -> dict:
+    def _discv5_table(self) -> dict | None:
+        """The era's discv5 routing table: ours holds no DHT nodes, so it lists our connected
+        BlockExchange peers instead (strict mode empties it)."""
+        if self.config.disc_port is None:
+            return None
         local = {
             "nodeId": node_id(self.identity.peer_id_bytes),
             "peerId": self.identity.peer_id,
@@ -176,20 +180,28 @@ class Node:
             "address": f"{self.announce_ip}:{self.config.disc_port}",
             "seen": False,
         }
-        return {
-            "id": self.identity.peer_id,
-            "addrs": [str(a).split("/p2p/")[0] for a in self.host.get_addrs()] or self.listen_addresses,
-            "repo": str(self.config.data_dir),
-            "spr": self.spr,
-            "announceAddresses": self.announce_addresses,
-            "table": {"localNode": local, "nodes": [self._peer_entry(p) for p in self.engine.peers]},
-            "codex": {"version": VERSION, "revision": REVISION, "contracts": ""},
-            "nat": self.reachability.nat_status(
+        return {"localNode": local, "nodes": [self._peer_entry(p) for p in self.engine.peers]}
+
+    def _debug_state(self) -> debuginfo.NodeState:
+        return debuginfo.NodeState(
+            peer_id=self.identity.peer_id,
+            addrs=[str(a).split("/p2p/")[0] for a in self.host.get_addrs()] or self.listen_addresses,
+            repo=str(self.config.data_dir),
+            spr=self.spr,
+            announce_addresses=self.announce_addresses,
+            version=VERSION,
+            revision=REVISION,
+            table=self._discv5_table(),
+            # upstream's relayRunning is its AutoRelay client running: ours holding a reservation
+            nat=self.reachability.nat_status(
                 relay_running=bool(self.relay and self.relay.reserved), announced_ips={self.announce_ip}
             ),
-            "connections": self.reachability.connections(),
-            **({"relay": self.relay.status()} if self.relay else {}),
-        }
+            connections=peer_connections(self.host),
+            relay=self.relay.status() if self.relay else None,
+        )
+
+    def debug_info(self) -> dict:
+        return debuginfo.render(self._debug_state(), self.config.era, self.config.strict)
 
     def set_log_level(self, level: str) -> None:
         set_python_log_level(level)

@@ -53,6 +53,15 @@ def remote_address(conn: INetConn) -> str | None:
     return f"{remote[0]}:{remote[1]}" if remote else None
 
 
+def peer_connections(host: IHost) -> list[dict]:
+    """The Logos-era `connections` of /debug/info: every connected peer; `direct` is false while
+    the only paths to it are relayed (circuit) ones."""
+    return [
+        {"peerId": peer.to_base58(), "direct": has_direct(conns)}
+        for peer, conns in live_connections(host).items()
+    ]
+
+
 class DialBackAutoNAT(AutoNATService):
     """AutoNAT v1 server that really dials back.
 
@@ -154,12 +163,6 @@ class Reachability:
             "autonatServers": {peer.to_base58(): ok for peer, ok in self.verdicts.items()},
             "observedIps": self.observed_ips(),
         }
-
-    def connections(self) -> list[dict]:
-        return [
-            {"peerId": peer.to_base58(), "direct": has_direct(conns)}
-            for peer, conns in live_connections(self.host).items()
-        ]
 
     async def connection(self, peer: ID) -> dict | None:
         """The paths to one peer and the RTT over the path new streams take (direct first): the
