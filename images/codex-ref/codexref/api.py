@@ -1,4 +1,6 @@
-"""The Codex-era REST API (codex.md section 1): paths, status codes, headers and bodies as upstream."""
+"""The REST API: paths, status codes, headers and bodies as upstream's (nim-codex
+`codex/rest/api.nim` @ bd360322), under the era's prefix; the Logos era has no marketplace routes
+(logos-storage-nim `storage/rest/api.nim` @ 10bb4975)."""
 
 from __future__ import annotations
 
@@ -35,6 +37,13 @@ ERROR_TYPE = "text/html; charset=utf-8"  # what upstream's presto server sends w
 
 def error(status: int, text: str = "", headers: dict[str, str] | None = None) -> Response:
     return Response(text, status_code=status, headers=headers, media_type=ERROR_TYPE)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """No route for this method and path: 404, no body, no Content-Type, as upstream's router
+    answers (nim-presto `presto/serverprivate.nim`: routes are keyed by method and path, so a known
+    path with another method is 404 too, not 405)."""
+    return Response(status_code=404)
 
 
 class BodyTimeoutError(Exception):
@@ -265,16 +274,20 @@ def build_app(node: Node) -> Starlette:
         Route(f"{prefix}/connect/{{peer_id}}", with_peer(connect), methods=["GET"]),
         Route(f"{prefix}/space", space, methods=["GET"]),
         Route(f"{prefix}/debug/info", debug_info, methods=["GET"]),
-        Route(f"{prefix}/debug/connection/{{peer_id}}", with_peer(connection), methods=["GET", "DELETE"]),
         Route(f"{prefix}/peerid", peer_id, methods=["GET"]),
         Route(f"{prefix}/spr", spr, methods=["GET"]),
         Route(f"{prefix}/debug/chronicles/loglevel", log_level, methods=["POST"]),
-        *(
+    ]
+    if node.config.era.marketplace:
+        routes += [
             Route(f"{prefix}/{path}", persistence_disabled, methods=["GET", "POST"])
             for path in ("sales/slots", "sales/availability", "storage/purchases", "storage/request/{cid}")
-        ),
-    ]
-    return Starlette(routes=routes)
+        ]
+    if not node.config.strict:  # testbed extensions
+        routes.append(
+            Route(f"{prefix}/debug/connection/{{peer_id}}", with_peer(connection), methods=["GET", "DELETE"])
+        )
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
 
 
 def build_metrics_app(node: Node) -> Starlette:

@@ -1,16 +1,23 @@
-"""The `codex` command line: upstream's long flags, with `CODEX_*` env as fallback (CLI > env).
+"""The `codex` command line: upstream's long flags, with the era's environment variables as
+fallback (`CODEX_*` or `STORAGE_*`; CLI > env).
 
-Only the flags of codex.md section 2 that the reference node implements are accepted; unknown
-flags are an error, as with upstream's confutils.
+Only the upstream flags (nim-codex `codex/conf.nim` @ bd360322, logos-storage-nim `storage/conf.nim`)
+that the reference node implements are accepted, each era's own; unknown flags are an error, as
+with upstream's confutils.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from codexref import era as eras
+from codexref.era import Era
 
 UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "NOTICE", "WARN", "ERROR", "FATAL")
@@ -39,14 +46,30 @@ def parse_timeout(text: str) -> float:
     return float(text)
 
 
+def parse_port(text: str) -> int:
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}")
+    return int(text)
+
+
+def parse_ipv4(text: str) -> str:
+    """An IPv4 address: the reference node's multiaddrs and records are /ip4 only."""
+    try:
+        return str(ipaddress.IPv4Address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r}") from None
+
+
 @dataclass(frozen=True)
 class Config:
+    era: Era
+    strict: bool
     data_dir: Path
     listen_addrs: tuple[str, ...]
     nat: str
-    disc_port: int
+    disc_port: int | None  # None: the era has no discv5
     bootstrap_nodes: tuple[str, ...]
-    api_bindaddr: str
+    api_bindaddr: str | None  # None: REST is off
     api_port: int
     api_prefix: str
     api_body_timeout: float
@@ -69,63 +92,115 @@ class Config:
         return self.nat.split(":", 1)[1] if self.nat.startswith("extip:") else None
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get("CODEX_" + name.upper().replace("-", "_"), default)
+@dataclass(frozen=True)
+class Env:
+    """Upstream's environment fallback for the era's flags: `--api-port` reads `CODEX_API_PORT`
+    or `STORAGE_API_PORT`."""
+
+    era: Era
+    environ: Mapping[str, str]
+
+    def get(self, flag: str, default: str) -> str:
+        return self.environ.get(self.era.env_name(flag), default)
+
+    def items(self, flag: str) -> list[str]:
+        return [item for item in re.split(r"[\s,]+", self.get(flag, "")) if item]
+
+    def switch(self, flag: str) -> bool:
+        return self.get(flag, "false").lower() == "true"
 
 
-def _env_list(name: str) -> list[str]:
-    value = os.environ.get("CODEX_" + name.upper().replace("-", "_"), "")
-    return [item for item in re.split(r"[\s,]+", value) if item]
+def _add_impl_flag(p: argparse.ArgumentParser) -> None:
+    # not an upstream flag: the era, for tests (the harness sets one era's variables instead)
+    p.add_argument("--impl", choices=sorted(eras.ERAS), default=None)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="codex", description="Reference Codex node (testbed)")
-    p.add_argument("--data-dir", "-d", default=_env("data-dir", os.path.expanduser("~/.cache/codex")))
-    p.add_argument("--listen-addrs", "-i", action="append", default=None)
-    p.add_argument("--nat", default=_env("nat", "any"))
-    p.add_argument("--disc-port", "-u", type=int, default=int(_env("disc-port", "8090")))
+def choose_era(argv: list[str] | None, environ: Mapping[str, str]) -> Era:
+    """`--impl` if given, else the era whose variables are set."""
+    pre = argparse.ArgumentParser(add_help=False)
+    _add_impl_flag(pre)
+    impl = pre.parse_known_args(argv)[0].impl
+    return eras.ERAS[impl] if impl else eras.from_environment(environ)
+
+
+def _add_listen_flags(p: argparse.ArgumentParser, env: Env) -> None:
+    if env.era.listen_by_port:
+        p.add_argument(
+            "--listen-ip", "-i", type=parse_ipv4, default=parse_ipv4(env.get("listen-ip", "0.0.0.0"))
+        )
+        # upstream's default 0: a port the OS picks (announced once bound)
+        p.add_argument(
+            "--listen-port", "-l", type=parse_port, default=parse_port(env.get("listen-port", "0"))
+        )
+    else:
+        p.add_argument("--listen-addrs", "-i", action="append", default=None)
+    if env.era.discv5:
+        p.add_argument("--disc-port", "-u", type=int, default=int(env.get("disc-port", "8090")))
+
+
+def build_parser(env: Env) -> argparse.ArgumentParser:
+    era = env.era
+    p = argparse.ArgumentParser(prog="codex", description=f"Reference node (testbed), {era.name} era")
+    _add_impl_flag(p)
+    # not an upstream flag: serve only what upstream serves (no testbed extensions)
+    p.add_argument("--strict", action="store_true", default=env.switch("strict"))
+    p.add_argument("--data-dir", "-d", default=env.get("data-dir", os.path.expanduser(era.data_dir)))
+    _add_listen_flags(p, env)
+    p.add_argument("--nat", default=env.get("nat", "any"))
     p.add_argument("--bootstrap-node", "-b", action="append", default=None)
-    p.add_argument("--api-bindaddr", default=_env("api-bindaddr", "127.0.0.1"))
-    p.add_argument("--api-port", "-p", type=int, default=int(_env("api-port", "8080")))
-    p.add_argument("--api-prefix", default=_env("api-prefix", "/api/codex/v1"))
+    # empty or unset where the era has no default: REST off
+    p.add_argument("--api-bindaddr", default=env.get("api-bindaddr", era.api_bindaddr or "") or None)
+    p.add_argument("--api-port", "-p", type=int, default=int(env.get("api-port", "8080")))
+    # not an upstream flag
+    p.add_argument("--api-prefix", default=env.get("api-prefix", era.api_prefix))
     # not an upstream flag: seconds a request body may send nothing before the upload is 408
     p.add_argument(
-        "--api-body-timeout", type=parse_timeout, default=parse_timeout(_env("api-body-timeout", "30"))
+        "--api-body-timeout", type=parse_timeout, default=parse_timeout(env.get("api-body-timeout", "30"))
     )
-    p.add_argument("--log-level", default=_env("log-level", "info"))
+    p.add_argument("--log-level", default=env.get("log-level", "info"))
     p.add_argument(
-        "--storage-quota", "-q", type=parse_bytes, default=parse_bytes(_env("storage-quota", "20GiB"))
+        "--storage-quota", "-q", type=parse_bytes, default=parse_bytes(env.get("storage-quota", "20GiB"))
     )
-    p.add_argument("--block-ttl", "-t", type=parse_seconds, default=parse_seconds(_env("block-ttl", "30d")))
-    p.add_argument("--block-mi", type=parse_seconds, default=parse_seconds(_env("block-mi", "10m")))
-    p.add_argument("--block-mn", type=int, default=int(_env("block-mn", "1000")))
-    p.add_argument("--block-retries", type=int, default=int(_env("block-retries", "3000")))
-    p.add_argument("--repo-kind", choices=["fs", "sqlite", "pack"], default=_env("repo-kind", "fs"))
+    p.add_argument(
+        "--block-ttl", "-t", type=parse_seconds, default=parse_seconds(env.get("block-ttl", "30d"))
+    )
+    p.add_argument("--block-mi", type=parse_seconds, default=parse_seconds(env.get("block-mi", "10m")))
+    p.add_argument("--block-mn", type=int, default=int(env.get("block-mn", "1000")))
+    p.add_argument("--block-retries", type=int, default=int(env.get("block-retries", "3000")))
+    p.add_argument("--repo-kind", choices=["fs", "sqlite", "pack"], default=env.get("repo-kind", "fs"))
     # not an upstream flag: the reference engine's per-peer cap on outstanding wantBlocks
-    p.add_argument("--max-inflight-per-peer", type=int, default=int(_env("max-inflight-per-peer", "128")))
+    p.add_argument("--max-inflight-per-peer", type=int, default=int(env.get("max-inflight-per-peer", "128")))
     # not an upstream flag: reserve on the circuit relay v2 whose /info is here (testbed relay image)
-    p.add_argument("--relay-info-url", default=_env("relay-info-url", "") or None)
+    p.add_argument("--relay-info-url", default=env.get("relay-info-url", "") or None)
     # not an upstream flag (Logos weighs answers by confidence): agreeing AutoNAT verdicts needed
-    p.add_argument("--autonat-confirmations", type=int, default=int(_env("autonat-confirmations", "1")))
-    p.add_argument("--metrics", action="store_true", default=_env("metrics", "false").lower() == "true")
-    p.add_argument("--metrics-address", default=_env("metrics-address", "127.0.0.1"))
-    p.add_argument("--metrics-port", type=int, default=int(_env("metrics-port", "8008")))
+    p.add_argument("--autonat-confirmations", type=int, default=int(env.get("autonat-confirmations", "1")))
+    p.add_argument("--metrics", action="store_true", default=env.switch("metrics"))
+    p.add_argument("--metrics-address", default=env.get("metrics-address", "127.0.0.1"))
+    p.add_argument("--metrics-port", type=int, default=int(env.get("metrics-port", "8008")))
     return p
 
 
-def load(argv: list[str] | None = None) -> Config:
-    args = build_parser().parse_args(argv)
-    listen = args.listen_addrs or _env_list("listen-addrs") or ["/ip4/0.0.0.0/tcp/0"]
-    bootstrap = args.bootstrap_node or _env_list("bootstrap-node")
+def _listen_addrs(args: argparse.Namespace, env: Env) -> tuple[str, ...]:
+    if env.era.listen_by_port:
+        return (f"/ip4/{args.listen_ip}/tcp/{args.listen_port}",)
+    return tuple(args.listen_addrs or env.items("listen-addrs") or ["/ip4/0.0.0.0/tcp/0"])
+
+
+def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    env = Env(choose_era(argv, environ), environ)
+    args = build_parser(env).parse_args(argv)
     level = args.log_level.split(";")[0].upper()
     if level not in LOG_LEVELS:
         raise SystemExit(f"codex: invalid --log-level {args.log_level!r}")
     return Config(
+        era=env.era,
+        strict=args.strict,
         data_dir=Path(args.data_dir),
-        listen_addrs=tuple(listen),
+        listen_addrs=_listen_addrs(args, env),
         nat=args.nat,
-        disc_port=args.disc_port,
-        bootstrap_nodes=tuple(bootstrap),
+        disc_port=args.disc_port if env.era.discv5 else None,
+        bootstrap_nodes=tuple(args.bootstrap_node or env.items("bootstrap-node")),
         api_bindaddr=args.api_bindaddr,
         api_port=args.api_port,
         api_prefix=args.api_prefix.rstrip("/"),

@@ -1,8 +1,8 @@
 """Node identity: a persisted secp256k1 key, its libp2p peer id (`16Uiu2HA...`) and `spr:` records.
 
-Key file format and record layout follow codex.md sections 2 and 6: the key file holds the
-libp2p-protobuf private key {1: KeyType secp256k1 (2), 2: 32-byte secret}, mode 0600; an SPR is
-`spr:` + unpadded base64url of a libp2p signed envelope around a PeerRecord.
+As upstream's (nim-codex `codex/utils/keyutils.nim`, nim-libp2p `libp2p/routing_record.nim`): the
+key file holds the libp2p-protobuf private key {1: KeyType secp256k1 (2), 2: 32-byte secret},
+mode 0600; an SPR is `spr:` + unpadded base64url of a libp2p signed envelope around a PeerRecord.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Codex manifest block: protobuf {1: Header}, fields emitted in upstream's order (codex.md section 4)."""
+"""Codex manifest block: protobuf {1: Header}, fields emitted in upstream's order (nim-codex
+`codex/manifest/coders.nim`, bd360322)."""
 
 from __future__ import annotations
 

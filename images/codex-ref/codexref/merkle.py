@@ -1,4 +1,5 @@
-"""Codex's keyed SHA-256 Merkle tree over block digests, with proofs (codex.md section 4).
+"""Codex's keyed SHA-256 Merkle tree over block digests, with proofs (nim-codex
+`codex/merkletree/codex/codex.nim`, bd360322).
 
 Each pair (2i, 2i+1) hashes as H(left || right || key); an odd last node is paired with 32 zero
 bytes. Keys: 0x01 pair on the bottom layer, 0x00 pair above, 0x03 odd node on the bottom layer,

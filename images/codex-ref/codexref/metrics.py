@@ -1,39 +1,67 @@
-"""Prometheus metrics with upstream's names (codex.md section 5.6), on their own registry.
+"""Prometheus metrics with upstream's names, on their own registry (nim-codex bd360322:
+`codex/rest/api.nim`, `codex/blockexchange/engine/{engine,pendingblocks}.nim`,
+`codex/stores/repostore/operations.nim`; the Logos era renames `codex_` to `storage_`).
 
-Counters are declared with upstream's base names; the client exposes them as `<name>_total`,
-as nim-metrics does. `duplicate_blocks_received` is ours: deliveries of blocks already stored.
+Names are upstream's with `{prefix}` where the era's prefix goes. Counters are declared with the
+base names; the client exposes them as `<name>_total`, as nim-metrics does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from codexref.era import CODEX
+
 COUNTERS = {
-    "uploads": "codex_api_uploads",
-    "downloads": "codex_api_downloads",
-    "want_have_lists_sent": "codex_block_exchange_want_have_lists_sent",
-    "want_have_lists_received": "codex_block_exchange_want_have_lists_received",
-    "want_block_lists_sent": "codex_block_exchange_want_block_lists_sent",
-    "want_block_lists_received": "codex_block_exchange_want_block_lists_received",
-    "blocks_sent": "codex_block_exchange_blocks_sent",
-    "blocks_received": "codex_block_exchange_blocks_received",
-    "spurious_blocks_received": "codex_block_exchange_spurious_blocks_received",
-    "duplicate_blocks_received": "codex_block_exchange_duplicate_blocks_received",
-    "peer_timeouts": "codex_block_exchange_peer_timeouts",
-    "requests_failed": "codex_block_exchange_requests_failed",
+    "uploads": "{prefix}api_uploads",
+    "downloads": "{prefix}api_downloads",
+    "want_have_lists_sent": "{prefix}block_exchange_want_have_lists_sent",
+    "want_have_lists_received": "{prefix}block_exchange_want_have_lists_received",
+    "want_block_lists_sent": "{prefix}block_exchange_want_block_lists_sent",
+    "want_block_lists_received": "{prefix}block_exchange_want_block_lists_received",
+    "blocks_sent": "{prefix}block_exchange_blocks_sent",
+    "blocks_received": "{prefix}block_exchange_blocks_received",
+    "spurious_blocks_received": "{prefix}block_exchange_spurious_blocks_received",
+    "peer_timeouts": "{prefix}block_exchange_peer_timeouts",
+    "requests_failed": "{prefix}block_exchange_requests_failed",
+}
+# Ours, not upstream's (left out in strict mode): deliveries of blocks already stored.
+REFERENCE_COUNTERS = {
+    "duplicate_blocks_received": "{prefix}block_exchange_duplicate_blocks_received",
+}
+GAUGES = {
+    "pending_block_requests": "{prefix}block_exchange_pending_block_requests",
+    "repostore_blocks": "{prefix}repostore_blocks",
+    "repostore_bytes_used": "{prefix}repostore_bytes_used",
+    "repostore_bytes_reserved": "{prefix}repostore_bytes_reserved",
+    # nim-libp2p's connection manager (libp2p/connmanager.nim): not prefixed, in either era
+    "libp2p_peers": "libp2p_peers",
 }
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = CODEX.metric_prefix, strict: bool = False) -> None:
+        self.prefix = prefix
         self.registry = CollectorRegistry()
-        self.counters = {key: Counter(name, name, registry=self.registry) for key, name in COUNTERS.items()}
+        # A reference-only counter still counts in strict mode, on no registry: callers need not care.
+        reference_registry = None if strict else self.registry
+        self.counters = {
+            **{key: self._counter(name, self.registry) for key, name in COUNTERS.items()},
+            **{key: self._counter(name, reference_registry) for key, name in REFERENCE_COUNTERS.items()},
+        }
+
+    def _counter(self, name: str, registry: CollectorRegistry | None) -> Counter:
+        full = name.format(prefix=self.prefix)
+        return Counter(full, full, registry=registry)
 
     def inc(self, key: str, amount: float = 1) -> None:
         self.counters[key].inc(amount)
 
-    def gauge(self, name: str, read) -> None:
+    def gauge(self, key: str, read: Callable[[], float]) -> None:
         """A gauge read at scrape time (no bookkeeping to get wrong)."""
+        name = GAUGES[key].format(prefix=self.prefix)
         Gauge(name, name, registry=self.registry).set_function(read)
 
     def render(self) -> bytes:

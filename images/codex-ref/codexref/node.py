@@ -10,11 +10,11 @@ import trio
 from Crypto.Hash import keccak
 from libp2p.peer.id import ID
 
-from codexref import VERSION, identity, multiaddr, p2p
+from codexref import VERSION, debuginfo, identity, multiaddr, p2p
 from codexref.blockexc.engine import Engine, EngineConfig
 from codexref.config import Config
 from codexref.metrics import Metrics
-from codexref.reachability import Reachability, remote_address
+from codexref.reachability import Reachability, peer_connections, remote_address
 from codexref.relayclient import RelayClient
 from codexref.store import RepoStore
 
@@ -52,25 +52,39 @@ class Node:
         self.store = RepoStore(config.data_dir, config.storage_quota, config.repo_kind)
         self.identity = identity.load_or_create(config.data_dir / "key")
         self.announce_ip = config.announce_ip or _own_ip()
-        self.metrics = Metrics()
-        self.metrics.gauge("codex_repostore_blocks", lambda: self.store.total_blocks)
-        self.metrics.gauge("codex_repostore_bytes_used", lambda: self.store.quota_used_bytes)
-        self.metrics.gauge("codex_repostore_bytes_reserved", lambda: 0)
-        self.host = p2p.build_host(self.identity, self.announce_addresses)
+        self.listen_addresses = list(config.listen_addrs)  # once listening: the ports bound
+        self.metrics = Metrics(config.era.metric_prefix, config.strict)
+        self.metrics.gauge("repostore_blocks", lambda: self.store.total_blocks)
+        self.metrics.gauge("repostore_bytes_used", lambda: self.store.quota_used_bytes)
+        self.metrics.gauge("repostore_bytes_reserved", lambda: 0)
+        self.host = p2p.build_host(self.identity, lambda: self.announce_addresses)
+        # every connected peer, the relay included: upstream counts connections, not BlockExchange peers
+        self.metrics.gauge("libp2p_peers", lambda: len(p2p.live_connections(self.host)))
         engine_config = EngineConfig(
             block_retries=config.block_retries, max_inflight_per_peer=config.max_inflight_per_peer
         )
         self.engine = Engine(self.host, self.store, self.metrics, engine_config)
         self.relay = RelayClient(self.host, config.relay_info_url) if config.relay_info_url else None
         self.reachability = Reachability(self.host, self.dial_back_addresses, config.autonat_confirmations)
-        # Like upstream's DHT record, the UDP discovery endpoint comes first; the TCP addresses
-        # follow so that other reference nodes can dial a bootstrap node without a DHT.
-        record = [f"/ip4/{self.announce_ip}/udp/{config.disc_port}", *self.announce_addresses]
-        self.spr = self.identity.signed_peer_record([multiaddr.to_bytes(a) for a in record])
+        self.spr = self._signed_record()
 
     @property
     def announce_addresses(self) -> list[str]:
-        return [multiaddr.with_ip(addr, self.announce_ip) for addr in self.config.listen_addrs]
+        return [multiaddr.with_ip(addr, self.announce_ip) for addr in self.listen_addresses]
+
+    def _signed_record(self) -> str:
+        """Like upstream's discv5 record, the UDP discovery endpoint comes first (Codex era); the TCP
+        addresses follow so that other reference nodes can dial a bootstrap node without a DHT."""
+        port = self.config.disc_port
+        udp = [] if port is None else [f"/ip4/{self.announce_ip}/udp/{port}"]
+        record = [*udp, *self.announce_addresses]
+        return self.identity.signed_peer_record([multiaddr.to_bytes(a) for a in record])
+
+    def _bound(self) -> None:
+        """Announce the ports the listeners got: with port 0 (upstream's `--listen-port` default)
+        the OS picks one."""
+        self.listen_addresses = [str(a) for a in self.host.get_transport_addrs()]
+        self.spr = self._signed_record()
 
     def dial_back_addresses(self) -> list[str]:
         """What AutoNAT servers are asked to dial: our announce addresses, and the same ports at
@@ -82,6 +96,7 @@ class Node:
         """Listen, start the engine, dial bootstrap nodes; reports started once listening."""
         listen = [ma.Multiaddr(a) for a in self.config.listen_addrs]
         async with self.host.run(listen_addrs=listen), trio.open_nursery() as nursery:
+            self._bound()
             await nursery.start(self.engine.run)
             events = p2p.PeerEvents(self.host, self._peer_joined, self.engine.peer_left)
             self.host.get_network().register_notifee(events)
@@ -153,7 +168,11 @@ class Node:
             "seen": True,
         }
 
-    def debug_info(self) -> dict:
+    def _discv5_table(self) -> dict | None:
+        """The era's discv5 routing table: ours holds no DHT nodes, so it lists our connected
+        BlockExchange peers instead (strict mode empties it)."""
+        if self.config.disc_port is None:
+            return None
         local = {
             "nodeId": node_id(self.identity.peer_id_bytes),
             "peerId": self.identity.peer_id,
@@ -161,21 +180,28 @@ class Node:
             "address": f"{self.announce_ip}:{self.config.disc_port}",
             "seen": False,
         }
-        return {
-            "id": self.identity.peer_id,
-            "addrs": [str(a).split("/p2p/")[0] for a in self.host.get_addrs()]
-            or list(self.config.listen_addrs),
-            "repo": str(self.config.data_dir),
-            "spr": self.spr,
-            "announceAddresses": self.announce_addresses,
-            "table": {"localNode": local, "nodes": [self._peer_entry(p) for p in self.engine.peers]},
-            "codex": {"version": VERSION, "revision": REVISION, "contracts": ""},
-            "nat": self.reachability.nat_status(
+        return {"localNode": local, "nodes": [self._peer_entry(p) for p in self.engine.peers]}
+
+    def _debug_state(self) -> debuginfo.NodeState:
+        return debuginfo.NodeState(
+            peer_id=self.identity.peer_id,
+            addrs=[str(a).split("/p2p/")[0] for a in self.host.get_addrs()] or self.listen_addresses,
+            repo=str(self.config.data_dir),
+            spr=self.spr,
+            announce_addresses=self.announce_addresses,
+            version=VERSION,
+            revision=REVISION,
+            table=self._discv5_table(),
+            # upstream's relayRunning is its AutoRelay client running: ours holding a reservation
+            nat=self.reachability.nat_status(
                 relay_running=bool(self.relay and self.relay.reserved), announced_ips={self.announce_ip}
             ),
-            "connections": self.reachability.connections(),
-            **({"relay": self.relay.status()} if self.relay else {}),
-        }
+            connections=peer_connections(self.host),
+            relay=self.relay.status() if self.relay else None,
+        )
+
+    def debug_info(self) -> dict:
+        return debuginfo.render(self._debug_state(), self.config.era, self.config.strict)
 
     def set_log_level(self, level: str) -> None:
         set_python_log_level(level)

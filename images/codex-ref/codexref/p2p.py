@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Callable, Sequence
 
 import multiaddr
 from libp2p import new_host
@@ -28,7 +29,10 @@ from codexref.protobuf import iter_fields
 log = logging.getLogger("codex.p2p")
 
 
-def build_host(identity: Identity, announce: list[str]) -> IHost:
+def build_host(identity: Identity, announce: Sequence[str] | Callable[[], Sequence[str]]) -> IHost:
+    """`announce`: the addresses to advertise, or a function that gives them when asked (a node
+    listening on port 0 knows its port only once it listens); none advertises the listen ones."""
+    current = announce if callable(announce) else lambda: announce
     private = Secp256k1PrivateKey(identity.private_key)
     key_pair = KeyPair(private, Secp256k1PublicKey(identity.private_key.public_key))
     security = {NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)}
@@ -38,8 +42,13 @@ def build_host(identity: Identity, announce: list[str]) -> IHost:
         key_pair=key_pair,
         sec_opt=security,
         muxer_opt=muxers,
-        announce_addrs=[multiaddr.Multiaddr(a) for a in announce] or None,
+        addrs_factory=lambda listening: [multiaddr.Multiaddr(a) for a in current()] or listening,
     )
+
+
+def live_connections(host: IHost) -> dict[ID, list[INetConn]]:
+    """The peers we hold at least one connection to, and those connections."""
+    return {peer: conns for peer, conns in host.get_network().connections.items() if conns}
 
 
 def peer_info(peer_id: str, addrs: list[str]) -> PeerInfo:

@@ -1,6 +1,6 @@
 """Reachability of a node: AutoNAT v1 (asks peers to dial it back, answers their requests), DCUtR
 hole punching over relayed connections, and the Logos-era `nat` and `connections` objects of
-/debug/info (shared/reference/codex.md §1.2, §7).
+/debug/info (logos-storage-nim `storage/rest/json.nim`: `NatDebugInfo`, `peerConnections`).
 
 Both protocols are py-libp2p's. One server-side defect is worked around here (DialBackAutoNAT).
 """
@@ -22,6 +22,8 @@ from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
+
+from codexref.p2p import live_connections
 
 log = logging.getLogger("codex.nat")
 DIAL_BACK_TIMEOUT_S = 5
@@ -49,6 +51,15 @@ def has_direct(conns: list[INetConn]) -> bool:
 def remote_address(conn: INetConn) -> str | None:
     remote = conn.muxed_conn.get_remote_address() if hasattr(conn, "muxed_conn") else None
     return f"{remote[0]}:{remote[1]}" if remote else None
+
+
+def peer_connections(host: IHost) -> list[dict]:
+    """The Logos-era `connections` of /debug/info: every connected peer; `direct` is false while
+    the only paths to it are relayed (circuit) ones."""
+    return [
+        {"peerId": peer.to_base58(), "direct": has_direct(conns)}
+        for peer, conns in live_connections(host).items()
+    ]
 
 
 class DialBackAutoNAT(AutoNATService):
@@ -152,12 +163,6 @@ class Reachability:
             "autonatServers": {peer.to_base58(): ok for peer, ok in self.verdicts.items()},
             "observedIps": self.observed_ips(),
         }
-
-    def connections(self) -> list[dict]:
-        return [
-            {"peerId": peer.to_base58(), "direct": has_direct(conns)}
-            for peer, conns in self.host.get_network().connections.items()
-        ]
 
     async def connection(self, peer: ID) -> dict | None:
         """The paths to one peer and the RTT over the path new streams take (direct first): the

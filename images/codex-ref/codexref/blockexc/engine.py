@@ -1,4 +1,5 @@
-"""The BlockExchange engine (codex.md section 5.3), event-driven.
+"""The BlockExchange engine, event-driven, after nim-codex's `codex/blockexchange/engine/engine.nim`
+(bd360322).
 
 Our side: every block we need is a `Want`. A want whose block no known peer has is *searching*:
 we send wantHave (sendDontHave) to connected peers and retry every 0..`retry_interval` seconds,
@@ -126,8 +127,7 @@ class Engine:
         ](STORE_QUEUE)
         self.rng = random.Random()
         host.set_stream_handler(TProtocol(PROTOCOL_ID), self.handle_stream)
-        metrics.gauge("codex_block_exchange_pending_block_requests", lambda: len(self.wants))
-        metrics.gauge("libp2p_peers", lambda: len(self.peers))
+        metrics.gauge("pending_block_requests", lambda: len(self.wants))
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

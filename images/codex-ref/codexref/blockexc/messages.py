@@ -1,5 +1,5 @@
-"""BlockExchange wire messages (codex.md section 5.2), the actual encoding of nim-codex's
-`blockexchange/protobuf/message.nim`, not the stale `message.proto`.
+"""BlockExchange wire messages: the actual encoding of nim-codex's
+`codex/blockexchange/protobuf/message.nim` (bd360322), not the stale `message.proto`.
 
 Encoding follows the Nim encoder: fields are written in number order; booleans and zero
 integers that matter are written explicitly, and decoders accept messages with or without them.

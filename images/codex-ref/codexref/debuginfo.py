@@ -1,0 +1,68 @@
+"""/debug/info in each era's shape, with the reference node's extras unless strict.
+
+Codex era (nim-codex `codex/rest/api.nim` @ bd360322): id, addrs, repo, spr, announceAddresses,
+`table` (the discv5 routing table) and `codex{version, revision, contracts}`. Logos era: the same
+first five, `storage{version, revision}`, `nat` and `connections` (logos-storage-nim
+`storage/rest/json.nim`). Extras, both eras: the Logos `nat` (with the AutoNAT evidence) and
+`connections` in the Codex era too, our connected peers as `table.nodes`, and `relay`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from codexref.era import NAT_KEYS, Era
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What /debug/info reports, as the node knows it."""
+
+    peer_id: str
+    addrs: list[str]
+    repo: str
+    spr: str
+    announce_addresses: list[str]
+    version: str
+    revision: str
+    table: dict[str, Any] | None  # {localNode, nodes}: the era's discv5 table, None without discv5
+    nat: dict[str, Any]
+    connections: list[dict[str, Any]]
+    relay: dict[str, Any] | None  # our circuit relay client, if it has one
+
+
+def render(state: NodeState, era: Era, strict: bool) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "id": state.peer_id,
+        "addrs": state.addrs,
+        "repo": state.repo,
+        "spr": state.spr,
+        "announceAddresses": state.announce_addresses,
+    }
+    if state.table is not None:
+        info["table"] = state.table
+    info[era.version_key] = version_section(state, era)
+    info["nat"] = state.nat
+    info["connections"] = state.connections
+    if state.relay is not None:
+        info["relay"] = state.relay
+    return upstream_only(info, era) if strict else info
+
+
+def version_section(state: NodeState, era: Era) -> dict[str, str]:
+    section = {"version": state.version, "revision": state.revision}
+    if era.marketplace:
+        section["contracts"] = ""  # upstream: the marketplace contracts' revision; we have none
+    return section
+
+
+def upstream_only(info: dict[str, Any], era: Era) -> dict[str, Any]:
+    """What upstream serves: its keys, its `nat` fields, and a routing table without the peers we
+    list in it (upstream lists discv5 nodes; the reference node runs no DHT, so it has none)."""
+    kept = {key: value for key, value in info.items() if key in era.debug_info_keys}
+    if "nat" in kept:
+        kept["nat"] = {key: kept["nat"][key] for key in NAT_KEYS}
+    if "table" in kept:
+        kept["table"] = {**kept["table"], "nodes": []}
+    return kept
