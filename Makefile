@@ -10,7 +10,9 @@ PYTEST_WORKERS ?= 2
 FUNCTIONAL_MARKERS ?= not slow and not real_codex and not real_status_go
 # The build under test, for testbed-up, test and load: CODEX_IMAGE=<image> (default: the
 # reference node) and CODEX_IMPL=codex|logos-storage (the contract it serves).
-BUILD := $(if $(CODEX_IMAGE),--codex-image $(CODEX_IMAGE)) $(if $(CODEX_IMPL),--impl $(CODEX_IMPL))
+# CODEX_STRICT=1 has reference nodes serve only what upstream serves.
+BUILD := $(if $(CODEX_IMAGE),--codex-image $(CODEX_IMAGE)) $(if $(CODEX_IMPL),--impl $(CODEX_IMPL)) \
+	$(if $(CODEX_STRICT),--strict-reference)
 
 .PHONY: setup images testbed-up testbed-down testbed-status test test-unit test-functional lint clean doctor bench load
 PROFILE ?= release

@@ -54,10 +54,11 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def describe(plan: Plan) -> str:
-    rows = [["NODE", "IMAGE", "ADDRESS", "API"]]
-    rows += [[n.name, n.image, n.ip, n.api_url] for n in plan.nodes.values()]
+    rows = [["NODE", "IMPL", "IMAGE", "ADDRESS", "API"]]
+    rows += [[n.name, n.impl, n.image, n.ip, n.api_url] for n in plan.nodes.values()]
     rows += [
-        [p.name, p.image, p.ip, f"{p.url}/statusgo/... ({p.role} of {p.codex})"] for p in plan.status.values()
+        [p.name, "status", p.image, p.ip, f"{p.url}/statusgo/... ({p.role} of {p.codex})"]
+        for p in plan.status.values()
     ]
     return _table(rows)
 

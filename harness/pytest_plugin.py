@@ -43,7 +43,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def build_under_test(config: pytest.Config) -> selection.BuildUnderTest:
     return selection.BuildUnderTest(
-        image=config.getoption("--codex-image") or None, impl=config.getoption("--impl") or None
+        image=config.getoption("--codex-image") or None,
+        impl=config.getoption("--impl") or None,
+        strict=config.getoption("--strict-reference"),
     )
 
 

@@ -22,6 +22,7 @@ from harness.topology.model import Topology
 class BuildUnderTest:
     image: str | None = None  # None: the reference node, built here
     impl: str | None = None  # None: each node's own, else the default contract (Codex era)
+    strict: bool = False  # reference nodes serve only what upstream serves: no test extras
 
     def __post_init__(self) -> None:
         if self.impl is not None and self.impl not in PROFILES:
@@ -35,15 +36,14 @@ class BuildUnderTest:
         if self == BuildUnderTest():
             return topology
         nodes = {
-            name: replace(node, image=node.image or self.image, impl=node.impl or self.impl)
+            name: replace(
+                node, image=node.image or self.image, impl=node.impl or self.impl, strict=self.strict
+            )
             for name, node in topology.nodes.items()
         }
         selected = replace(topology, nodes=nodes)
         check_relay_clients(selected)
         return selected
-
-    def describe(self) -> str:
-        return f"{self.image or 'the reference node'} ({self.impl or 'each node its own contract'})"
 
 
 # `--codex-image` and `--impl`, as every command that brings nodes up (and pytest) takes them.
@@ -53,6 +53,13 @@ OPTIONS: list[tuple[tuple[str, ...], dict]] = [
         {
             "metavar": "IMAGE",
             "help": "run the storage nodes on this image (default: the reference node); a node's image: wins",
+        },
+    ),
+    (
+        ("--strict-reference",),
+        {
+            "action": "store_true",
+            "help": "reference nodes serve only what upstream serves (no /debug/connection, no extra fields)",
         },
     ),
     (
@@ -72,4 +79,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def from_arguments(args: argparse.Namespace) -> BuildUnderTest:
-    return BuildUnderTest(image=args.codex_image or None, impl=args.impl or None)
+    return BuildUnderTest(
+        image=args.codex_image or None, impl=args.impl or None, strict=args.strict_reference
+    )

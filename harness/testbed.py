@@ -40,6 +40,7 @@ from harness.ready.readiness import (
 )
 from harness.ready.waits import Deadline
 from harness.render.compose import render
+from harness.selection import BuildUnderTest
 from harness.sweep import leftovers, sweep
 from harness.topology import loader, subnets
 from harness.topology.plan import PCAP_DIR, Plan, make_plan, new_project_name
@@ -91,9 +92,13 @@ class Testbed:
         project: str | None = None,
         deadline_s: float = DEFAULT_DEADLINE_S,
         log: Callable[[str], None] = print,
+        build: BuildUnderTest | None = None,
     ) -> Testbed:
-        """Validate, build images, allocate, render, start and wait. Fails with nothing left behind."""
+        """Validate, build images, allocate, render, start and wait. Fails with nothing left behind.
+        `build` chooses the storage nodes' image and contract (default: the reference node)."""
         model = loader.load(topology)  # a broken file stops here, before anything is created
+        if build is not None:
+            model = build.apply(model)
         if project is not None:
             check_project(project)
         kinds = model.network_kinds()
@@ -171,6 +176,12 @@ class Testbed:
     def metrics(self, node: str) -> dict[str, float]:
         """The node's Prometheus samples (counters as `<name>_total`)."""
         return scrape(self.plan.nodes[node].metrics_url)
+
+    def metric(self, node: str, name: str, samples: dict[str, float] | None = None) -> float:
+        """One of the node's storage metrics, named without its era's prefix (`codex_` or
+        `storage_`): `block_exchange_blocks_sent_total`. 0 when the node does not export it."""
+        samples = self.metrics(node) if samples is None else samples
+        return samples.get(self.plan.nodes[node].profile.metric_prefix + name, 0.0)
 
     def kill(self, node: str) -> None:
         """SIGKILL one node: no goodbye to its peers, as a crash or power loss."""

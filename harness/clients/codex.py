@@ -14,9 +14,17 @@ import requests
 DEFAULT_TIMEOUT_S = 60.0
 
 
+def announced_addresses(debug_info: dict) -> list[str]:
+    """What a node announces, from its `/debug/info`: `announceAddresses` in the Codex era; the
+    Logos era has none, and lists its announced addresses as `addrs` (storage/rest/json.nim)."""
+    if "announceAddresses" in debug_info:
+        return list(debug_info["announceAddresses"])
+    return list(debug_info.get("addrs", []))
+
+
 def dialable_addresses(debug_info: dict) -> list[str]:
-    """The TCP addresses a node announces in `/debug/info`: where libp2p peers dial it."""
-    return [address for address in debug_info["announceAddresses"] if "/tcp/" in address]
+    """The TCP addresses a node announces: where libp2p peers dial it."""
+    return [address for address in announced_addresses(debug_info) if "/tcp/" in address]
 
 
 @dataclass

@@ -25,7 +25,7 @@ import docker
 import requests
 from docker.models.containers import Container
 
-from harness.clients.codex import CodexApiError, CodexClient, dialable_addresses
+from harness.clients.codex import CodexApiError, CodexClient, announced_addresses, dialable_addresses
 from harness.clients.metrics import scrape
 from harness.errors import ContainerFailed, NatMismatch
 from harness.impl import CONNECTIONS, PEERS_GAUGE
@@ -198,7 +198,7 @@ def check_topology(plan: Plan, infos: dict[str, dict], report: ReadinessReport) 
     start = time.monotonic()
     problems = []
     for name, node in plan.nodes.items():
-        announced = " ".join(infos[name].get("announceAddresses", []))
+        announced = " ".join(announced_addresses(infos[name]))
         if f"/ip4/{node.announce_ip}/" not in announced:
             problems.append(f"{name} announces {announced or 'nothing'}, expected {node.announce_ip}")
     ids = [info["id"] for info in infos.values()]

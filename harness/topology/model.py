@@ -97,6 +97,7 @@ class Node:
     network: str
     image: str | None = None  # an upstream image ref; None means the reference implementation
     impl: str | None = None  # the contract it serves (harness.impl.PROFILES); None: the default
+    strict: bool = False  # a reference node serving only upstream's contract (--strict-reference)
     storage_quota: str | None = None
     block_ttl: str | None = None
     log_level: str | None = None

@@ -242,7 +242,9 @@ def new_project_name(topology: str) -> str:
     return "-".join(p for p in parts if p)
 
 
-def _node_env(node, profile: Profile, announce_ip: str, relay_info_url: str | None) -> dict[str, str]:
+def _node_env(
+    node, profile: Profile, announce_ip: str, relay_info_url: str | None, strict: bool
+) -> dict[str, str]:
     """The node's configuration as its implementation spells it (`<PREFIX><FLAG>`, upstream's
     long CLI flags); the topology's own `env` goes last and wins."""
     where = {
@@ -262,6 +264,7 @@ def _node_env(node, profile: Profile, announce_ip: str, relay_info_url: str | No
         "block-ttl": node.block_ttl,
         "repo-kind": node.repo_kind,
         "relay-info-url": relay_info_url,  # the reference node's relay client (not an upstream flag)
+        "strict": "true" if strict else None,  # the reference node's, likewise
     }
     spelled = {profile.env(flag): value for flag, value in {**where, **flags}.items() if value is not None}
     listen = profile.listen_env()
@@ -369,7 +372,9 @@ def make_plan(
         image = node.image or image_refs[node.reference_image]  # type: ignore[index]
         impl = profile_of(node.impl or DEFAULT_IMPL)
         reference = node.image is None
-        env = _node_env(node, impl, announce_ip, relays[node.relay].info_url if node.relay else None)
+        strict = reference and node.strict
+        relay_info = relays[node.relay].info_url if node.relay else None
+        env = _node_env(node, impl, announce_ip, relay_info, strict)
         nodes[node.name] = NodePlan(
             name=node.name,
             kind=node.kind,
@@ -379,7 +384,9 @@ def make_plan(
             ip=ip,
             api_port=int(env[impl.env("api-port")]),
             impl=impl.name,
-            capabilities=tuple(sorted(impl.capabilities | ({CAP_REFERENCE_EXTRAS} if reference else set()))),
+            capabilities=tuple(
+                sorted(impl.capabilities | ({CAP_REFERENCE_EXTRAS} if reference and not strict else set()))
+            ),
             env=env,
             link=node.link,
             announce_ip=announce_ip,

@@ -57,4 +57,4 @@ def test_unknown_cid_gives_404_once_a_small_retry_budget_is_spent(testbed: Testb
     response = testbed.client("codex-3").request("GET", f"/data/{UNKNOWN_CID}/network/manifest", timeout=60)
     assert response.status_code == 404
     assert "retries exhausted" in response.text
-    assert testbed.metrics("codex-3")["codex_block_exchange_requests_failed_total"] >= 1
+    assert testbed.metric("codex-3", "block_exchange_requests_failed_total") >= 1

@@ -11,6 +11,7 @@ import docker
 import pytest
 
 from harness.engine.images import base_image_ref
+from harness.impl import CAP_REFERENCE_EXTRAS
 from harness.net import hostfw, natcheck
 from harness.net.plumbing import tcp_connects
 from harness.paths import artifacts_dir
@@ -36,6 +37,7 @@ def test_the_referee_agrees_with_every_declared_profile(testbed: Testbed) -> Non
     assert all(v.agrees for v in rerun), table
 
 
+@pytest.mark.needs(CAP_REFERENCE_EXTRAS)  # the remote address of each connection
 def test_the_seed_sees_every_natted_node_as_its_routers_wan_address(testbed: Testbed) -> None:
     connections = {n["peerId"]: n["address"] for n in testbed.client("seed").debug_info()["table"]["nodes"]}
     for router in testbed.plan.routers.values():

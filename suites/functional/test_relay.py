@@ -16,7 +16,9 @@ import pytest
 import requests
 
 from harness.clients.codex import CodexApiError, CodexClient
+from harness.impl import CAP_REFERENCE_EXTRAS
 from harness.paths import artifacts_dir
+from harness.ready.readiness import circuit_addresses
 from harness.ready.waits import NotYet, wait_until
 from harness.testbed import Testbed
 from harness.topology.plan import LISTEN_PORT, PCAP_DIR
@@ -38,7 +40,7 @@ def relay_info(testbed: Testbed, relay: str) -> dict:
 def connect_through_relay(testbed: Testbed, dialer: str, listener: str) -> None:
     """The dialer reaches the listener only at its /p2p-circuit address."""
     info = testbed.client(listener).debug_info()
-    testbed.client(dialer).connect(info["id"], info["relay"]["circuitAddresses"])
+    testbed.client(dialer).connect(info["id"], circuit_addresses(info))
 
 
 def fetch(testbed: Testbed, node: str, cid: str) -> tuple[bytes, float, str]:
@@ -134,6 +136,7 @@ def test_default_limits_end_the_transfer_with_the_relay_limit_not_a_hang(testbed
     )
 
 
+@pytest.mark.needs(CAP_REFERENCE_EXTRAS)  # the connection's paths: which one is direct, and where
 def test_default_limits_matter_not_once_dcutr_upgrades_to_direct(testbed: Testbed) -> None:
     """The other clear outcome: two port-restricted NATs, a relay with go/nim limits. The relayed
     connection carries DCUtR's exchange, the hole punch makes a direct connection, and a dataset

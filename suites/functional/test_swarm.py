@@ -19,16 +19,21 @@ pytestmark = [pytest.mark.blockexchange]
 TOPOLOGY = "swarm"
 MIB = 1024 * 1024
 NODES = [f"codex-{i}" for i in range(1, 7)]
-BLOCKS_SENT = "codex_block_exchange_blocks_sent_total"
-RECEIVED = "codex_block_exchange_blocks_received_total"
+# Named without the era's prefix (codex_ / storage_): Testbed.metric adds the node's.
+BLOCKS_SENT = "block_exchange_blocks_sent_total"
+RECEIVED = "block_exchange_blocks_received_total"
 DUPLICATES = (
-    "codex_block_exchange_duplicate_blocks_received_total",
-    "codex_block_exchange_spurious_blocks_received_total",
+    "block_exchange_duplicate_blocks_received_total",  # the reference node's, not upstream's
+    "block_exchange_spurious_blocks_received_total",
 )
 
 
 def counters(testbed: Testbed, nodes: list[str], *names: str) -> dict[str, float]:
-    return {node: sum(testbed.metrics(node)[name] for name in names) for node in nodes}
+    def total(node: str) -> float:
+        samples = testbed.metrics(node)
+        return sum(testbed.metric(node, name, samples) for name in names)
+
+    return {node: total(node) for node in nodes}
 
 
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:

@@ -310,6 +310,7 @@ def a_state(**changes) -> debuginfo.NodeState:
     peer = {"nodeId": "ab", "peerId": A_PEER_ID, "record": "", "address": "1.2.3.4:5", "seen": True}
     state = debuginfo.NodeState(
         peer_id="me",
+        public_key_hex="02ab",
         addrs=["/ip4/1.2.3.4/tcp/1"],
         repo="/datadir",
         spr="spr:x",

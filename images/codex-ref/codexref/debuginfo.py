@@ -1,9 +1,12 @@
 """/debug/info in each era's shape, with the reference node's extras unless strict.
 
 Codex era (nim-codex `codex/rest/api.nim` @ bd360322): id, addrs, repo, spr, announceAddresses,
-`table` (the discv5 routing table) and `codex{version, revision, contracts}`. Logos era: the same
-first five, `storage{version, revision}`, `nat` and `connections` (logos-storage-nim
-`storage/rest/json.nim`). Extras, both eras: the Logos `nat` (with the AutoNAT evidence) and
+`table` (the discv5 routing table) and `codex{version, revision, contracts}`. Logos era
+(logos-storage-nim `storage/rest/json.nim` @ 309f5f68, `DebugInfo`): id, `addrs` (the announced
+addresses when there are any, as the switch's), spr, libp2pPubKey, mixPubKey, `table` (the
+Kad-DHT routing table: `localNode` and `nodes` of {peerId, addresses, lastSeen}),
+`storage{version, revision}`, `nat`, `connections` and privateQueries: no repo and no
+announceAddresses. Extras, both eras: the Logos `nat` (with the AutoNAT evidence) and
 `connections` in the Codex era too, our connected peers as `table.nodes`, and `relay`.
 """
 
@@ -20,6 +23,7 @@ class NodeState:
     """What /debug/info reports, as the node knows it."""
 
     peer_id: str
+    public_key_hex: str  # the raw libp2p public key (Logos era's libp2pPubKey)
     addrs: list[str]
     repo: str
     spr: str
@@ -33,6 +37,18 @@ class NodeState:
 
 
 def render(state: NodeState, era: Era, strict: bool) -> dict[str, Any]:
+    info = _logos_head(state) if era.name == "logos-storage" else _codex_head(state)
+    info[era.version_key] = version_section(state, era)
+    info["nat"] = state.nat
+    info["connections"] = state.connections
+    if era.name == "logos-storage":
+        info["privateQueries"] = False  # DHT queries over mix: we have no mix
+    if state.relay is not None:
+        info["relay"] = state.relay
+    return upstream_only(info, era) if strict else info
+
+
+def _codex_head(state: NodeState) -> dict[str, Any]:
     info: dict[str, Any] = {
         "id": state.peer_id,
         "addrs": state.addrs,
@@ -42,12 +58,22 @@ def render(state: NodeState, era: Era, strict: bool) -> dict[str, Any]:
     }
     if state.table is not None:
         info["table"] = state.table
-    info[era.version_key] = version_section(state, era)
-    info["nat"] = state.nat
-    info["connections"] = state.connections
-    if state.relay is not None:
-        info["relay"] = state.relay
-    return upstream_only(info, era) if strict else info
+    return info
+
+
+def _logos_head(state: NodeState) -> dict[str, Any]:
+    """Upstream lists the announced addresses as `addrs` (with a relayed address once its relay
+    client holds a reservation); our DHT table is empty (we run none)."""
+    circuits = [a for a in state.addrs if "/p2p-circuit" in a]
+    addrs = [*state.announce_addresses, *circuits] if state.announce_addresses else state.addrs
+    return {
+        "id": state.peer_id,
+        "addrs": addrs,
+        "spr": state.spr,
+        "libp2pPubKey": state.public_key_hex,
+        "mixPubKey": None,  # no mix protocol here
+        "table": {"localNode": {"peerId": state.peer_id, "addresses": addrs, "lastSeen": None}, "nodes": []},
+    }
 
 
 def version_section(state: NodeState, era: Era) -> dict[str, str]:
@@ -63,6 +89,6 @@ def upstream_only(info: dict[str, Any], era: Era) -> dict[str, Any]:
     kept = {key: value for key, value in info.items() if key in era.debug_info_keys}
     if "nat" in kept:
         kept["nat"] = {key: kept["nat"][key] for key in NAT_KEYS}
-    if "table" in kept:
+    if "table" in kept and era.discv5:
         kept["table"] = {**kept["table"], "nodes": []}
     return kept

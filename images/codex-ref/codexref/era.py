@@ -39,8 +39,6 @@ class Era:
         return self.env_prefix + flag.upper().replace("-", "_")
 
 
-_COMMON_KEYS = ("id", "addrs", "repo", "spr", "announceAddresses")
-
 CODEX = Era(
     name="codex",
     env_prefix="CODEX_",
@@ -52,7 +50,7 @@ CODEX = Era(
     listen_by_port=False,
     marketplace=True,
     version_key="codex",
-    debug_info_keys=(*_COMMON_KEYS, "table", "codex"),
+    debug_info_keys=("id", "addrs", "repo", "spr", "announceAddresses", "table", "codex"),
 )
 
 LOGOS = Era(
@@ -66,7 +64,19 @@ LOGOS = Era(
     listen_by_port=True,
     marketplace=False,
     version_key="storage",
-    debug_info_keys=(*_COMMON_KEYS, "storage", "nat", "connections"),
+    # storage/rest/json.nim @ 309f5f68 (DebugInfo): no repo, no announceAddresses
+    debug_info_keys=(
+        "id",
+        "addrs",
+        "spr",
+        "libp2pPubKey",
+        "mixPubKey",
+        "table",
+        "storage",
+        "nat",
+        "connections",
+        "privateQueries",
+    ),
 )
 
 ERAS = {era.name: era for era in (CODEX, LOGOS)}

@@ -183,9 +183,13 @@ class Node:
         return {"localNode": local, "nodes": [self._peer_entry(p) for p in self.engine.peers]}
 
     def _debug_state(self) -> debuginfo.NodeState:
+        listening = [str(a).split("/p2p/")[0] for a in self.host.get_addrs()] or self.listen_addresses
+        # a held reservation is an address of ours, as a libp2p switch lists its relayed listener
+        circuits = self.relay.circuit_addresses if self.relay else []
         return debuginfo.NodeState(
             peer_id=self.identity.peer_id,
-            addrs=[str(a).split("/p2p/")[0] for a in self.host.get_addrs()] or self.listen_addresses,
+            public_key_hex=self.identity.private_key.public_key.format(compressed=True).hex(),
+            addrs=[*listening, *circuits],
             repo=str(self.config.data_dir),
             spr=self.spr,
             announce_addresses=self.announce_addresses,
