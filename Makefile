@@ -14,7 +14,7 @@ FUNCTIONAL_MARKERS ?= not slow and not real_codex and not real_status_go
 BUILD := $(if $(CODEX_IMAGE),--codex-image $(CODEX_IMAGE)) $(if $(CODEX_IMPL),--impl $(CODEX_IMPL)) \
 	$(if $(CODEX_STRICT),--strict-reference)
 
-.PHONY: setup images testbed-up testbed-down testbed-status test test-unit test-functional lint clean doctor bench load
+.PHONY: setup images testbed-up testbed-down testbed-status test test-unit test-functional test-other-contract lint clean doctor bench load
 PROFILE ?= release
 
 # Everything ci/bootstrap-python.sh installs from: a change to any of them reinstalls the venv.
@@ -56,6 +56,16 @@ test-functional: images
 		--dist loadscope --alluredir artifacts/allure-results $(BUILD) || [ $$? -eq 5 ]
 	$(BIN)/pytest suites/functional -q -m "($(FUNCTIONAL_MARKERS)) and timing" \
 		--alluredir artifacts/allure-results $(BUILD) || [ $$? -eq 5 ]
+	$(if $(strip $(BUILD)),,$(MAKE) --no-print-directory test-other-contract)
+
+# With no build chosen, `make test` also runs the node-contract suites on the other contract:
+# the Logos era, reference nodes strict (upstream's contract only, no test extras). A test that
+# needs an extra is skipped, and pytest's summary says which and why.
+OTHER_CONTRACT ?= --impl logos-storage --strict-reference
+OTHER_CONTRACT_MARKERS ?= (smoke or codex or blockexchange or relay) and not slow and not timing
+test-other-contract: images
+	$(BIN)/pytest suites/functional -q -m "$(OTHER_CONTRACT_MARKERS)" -n $(PYTEST_WORKERS) \
+		--dist loadscope --alluredir artifacts/allure-results $(OTHER_CONTRACT) || [ $$? -eq 5 ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

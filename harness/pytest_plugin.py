@@ -22,6 +22,8 @@ import pytest
 from harness import selection
 from harness.paths import artifacts_dir
 from harness.testbed import Testbed
+from harness.topology import loader
+from harness.topology.plan import capabilities_of
 
 DEFAULT_TOPOLOGY = "basic"
 
@@ -49,14 +51,28 @@ def build_under_test(config: pytest.Config) -> selection.BuildUnderTest:
     )
 
 
-def _skip_unless_capable(request: pytest.FixtureRequest, testbed: Testbed) -> None:
-    for marker in request.node.iter_markers("needs"):
-        for capability in marker.args:
-            lacking = [n.name for n in testbed.plan.nodes.values() if capability not in n.capabilities]
-            if lacking:
-                pytest.skip(
-                    f"needs {capability}, which {lacking[0]} ({testbed.plan.nodes[lacking[0]].image}) lacks"
+def lacking_capability(item: pytest.Item) -> str | None:
+    """Why a test marked `needs(...)` cannot run on its testbed's nodes, decided from the
+    topology and the build under test before anything is brought up; None when it can."""
+    needs = [capability for marker in item.iter_markers("needs") for capability in marker.args]
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if not needs or not fixtures & {"testbed", "session_testbed"}:
+        return None
+    module_topology = getattr(item.module, "TOPOLOGY", DEFAULT_TOPOLOGY)
+    topology = module_topology if "testbed" in fixtures else DEFAULT_TOPOLOGY
+    model = build_under_test(item.config).apply(loader.load(topology))
+    for node in model.nodes.values():
+        for capability in needs:
+            if capability not in capabilities_of(node):
+                return (
+                    f"needs {capability}, which {node.name} ({node.image or 'a strict reference node'}) lacks"
                 )
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if reason := lacking_capability(item):
+        pytest.skip(reason)
 
 
 def _bring_up(request: pytest.FixtureRequest, topology: str) -> Iterator[Testbed]:
@@ -74,16 +90,6 @@ def _bring_up(request: pytest.FixtureRequest, topology: str) -> Iterator[Testbed
 def testbed(request: pytest.FixtureRequest) -> Iterator[Testbed]:
     """A ready testbed of the module's TOPOLOGY, shared by the module's tests, downed after it."""
     yield from _bring_up(request, getattr(request.module, "TOPOLOGY", DEFAULT_TOPOLOGY))
-
-
-@pytest.fixture(autouse=True)
-def _capabilities(request: pytest.FixtureRequest) -> None:
-    """Skip a test marked `needs(...)` whose testbed's nodes lack one of the capabilities."""
-    if request.node.get_closest_marker("needs") is None:
-        return
-    for name in ("testbed", "session_testbed"):
-        if name in request.fixturenames:
-            _skip_unless_capable(request, request.getfixturevalue(name))
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,7 @@ LOG_LEVELS = ("trace", "debug", "info", "notice", "warn", "error", "fatal")
 # All patterns are used with fullmatch: `$` would also match before a trailing newline.
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
 ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
+FLAG_RE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+){0,8}")
 BYTES_RE = re.compile(r"([0-9]{1,40}) *(?:([kKmMgGtT])i?[bB]?)?")
 DURATION_RE = re.compile(r"([0-9]{1,40})([smhd]?)")
 RATE_RE = re.compile(r"([0-9]{1,40}(?:\.[0-9]{1,40})?)(bit|kbit|mbit|gbit)")
@@ -98,6 +99,7 @@ NODE_KEYS = {
     "peers",
     "link",
     "relay",
+    "flags",
 }
 RELAY_KEYS = {"kind", "profile", "env"}
 STATUS_KEYS = {"kind", "role", "codex", "impl", "image", "env"}
@@ -385,6 +387,25 @@ def _load_env(check: _Checker, data: dict, kind: str, path: str) -> dict[str, st
     return env
 
 
+def _load_flags(check: _Checker, data: dict, path: str) -> dict[str, str]:
+    """`flags:` upstream's long CLI options by name, era-neutral: the plan spells each one as the
+    node's implementation reads it (CODEX_BLOCK_RETRIES or STORAGE_BLOCK_RETRIES)."""
+    raw = check.mapping(data.get("flags", {}), f"{path}.flags")
+    flags = {}
+    for key, value in raw.items():
+        where = f"{path}.flags.{excerpt(key)}"
+        if not isinstance(key, str) or not FLAG_RE.fullmatch(key):
+            raise check.fail(
+                where, "a flag is an upstream long CLI option without its dashes, like block-retries"
+            )
+        if key.endswith("-port"):
+            raise check.fail(
+                where, "ports move with env (CODEX_API_PORT or STORAGE_API_PORT), where they are checked"
+            )
+        flags[key] = _env_value(check, value, where)
+    return flags
+
+
 def _as_int(text: str) -> int | str:
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else text
 
@@ -496,6 +517,7 @@ def _load_node(
         if "repo_kind" in data
         else None,
         env=_load_env(check, data, "codex", path),
+        flags=_load_flags(check, data, path),
         peers=_load_peers(check, data, f"{path}.peers"),
         link=_load_link(check, data["link"], f"{path}.link") if "link" in data else None,
         relay=check.name(data["relay"], f"{path}.relay") if "relay" in data else None,

@@ -103,6 +103,8 @@ class Node:
     log_level: str | None = None
     repo_kind: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # upstream CLI options (`block-retries`), spelled as the node's implementation reads them
+    flags: dict[str, str] = field(default_factory=dict)
     peers: tuple[str, ...] = ()  # nodes this one must be connected to, besides `peering`
     link: Link | None = None
     relay: str | None = None  # a circuit relay (kind: relay) the node reserves a slot on

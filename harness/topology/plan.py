@@ -35,6 +35,7 @@ from harness.topology.model import (
     STUN_SERVICE,
     Link,
     Network,
+    Node,
     Topology,
 )
 
@@ -242,6 +243,13 @@ def new_project_name(topology: str) -> str:
     return "-".join(p for p in parts if p)
 
 
+def capabilities_of(node: Node) -> tuple[str, ...]:
+    """What a node can do beyond the REST contract: its profile's, and the reference node's test
+    extras unless it is strict."""
+    extras = {CAP_REFERENCE_EXTRAS} if node.image is None and not node.strict else set()
+    return tuple(sorted(profile_of(node.impl or DEFAULT_IMPL).capabilities | extras))
+
+
 def _node_env(
     node, profile: Profile, announce_ip: str, relay_info_url: str | None, strict: bool
 ) -> dict[str, str]:
@@ -266,7 +274,11 @@ def _node_env(
         "relay-info-url": relay_info_url,  # the reference node's relay client (not an upstream flag)
         "strict": "true" if strict else None,  # the reference node's, likewise
     }
-    spelled = {profile.env(flag): value for flag, value in {**where, **flags}.items() if value is not None}
+    spelled = {
+        profile.env(flag): value
+        for flag, value in {**where, **flags, **node.flags}.items()
+        if value is not None
+    }
     listen = profile.listen_env()
     ordered = {k: spelled[k] for k in (profile.env(f) for f in where)} | listen | spelled
     return {**ordered, **node.env}
@@ -384,9 +396,7 @@ def make_plan(
             ip=ip,
             api_port=int(env[impl.env("api-port")]),
             impl=impl.name,
-            capabilities=tuple(
-                sorted(impl.capabilities | ({CAP_REFERENCE_EXTRAS} if reference and not strict else set()))
-            ),
+            capabilities=capabilities_of(node),
             env=env,
             link=node.link,
             announce_ip=announce_ip,

@@ -106,6 +106,11 @@ def test_log_level_endpoint(testbed: Testbed) -> None:
     client.set_log_level("INFO")
 
 
-def test_marketplace_routes_answer_persistence_disabled(testbed: Testbed) -> None:
+def test_marketplace_routes_answer_as_their_era_does(testbed: Testbed) -> None:
+    """Codex era: the marketplace routes exist and answer 503 without persistence. Logos era: the
+    marketplace is gone (PR #1362), so they are unknown routes: 404 with an empty body."""
     response = testbed.client("codex-1").request("GET", "/sales/slots")
-    assert (response.status_code, response.text) == (503, "Persistence is not enabled")
+    if testbed.plan.nodes["codex-1"].impl == "codex":
+        assert (response.status_code, response.text) == (503, "Persistence is not enabled")
+    else:
+        assert (response.status_code, response.text) == (404, "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.selection import BuildUnderTest
 from harness.testbed import Testbed
 from suites.functional.helpers import random_bytes, sha256
 
@@ -79,3 +80,18 @@ def test_malformed_cid_gives_400(testbed: Testbed, method: str, path: str) -> No
     response = testbed.client("codex-2").request(method, path)
     assert response.status_code == 400
     assert response.text in ("Incorrect Cid", "Unsupported Cid")
+
+
+def test_a_node_whose_debug_info_lists_no_connections_still_comes_up_peered() -> None:
+    """Upstream's Codex-era `/debug/info` shows a `/connect` connection nowhere (`table` is the
+    discv5 table) and has no /debug/connection: readiness must not rely on either. The reference
+    node in strict mode serves exactly that, so peering is read from nim-libp2p's peer gauge."""
+    strict = BuildUnderTest(impl="codex", strict=True)
+    with Testbed.up("basic", log=lambda _: None, build=strict) as testbed:
+        assert "peering" in {step.layer for step in testbed.readiness.steps}
+        for name, node in testbed.plan.nodes.items():
+            client = testbed.client(name)
+            info = client.debug_info()
+            assert info["table"]["nodes"] == [] and "connections" not in info, info
+            assert client.request("GET", f"/debug/connection/{info['id']}").status_code == 404
+            assert testbed.metrics(name)["libp2p_peers"] >= len(node.peers)

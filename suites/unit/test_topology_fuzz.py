@@ -57,13 +57,16 @@ images = st.sampled_from(
 # A valid value for each key a node's own mapping holds; `kind`, `network`, `peers` and `relay`
 # depend on the rest of the document.
 NODE_VALUES = {
-    "impl": st.just("reference"),
+    "impl": st.sampled_from(["reference", "codex", "logos-storage"]),
     "image": images,
     "storage_quota": st.sampled_from(["2MiB", "1073741824", "512 MiB", 4096, "20GiB"]),
     "block_ttl": st.sampled_from(["30d", "90m", 3600, "10s"]),
     "log_level": st.sampled_from(["debug", "INFO;TRACE:blockexcengine", "warn"]),
     "repo_kind": st.sampled_from(REPO_KINDS),
     "env": envs,
+    "flags": st.dictionaries(
+        st.sampled_from(["block-retries", "max-peers", "log-format"]), st.integers(1, 9)
+    ),
     "link": links,
 }
 STATUS_VALUES = {"impl": st.just("reference"), "image": images, "env": envs}  # besides role, codex
