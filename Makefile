@@ -62,7 +62,7 @@ test-functional: images
 # the Logos era, reference nodes strict (upstream's contract only, no test extras). A test that
 # needs an extra is skipped, and pytest's summary says which and why.
 OTHER_CONTRACT ?= --impl logos-storage --strict-reference
-OTHER_CONTRACT_MARKERS ?= (smoke or codex or blockexchange or relay) and not slow and not timing
+OTHER_CONTRACT_MARKERS ?= (smoke or codex or contract or blockexchange or relay) and not slow and not timing
 test-other-contract: images
 	$(BIN)/pytest suites/functional -q -m "$(OTHER_CONTRACT_MARKERS)" -n $(PYTEST_WORKERS) \
 		--dist loadscope --alluredir artifacts/allure-results $(OTHER_CONTRACT) || [ $$? -eq 5 ]
@@ -70,6 +70,7 @@ test-other-contract: images
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 ## clean: remove every container, network and volume any testbed run created
 clean: $(STAMP)

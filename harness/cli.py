@@ -12,11 +12,12 @@ from pathlib import Path
 
 import docker
 
-from harness import natmatrix, selection
+from harness import contract, natmatrix, selection
 from harness import sweep as sweeper
 from harness.engine import compose, images
 from harness.engine.bootstrap import engine_answers, ensure_engine
 from harness.errors import PoolConfigError, TestbedError
+from harness.impl import CAP_REFERENCE_EXTRAS
 from harness.labels import check_project, find_containers
 from harness.net import hostfw, natcheck
 from harness.paths import artifacts_dir, cache_dir, generated_dir
@@ -197,6 +198,27 @@ def cmd_nat_matrix(args: argparse.Namespace) -> int:
     return 0 if natmatrix.agrees(cells) else 1
 
 
+def cmd_contract(args: argparse.Namespace) -> int:
+    """Every REST case of the node's era against one node: a conformance table; exit 1 if any
+    case differs from upstream's answer."""
+    with Testbed.up("contract", deadline_s=args.deadline, build=selection.from_arguments(args)) as testbed:
+        node = testbed.plan.nodes["codex-1"]
+        extras = CAP_REFERENCE_EXTRAS in node.capabilities
+        results = contract.run(testbed.client(node.name), node.impl, extras)
+        meta = {
+            "image": node.image,
+            "impl": node.impl,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        folder = artifacts_dir("contract") / f"{node.impl}-{time.strftime('%Y%m%d-%H%M%S')}"
+        markdown, data = contract.write_report(results, meta, folder)
+    passed = sum(r.passed for r in results)
+    print(f"REST contract of {node.impl} on {node.image}: {passed} of {len(results)} cases as upstream\n")
+    print(markdown.read_text())
+    print(f"written: {markdown}, {data}")
+    return 0 if passed == len(results) else 1
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     """The release gate: exit 0 when every threshold held, 2 when one was breached."""
     from harness import load  # imports matplotlib only for this command
@@ -372,6 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     selection.add_arguments(p)
     p.set_defaults(func=cmd_nat_matrix)
+
+    p = sub.add_parser("contract", help="the node's REST contract, case by case, against upstream's answers")
+    p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, help="readiness deadline, seconds")
+    selection.add_arguments(p)
+    p.set_defaults(func=cmd_contract)
 
     p = sub.add_parser("load", help="run a load profile against its topology; fail on a breached threshold")
     p.add_argument("--profile", default="release", help="a profile in suites/load/profiles.yaml")
