@@ -25,7 +25,7 @@ from harness.render.compose import render
 from harness.testbed import DEFAULT_DEADLINE_S, Testbed, down_project
 from harness.topology import loader, subnets
 from harness.topology.loader import TOPOLOGIES_DIR
-from harness.topology.plan import Plan, make_plan, new_project_name
+from harness.topology.plan import Plan, capabilities_of, make_plan, new_project_name
 
 CLI_PROJECTS = "cli-projects"
 
@@ -187,7 +187,21 @@ def cmd_nat_matrix(args: argparse.Namespace) -> int:
     if profiles != natmatrix.PROFILES:
         topology = cache_dir() / f"nat-matrix-{'-'.join(profiles)}.yaml"
         topology.write_text(natmatrix.topology_yaml(profiles))
-    with Testbed.up(topology, deadline_s=args.deadline, build=selection.from_arguments(args)) as testbed:
+    build = selection.from_arguments(args)
+    # Paths and RTTs come from the reference node's /debug/connection: say so before bringing up.
+    lacking = [
+        n.name
+        for n in build.apply(loader.load(topology)).nodes.values()
+        if CAP_REFERENCE_EXTRAS not in capabilities_of(n)
+    ]
+    if lacking:
+        print(
+            f"testbed nat-matrix: needs {CAP_REFERENCE_EXTRAS} (paths and RTTs from /debug/connection), "
+            f"which {lacking[0]} of this build lacks: the matrix runs on non-strict reference nodes only",
+            file=sys.stderr,
+        )
+        return 2
+    with Testbed.up(topology, deadline_s=args.deadline, build=build) as testbed:
         try:
             cells = natmatrix.run({name: testbed.client(name) for name in testbed.plan.nodes}, profiles)
         finally:

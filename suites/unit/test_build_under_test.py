@@ -183,3 +183,18 @@ def test_a_bad_flag_is_named_by_its_key_path(tmp_path, flags: str, problem: str)
     with pytest.raises(TopologyError, match=r"nodes\.a\.flags\.") as caught:
         loader.load(topology)
     assert problem in str(caught.value)
+
+
+def test_the_nat_matrix_refuses_a_build_without_the_reference_extras_before_bring_up(
+    monkeypatch, capsys
+) -> None:
+    from harness import cli
+
+    def never(*args, **kwargs):
+        raise AssertionError("nothing may be brought up")
+
+    monkeypatch.setattr(cli.Testbed, "up", never)
+    assert cli.main(["nat-matrix", "--strict-reference"]) == 2
+    assert "needs reference-extras" in capsys.readouterr().err
+    assert cli.main(["nat-matrix", "--codex-image", UPSTREAM]) == 1  # a relay: on an upstream image
+    assert "finds its relays itself" in capsys.readouterr().err
