@@ -9,7 +9,8 @@ import jinja2
 
 from harness.labels import LABEL_TOPOLOGY, resource_labels
 from harness.paths import TEMPLATES_DIR, generated_dir
-from harness.topology.plan import PCAP_DIR, STATUS_PORT, Plan
+from harness.render.services import HEALTH_RETRIES, HEALTH_TIMEOUT_S, services
+from harness.topology.plan import Plan
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
@@ -37,10 +38,10 @@ def render_to_strings(plan: Plan) -> dict[str, str]:
     files = {
         "compose.yaml": _env.get_template("compose.yaml.j2").render(
             plan=plan,
+            services=services(plan),
             labels=lambda role: labels(plan, role),
-            wan=next(n.name for n in plan.networks.values() if n.kind == "wan"),
-            status_port=STATUS_PORT,
-            pcap_dir=PCAP_DIR,
+            health_timeout_s=HEALTH_TIMEOUT_S,
+            health_retries=HEALTH_RETRIES,
         ),
         "plan.json": plan.to_json() + "\n",
     }

@@ -67,6 +67,7 @@ def test_a_bad_namespace_is_refused_by_name(monkeypatch, value: str) -> None:
 def test_an_unreadable_reservation_file_is_dropped_not_fatal(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TESTBED_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(subnets, "engine_subnets", lambda: [])
+    monkeypatch.setattr(subnets, "host_routes", lambda: [])  # whatever this machine runs now
     (tmp_path / "subnet-reservations.json").write_text('{"11.200.0.0/24": {"proj')  # cut mid-write
     first = subnets.reserve("tb-a", ["wan"])
     assert subnets.reserve("tb-b", ["wan"]) != first, "the rewritten file holds tb-a's reservation"

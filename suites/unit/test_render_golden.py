@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from harness.render.compose import render, render_to_strings
+from harness.render.services import services
 from harness.topology import loader
 from harness.topology.plan import Plan, make_plan
 
@@ -122,3 +123,19 @@ def test_compose_cli_accepts_the_rendered_file(cli: list[str], topology: str, tm
         [*cli, "-p", "tb-golden", "-f", str(compose_file), "config", "-q"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_container_is_one_service_spec_and_only_routers_add_capabilities() -> None:
+    for topology in ("basic", "nat-pair", "nat-relay", "archive"):
+        plan = golden_plan(topology)
+        specs = {spec.name: spec for spec in services(plan)}
+        assert set(specs) == set(plan.containers), topology
+        for spec in specs.values():
+            router = plan.routers.get(spec.name)
+            capture = ("NET_ADMIN", "NET_RAW", "CHOWN", "SETUID", "SETGID")  # tcpdump, with pcap
+            wanted = () if router is None else capture if router.pcap else ("NET_ADMIN",)
+            assert spec.cap_add == wanted, spec.name
+            assert (spec.healthcheck is not None) == (spec.role in ("codex", "status")), spec.name
+    compose = yaml.safe_load(render_to_strings(golden_plan("nat-pair"))["compose.yaml"])
+    assert all(s["security_opt"] == ["no-new-privileges:true"] for s in compose["services"].values())
+    assert all(s["cap_drop"] == ["ALL"] for s in compose["services"].values())
