@@ -63,7 +63,7 @@ test-functional: images
 # needs an extra is skipped, and pytest's summary says which and why.
 OTHER_CONTRACT ?= --impl logos-storage --strict-reference
 OTHER_CONTRACT_MARKERS ?= (smoke or codex or contract or blockexchange or relay) and not slow and not timing
-test-other-contract: images
+test-other-contract: $(STAMP)  # images: those test-functional built, or built on demand by `up`
 	$(BIN)/pytest suites/functional -q -m "$(OTHER_CONTRACT_MARKERS)" -n $(PYTEST_WORKERS) \
 		--dist loadscope --alluredir artifacts/allure-results $(OTHER_CONTRACT) || [ $$? -eq 5 ]
 
