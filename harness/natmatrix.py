@@ -20,8 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from harness.clients.codex import CodexApiError, CodexClient
+from harness.clients.codex import CodexApiError, CodexClient, dialable_addresses
 from harness.errors import WaitTimeout
+from harness.ready.readiness import circuit_addresses
 from harness.ready.waits import NotYet, wait_until
 from harness.topology.model import CGN_PROFILES
 
@@ -172,7 +173,7 @@ def _connections(client: CodexClient, peer_id: str) -> list[dict]:
 
 
 def _measure(dialer: CodexClient, info: dict, dialer_profile: str, listener_profile: str) -> Cell:
-    announced = {_host_port(a) for a in info["announceAddresses"]}
+    announced = {_host_port(a) for a in dialable_addresses(info)}
 
     def cell(outcome: str, how: str, **measured) -> Cell:
         values = {"seconds_to_direct": None, "rtt_relayed_ms": None, "rtt_final_ms": None, **measured}
@@ -181,7 +182,7 @@ def _measure(dialer: CodexClient, info: dict, dialer_profile: str, listener_prof
 
     start = time.monotonic()
     try:
-        dialer.connect(info["id"], [*info["announceAddresses"], *info["relay"]["circuitAddresses"]])
+        dialer.connect(info["id"], [*dialable_addresses(info), *circuit_addresses(info)])
     except CodexApiError as exc:  # the API answers 400 when neither path worked
         return cell("failed", f"connect: {exc}")
     first = dialer.connection(info["id"])

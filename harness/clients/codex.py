@@ -23,8 +23,9 @@ def announced_addresses(debug_info: dict) -> list[str]:
 
 
 def dialable_addresses(debug_info: dict) -> list[str]:
-    """The TCP addresses a node announces: where libp2p peers dial it."""
-    return [address for address in announced_addresses(debug_info) if "/tcp/" in address]
+    """The direct TCP addresses a node announces: where libp2p peers dial it (its relayed
+    `/p2p-circuit` addresses, listed with them in the Logos era, are not)."""
+    return [a for a in announced_addresses(debug_info) if "/tcp/" in a and "/p2p-circuit" not in a]
 
 
 @dataclass

@@ -37,16 +37,17 @@ def test_the_referee_agrees_with_every_declared_profile(testbed: Testbed) -> Non
     assert all(v.agrees for v in rerun), table
 
 
-@pytest.mark.needs(CAP_REFERENCE_EXTRAS)  # the remote address of each connection
+@pytest.mark.needs(CAP_REFERENCE_EXTRAS)  # the remote address of each connection: /debug/connection
 def test_the_seed_sees_every_natted_node_as_its_routers_wan_address(testbed: Testbed) -> None:
-    connections = {n["peerId"]: n["address"] for n in testbed.client("seed").debug_info()["table"]["nodes"]}
+    seed = testbed.client("seed")
     for router in testbed.plan.routers.values():
         if testbed.plan.networks[router.lan].kind != "lan":
             continue  # a CGN router: its LAN is the carrier network, its home router is checked
         node = next(n for n in testbed.plan.nodes.values() if n.network == router.lan)
-        peer_id = testbed.client(node.name).peer_id()
-        assert peer_id in connections, f"{node.name} is not connected to the seed"
-        seen_ip = connections[peer_id].split(":")[0]
+        connection = seed.connection(testbed.client(node.name).peer_id())
+        direct = [path["address"] for path in connection["paths"] if not path["relayed"]]
+        assert direct, f"{node.name} is not connected to the seed directly: {connection['paths']}"
+        seen_ip = direct[0].split(":")[0]
         assert seen_ip == router.public_ip, f"the seed sees {node.name} as {seen_ip}, not {router.public_ip}"
         assert seen_ip != node.ip
 

@@ -94,6 +94,7 @@ def test_announced_addresses_are_read_where_each_era_puts_them() -> None:
     assert announced_addresses(codex) == ["/ip4/11.200.9.10/tcp/8070"]
     assert announced_addresses(logos) == logos["addrs"]
     assert dialable_addresses({"addrs": ["/ip4/1.2.3.4/udp/8090"]}) == []
+    assert dialable_addresses(logos) == [logos["addrs"][0]], "a circuit is not a direct address"
     assert readiness.circuit_addresses(logos) == [logos["addrs"][1]]
 
 
