@@ -4,7 +4,7 @@ One generated topology (`nat-matrix`) holds a dialer and a listener per profile,
 own router (`public` ones sit on the WAN), all with a reservation on one relay with go/nim's
 default limits. A cell: the dialer dials the listener's announced addresses, falls back to its
 /p2p-circuit address, and py-libp2p's DCUtR gets the chance to upgrade the relayed connection.
-The result is compared with shared/reference/nat.md, table B.
+The result is compared with table B of docs/nat.md, held here as `expected`.
 
 Cells run in a Latin-square schedule: round k pairs dialer i with listener (i + k) mod n, so the
 cells of a round share no node and run side by side, and no pair ever meets twice.

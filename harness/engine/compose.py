@@ -2,7 +2,7 @@
 
 Both are driven with an explicit project name (`-p`) and file (`-f`); containers are found by
 labels afterwards, never by name (v1 names them proj_svc_1, v2 proj-svc-1). Rendered files avoid
-every key one flavour rejects (shared/reference/harness-anchors.md section 10).
+every key one flavour rejects (docs/architecture.md, "Compose v1 and v2").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 From a LAN node's network namespace, `turnutils_natdiscovery` (RFC 5780) asks the coturn referee
 (two WAN addresses) for the filtering behaviour first, then the mapping: the mapping test contacts
 the referee's second address, which would pre-authorise an address-keyed filter and make a
-restricted cone look like a full cone (shared/reference/nat.md 4.1). Also checked: the reflexive
+restricted cone look like a full cone (docs/nat.md, "The referee"). Also checked: the reflexive
 address is the router's WAN address (a LAN address there means traffic bypassed the NAT),
 hairpinning where declared, inbound TCP to the node's listen port (open only where the profile
 forwards), and the conntrack UDP timeout where one is set.

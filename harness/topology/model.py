@@ -12,7 +12,7 @@ STATUS_ROLES = ("owner", "member")
 PEERING_MODES = ("mesh", "none")
 REPO_KINDS = ("fs", "sqlite", "pack")
 NETWORK_KINDS = ("wan", "lan")
-# NAT profiles a LAN's router applies (shared/reference/nat.md, table A). `public` means a node
+# NAT profiles a LAN's router applies (the profile table of docs/nat.md). `public` means a node
 # sits on the WAN itself, so it is not a LAN profile.
 NAT_PROFILES = (
     "port-forward",

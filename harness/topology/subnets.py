@@ -3,7 +3,7 @@
 Parallel runs (pytest -n 4, two terminals) allocate under a file lock and leave a short-lived
 reservation, so two runs cannot pick the same subnet between allocation and `compose up`.
 The WAN pool is public-looking on purpose: libp2p stacks skip hole punching on RFC 1918 and
-100.64/10 addresses (shared/reference/nat.md). The WAN network is `internal`, so nothing
+100.64/10 addresses (docs/architecture.md, "Network model"). The WAN network is `internal`, so nothing
 addressed there ever leaves the machine.
 """
 
