@@ -17,7 +17,7 @@ from harness import sweep as sweeper
 from harness.engine import compose, images
 from harness.engine.bootstrap import engine_answers, ensure_engine
 from harness.errors import PoolConfigError, TestbedError
-from harness.impl import CAP_REFERENCE_EXTRAS
+from harness.impl import CAP_CONNECTIONS, CAP_NAT_TRAVERSAL, CAP_REFERENCE_EXTRAS
 from harness.labels import check_project, find_containers
 from harness.net import hostfw, natcheck
 from harness.paths import artifacts_dir, cache_dir, generated_dir
@@ -188,22 +188,21 @@ def cmd_nat_matrix(args: argparse.Namespace) -> int:
         topology = cache_dir() / f"nat-matrix-{'-'.join(profiles)}.yaml"
         topology.write_text(natmatrix.topology_yaml(profiles))
     build = selection.from_arguments(args)
-    # Paths and RTTs come from the reference node's /debug/connection: say so before bringing up.
+    # A cell is read from the node's `connections[].direct`; DCUtR must be in the node: say so first.
+    needed = {CAP_NAT_TRAVERSAL, CAP_CONNECTIONS}
     lacking = [
-        n.name
-        for n in build.apply(loader.load(topology)).nodes.values()
-        if CAP_REFERENCE_EXTRAS not in capabilities_of(n)
+        n for n in build.apply(loader.load(topology)).nodes.values() if not needed <= set(capabilities_of(n))
     ]
     if lacking:
         print(
-            f"testbed nat-matrix: needs {CAP_REFERENCE_EXTRAS} (paths and RTTs from /debug/connection), "
-            f"which {lacking[0]} of this build lacks: the matrix runs on non-strict reference nodes only",
+            f"testbed nat-matrix: needs {', '.join(sorted(needed))} (DCUtR in the node, /debug/info "
+            f"connections[].direct), which {lacking[0].name} of this build lacks: a Logos-era node has them",
             file=sys.stderr,
         )
         return 2
     with Testbed.up(topology, deadline_s=args.deadline, build=build) as testbed:
         try:
-            cells = natmatrix.run({name: testbed.client(name) for name in testbed.plan.nodes}, profiles)
+            cells = natmatrix.run(testbed, profiles)
         finally:
             testbed.save_artifacts()  # the nodes' logs explain every cell
         markdown, data = natmatrix.write_report(cells, artifacts_dir(testbed.plan.project) / "nat-matrix")

@@ -31,6 +31,10 @@ CAP_CONNECTIONS = "debug-info-connections"  # /debug/info connections[{peerId, d
 CAP_NAT_INFO = "debug-info-nat"  # /debug/info nat{reachability, clientMode, relayRunning, portMapping}
 CAP_NAT_TRAVERSAL = "nat-traversal"  # AutoNAT v2, relay client, DCUtR, port mapping inside the node
 CAP_REFERENCE_EXTRAS = "reference-extras"  # /debug/connection, relay section in /debug/info
+# The reference node (py-libp2p) runs AutoNAT, a relay client and DCUtR in either era; unless
+# strict it also reports `nat` and `connections` in the Codex era, where upstream has neither.
+REFERENCE_CAPABILITIES = frozenset({CAP_NAT_TRAVERSAL})
+REFERENCE_EXTRAS = frozenset({CAP_REFERENCE_EXTRAS, CAP_CONNECTIONS, CAP_NAT_INFO})
 
 
 @dataclass(frozen=True)

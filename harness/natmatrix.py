@@ -22,8 +22,10 @@ import yaml
 
 from harness.clients.codex import CodexApiError, CodexClient, dialable_addresses
 from harness.errors import WaitTimeout
+from harness.net import sockets
 from harness.ready.readiness import circuit_addresses
 from harness.ready.waits import NotYet, wait_until
+from harness.testbed import Testbed
 from harness.topology.model import CGN_PROFILES
 
 PROFILES = ("public", "full-cone", "restricted-cone", "port-restricted", "symmetric")
@@ -110,8 +112,8 @@ class Cell:
     outcome: str  # direct | relayed | failed
     how: str  # direct dial | upgraded (DCUtR) | stayed relayed | why it failed
     seconds_to_direct: float | None
-    rtt_relayed_ms: float | None
-    rtt_final_ms: float | None
+    rtt_relay_ms: float | None  # the dialer's TCP RTT to the relay (the circuit's first hop)
+    rtt_direct_ms: float | None  # the TCP RTT of the direct connection, once there is one
 
     @property
     def agrees(self) -> bool:
@@ -128,105 +130,135 @@ def schedule(profiles: tuple[str, ...]) -> list[list[tuple[str, str]]]:
     return [[(profiles[i], profiles[(i + k) % n]) for i in range(n)] for k in range(n)]
 
 
-def run(clients: dict[str, CodexClient], profiles: tuple[str, ...] = PROFILES) -> list[Cell]:
+def run(testbed: Testbed, profiles: tuple[str, ...] = PROFILES) -> list[Cell]:
     cells: list[Cell] = []
     with ThreadPoolExecutor(max_workers=len(profiles)) as pool:
         for round_ in schedule(profiles):
-            futures = [pool.submit(run_cell, clients, dialer, listener) for dialer, listener in round_]
+            futures = [pool.submit(run_cell, testbed, dialer, listener) for dialer, listener in round_]
             cells.extend(f.result() for f in futures)
     order = {p: i for i, p in enumerate(profiles)}
     return sorted(cells, key=lambda c: (order[c.dialer], order[c.listener]))
 
 
-def run_cell(clients: dict[str, CodexClient], dialer_profile: str, listener_profile: str) -> Cell:
+@dataclass(frozen=True)
+class Pair:
+    """A cell's two nodes, as the matrix observes them: the REST API of each (what the node says
+    about its connections) and the kernel's sockets in each one's network namespace (where they
+    really go, and their RTT)."""
+
+    testbed: Testbed
+    dialer: str
+    listener: str
+
+    def client(self, node: str) -> CodexClient:
+        return self.testbed.client(node)
+
+    def sockets_to(self, node: str, peer: str) -> list[sockets.TcpConnection]:
+        """`node`'s established TCP connections to the address `peer` is seen as."""
+        seen_as = self.testbed.plan.seen_as(peer)
+        held = sockets.established(self.testbed.container(node), self.testbed.plan.project)
+        return [c for c in held if c.remote_ip == seen_as]
+
+    def entries(self, node: str, peer_id: str) -> list[dict]:
+        """`node`'s `connections` entries for one peer (/debug/info: no traffic to the peer)."""
+        return [c for c in self.client(node).debug_info()["connections"] if c["peerId"] == peer_id]
+
+
+def run_cell(testbed: Testbed, dialer_profile: str, listener_profile: str) -> Cell:
     """One cell, ending with every path between the two closed: py-libp2p 0.8.1's relay files a
     circuit under its destination peer only, so when an older circuit to a listener ends it tears
     down the listener's newest one; the matrix must not leave old circuits behind."""
-    dialer = clients[node_name("dialer", dialer_profile)]
-    listener = clients[node_name("listener", listener_profile)]
-    dialer_id, info = dialer.peer_id(), listener.debug_info()
+    pair = Pair(testbed, node_name("dialer", dialer_profile), node_name("listener", listener_profile))
+    dialer_id, info = pair.client(pair.dialer).peer_id(), pair.client(pair.listener).debug_info()
     try:
-        return _measure(dialer, info, dialer_profile, listener_profile)
+        return _measure(pair, info, dialer_profile, listener_profile)
     finally:
-        _part(dialer, dialer_id, listener, info["id"], f"{dialer_profile} and {listener_profile}")
+        _part(pair, dialer_id, info, f"{dialer_profile} and {listener_profile}")
 
 
-def _part(dialer: CodexClient, dialer_id: str, listener: CodexClient, listener_id: str, pair: str) -> None:
-    """Disconnect both sides until neither holds a connection to the other: a message queued
-    before the disconnect may dial the peer again (directly, or through the relay)."""
+def _part(pair: Pair, dialer_id: str, info: dict, what: str) -> None:
+    """Close every TCP connection between the two, and the dialer's to the relay (which carries
+    its circuit), until neither side reports a connection to the other twice in a row: a message
+    queued before the close may dial the peer again (directly, or through the relay)."""
+    plan = pair.testbed.plan
+    relays = [a.split("/")[2] for a in circuit_addresses(info)]  # /ip4/<relay ip>/tcp/…/p2p-circuit
+    clean_checks = []
+
+    def close() -> None:
+        sockets.close_to(
+            pair.testbed.container(pair.dialer), [plan.seen_as(pair.listener), *relays], plan.project
+        )
+        sockets.close_to(pair.testbed.container(pair.listener), [plan.seen_as(pair.dialer)], plan.project)
 
     def apart() -> bool:
-        dialer.disconnect(listener_id)
-        listener.disconnect(dialer_id)
-        time.sleep(1)  # long enough for a queued message to have dialled again
-        held = [*_connections(dialer, listener_id), *_connections(listener, dialer_id)]
+        held = [*pair.entries(pair.dialer, info["id"]), *pair.entries(pair.listener, dialer_id)]
         if held:
+            clean_checks.clear()
+            close()
             raise NotYet(f"still connected: {held}")
+        clean_checks.append(True)
+        if len(clean_checks) < 2:
+            raise NotYet("apart once; checking again")
         return True
 
-    wait_until(f"{pair} to part", apart, CLEANUP_DEADLINE_S, interval_s=1)
+    close()
+    wait_until(f"{what} to part", apart, CLEANUP_DEADLINE_S, interval_s=1)
 
 
-def _connections(client: CodexClient, peer_id: str) -> list[dict]:
-    """The node's `connections` entries for one peer (from /debug/info: no traffic to the peer)."""
-    return [c for c in client.debug_info()["connections"] if c["peerId"] == peer_id]
-
-
-def _measure(dialer: CodexClient, info: dict, dialer_profile: str, listener_profile: str) -> Cell:
-    announced = {_host_port(a) for a in dialable_addresses(info)}
+def _measure(pair: Pair, info: dict, dialer_profile: str, listener_profile: str) -> Cell:
+    dialer = pair.client(pair.dialer)
 
     def cell(outcome: str, how: str, **measured) -> Cell:
-        values = {"seconds_to_direct": None, "rtt_relayed_ms": None, "rtt_final_ms": None, **measured}
+        values = {"seconds_to_direct": None, "rtt_relay_ms": None, "rtt_direct_ms": None, **measured}
         want = expected(dialer_profile, listener_profile)
         return Cell(dialer_profile, listener_profile, want, outcome, how, **values)
+
+    def rtt_relay() -> float | None:
+        """The dialer's TCP RTT to the relay that carries the circuit (one hop of the path)."""
+        relay_ips = {a.split("/")[2] for a in circuit_addresses(info)}
+        held = sockets.established(pair.testbed.container(pair.dialer), pair.testbed.plan.project)
+        return next((c.rtt_ms for c in held if c.remote_ip in relay_ips), None)
+
+    def rtt_direct() -> float | None:
+        direct_sockets = pair.sockets_to(pair.dialer, pair.listener)
+        return direct_sockets[0].rtt_ms if direct_sockets else None
 
     start = time.monotonic()
     try:
         dialer.connect(info["id"], [*dialable_addresses(info), *circuit_addresses(info)])
     except CodexApiError as exc:  # the API answers 400 when neither path worked
         return cell("failed", f"connect: {exc}")
-    first = dialer.connection(info["id"])
-    if first["direct"] and any(p["address"] in announced for p in first["paths"] if not p["relayed"]):
-        return cell("direct", "direct dial", seconds_to_direct=0.0, rtt_final_ms=first["rttMs"])
+    if any(entry["direct"] for entry in pair.entries(pair.dialer, info["id"])) and pair.sockets_to(
+        pair.dialer, pair.listener
+    ):
+        return cell("direct", "direct dial", seconds_to_direct=0.0, rtt_direct_ms=rtt_direct())
+    relayed_rtt = rtt_relay()
 
     def direct() -> bool:
         """From /debug/info, which costs the circuit nothing: pings every half second would eat
         into the relay's 128 KiB circuit budget and end the circuit themselves."""
-        paths = _connections(dialer, info["id"])
-        if not paths:
+        entries = pair.entries(pair.dialer, info["id"])
+        if not entries:
             raise ConnectionLost("the dialer has no connection to the listener any more")
-        if not paths[0]["direct"]:
+        if not any(entry["direct"] for entry in entries):
             raise NotYet(f"{dialer_profile} -> {listener_profile} still relayed")
         return True
 
     try:
         wait_until(f"a direct connection {dialer_profile} -> {listener_profile}", direct, CELL_DEADLINE_S)
-        final = dialer.connection(info["id"])
     except ConnectionLost as exc:
-        return cell("failed", f"relayed connection lost: {exc}", rtt_relayed_ms=first["rttMs"])
+        return cell("failed", f"relayed connection lost: {exc}", rtt_relay_ms=relayed_rtt)
     except WaitTimeout:
-        try:
-            last = dialer.connection(info["id"])
-        except CodexApiError as exc:
-            return cell(
-                "failed", f"relayed connection lost at the deadline: {exc}", rtt_relayed_ms=first["rttMs"]
-            )
-        how = "stayed relayed" + (f" (ping failed: {last['pingError']})" if last["pingError"] else "")
-        return cell("relayed", how, rtt_relayed_ms=first["rttMs"], rtt_final_ms=last["rttMs"])
+        return cell("relayed", "stayed relayed", rtt_relay_ms=relayed_rtt)
     # DCUtR's first step is a plain dial of the peer's addresses (a reversal when the listener's
     # dial reaches a public dialer); then the hole punch proper.
     return cell(
         "direct",
         "upgraded (DCUtR)",
         seconds_to_direct=round(time.monotonic() - start, 2),
-        rtt_relayed_ms=None if first["direct"] else first["rttMs"],
-        rtt_final_ms=final["rttMs"],
+        rtt_relay_ms=relayed_rtt,
+        rtt_direct_ms=rtt_direct(),
     )
-
-
-def _host_port(address: str) -> str:
-    parts = address.strip("/").split("/")  # ip4/<ip>/tcp/<port>
-    return f"{parts[1]}:{parts[3]}"
 
 
 def _mark(cell: Cell) -> str:
@@ -256,15 +288,15 @@ def to_markdown(cells: list[Cell], profiles: tuple[str, ...] = SUPPORTED) -> str
         lines.append(f"| {dialer} | " + " | ".join(row) + " |")
     lines += [
         "",
-        "| dialer | listener | expected | outcome | how | s to direct | RTT relayed ms | RTT final ms "
-        "| vs table B |",
+        "| dialer | listener | expected | outcome | how | s to direct | TCP RTT to relay ms "
+        "| TCP RTT direct ms | vs table B |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
         lines.append(
             f"| {c.dialer} | {c.listener} | {c.expected} | {c.outcome} | {c.how} | "
-            f"{'-' if c.seconds_to_direct is None else c.seconds_to_direct} | {_ms(c.rtt_relayed_ms)} | "
-            f"{_ms(c.rtt_final_ms)} | {_mark(c)} |"
+            f"{'-' if c.seconds_to_direct is None else c.seconds_to_direct} | {_ms(c.rtt_relay_ms)} | "
+            f"{_ms(c.rtt_direct_ms)} | {_mark(c)} |"
         )
     return "\n".join(lines)
 

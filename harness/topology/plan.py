@@ -19,11 +19,12 @@ from dataclasses import asdict, dataclass, field, replace
 from harness.errors import PoolExhaustedError
 from harness.impl import (
     API_PORT,
-    CAP_REFERENCE_EXTRAS,
     DEFAULT_IMPL,
     DISC_PORT,
     LISTEN_PORT,
     METRICS_PORT,
+    REFERENCE_CAPABILITIES,
+    REFERENCE_EXTRAS,
     Profile,
 )
 from harness.impl import profile as profile_of
@@ -201,6 +202,16 @@ class Plan:
             *([self.stun.name] if self.stun else []),
         ]
 
+    def router_of(self, node: str) -> RouterPlan | None:
+        """The (home) router in front of a node, None for a node on the WAN."""
+        return self.routers.get(f"router-{self.nodes[node].network}")
+
+    def seen_as(self, node: str) -> str:
+        """The address the WAN sees a node's connections come from: its own on the WAN, else the
+        WAN address at the end of its router chain."""
+        router = self.router_of(node)
+        return router.public_ip if router else self.nodes[node].ip
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
@@ -244,10 +255,12 @@ def new_project_name(topology: str) -> str:
 
 
 def capabilities_of(node: Node) -> tuple[str, ...]:
-    """What a node can do beyond the REST contract: its profile's, and the reference node's test
-    extras unless it is strict."""
-    extras = {CAP_REFERENCE_EXTRAS} if node.image is None and not node.strict else set()
-    return tuple(sorted(profile_of(node.impl or DEFAULT_IMPL).capabilities | extras))
+    """What a node can do beyond the REST contract: its profile's; for the reference node, what
+    it does in either era, and its test extras unless it is strict."""
+    if node.image is not None:
+        return tuple(sorted(profile_of(node.impl or DEFAULT_IMPL).capabilities))
+    reference = REFERENCE_CAPABILITIES | (set() if node.strict else REFERENCE_EXTRAS)
+    return tuple(sorted(profile_of(node.impl or DEFAULT_IMPL).capabilities | reference))
 
 
 def _node_env(

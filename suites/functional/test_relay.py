@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from harness.clients.codex import CodexApiError, CodexClient
-from harness.impl import CAP_REFERENCE_EXTRAS
+from harness.impl import CAP_CONNECTIONS, CAP_NAT_TRAVERSAL
+from harness.net import sockets
 from harness.paths import artifacts_dir
 from harness.ready.readiness import circuit_addresses
 from harness.ready.waits import NotYet, wait_until
@@ -136,7 +137,7 @@ def test_default_limits_end_the_transfer_with_the_relay_limit_not_a_hang(testbed
     )
 
 
-@pytest.mark.needs(CAP_REFERENCE_EXTRAS)  # the connection's paths: which one is direct, and where
+@pytest.mark.needs(CAP_NAT_TRAVERSAL, CAP_CONNECTIONS)  # DCUtR in the node; `connections[].direct`
 def test_default_limits_matter_not_once_dcutr_upgrades_to_direct(testbed: Testbed) -> None:
     """The other clear outcome: two port-restricted NATs, a relay with go/nim limits. The relayed
     connection carries DCUtR's exchange, the hole punch makes a direct connection, and a dataset
@@ -147,21 +148,27 @@ def test_default_limits_matter_not_once_dcutr_upgrades_to_direct(testbed: Testbe
     start = time.monotonic()
     connect_through_relay(testbed, downloader, uploader)
     uploader_id = testbed.client(uploader).peer_id()
+    router = testbed.plan.routers[f"router-{testbed.plan.nodes[uploader].network}"]
 
-    def direct() -> dict:
-        connection = testbed.client(downloader).connection(uploader_id)
-        if not connection["direct"]:
-            raise NotYet(f"still relayed: {connection['paths']}")
-        return connection
+    def direct() -> None:
+        entries = [
+            c for c in testbed.client(downloader).debug_info()["connections"] if c["peerId"] == uploader_id
+        ]
+        if not any(entry["direct"] for entry in entries):
+            raise NotYet(f"still relayed: {entries}")
 
-    connection = wait_until("DCUtR to upgrade down-f -> up-e", direct, UPGRADE_DEADLINE_S)
+    wait_until("DCUtR to upgrade down-f -> up-e", direct, UPGRADE_DEADLINE_S)
     upgraded_s = time.monotonic() - start
+    # the downloader's own socket view: the direct connection goes to the uploader's router
+    punched = [
+        c
+        for c in sockets.established(testbed.container(downloader), testbed.plan.project)
+        if c.remote_ip == router.public_ip
+    ]
+    assert punched, f"down-f has no TCP connection to {router.public_ip} though it reports a direct one"
     body, seconds, ended = fetch(testbed, downloader, cid)
 
     assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest(), ended
-    router = testbed.plan.routers[f"router-{testbed.plan.nodes[uploader].network}"]
-    direct_paths = [p["address"] for p in connection["paths"] if not p["relayed"]]
-    assert any(a.startswith(f"{router.public_ip}:") for a in direct_paths), direct_paths
     # the uploader's router captured the transfer on its WAN leg, straight to the other router
     other = testbed.plan.routers[f"router-{testbed.plan.nodes[downloader].network}"].public_ip
     payload = (
@@ -182,7 +189,7 @@ def test_default_limits_matter_not_once_dcutr_upgrades_to_direct(testbed: Testbe
         {
             "outcome": "upgraded to direct (DCUtR)",
             "seconds_to_direct": round(upgraded_s, 2),
-            "direct_rtt_ms": connection["rttMs"],
+            "direct_tcp_rtt_ms": punched[0].rtt_ms,
             "bytes": len(body),
             "seconds": round(seconds, 2),
             "mb_s": round(len(body) / seconds / 1e6, 2),
