@@ -14,7 +14,8 @@ import docker
 
 from harness import contract, natmatrix, selection
 from harness import sweep as sweeper
-from harness.engine import compose, images
+from harness.clients.codex import CodexClient
+from harness.engine import compose, images, single
 from harness.engine.bootstrap import engine_answers, ensure_engine
 from harness.errors import PoolConfigError, TestbedError
 from harness.impl import CAP_CONNECTIONS, CAP_NAT_TRAVERSAL, CAP_REFERENCE_EXTRAS
@@ -25,7 +26,7 @@ from harness.render.compose import render
 from harness.testbed import DEFAULT_DEADLINE_S, Testbed, down_project
 from harness.topology import loader, subnets
 from harness.topology.loader import TOPOLOGIES_DIR
-from harness.topology.plan import Plan, capabilities_of, make_plan, new_project_name
+from harness.topology.plan import NodePlan, Plan, capabilities_of, make_plan, new_project_name
 
 CLI_PROJECTS = "cli-projects"
 
@@ -211,22 +212,58 @@ def cmd_nat_matrix(args: argparse.Namespace) -> int:
     return 0 if natmatrix.agrees(cells) else 1
 
 
+def _contract_target(args: argparse.Namespace) -> tuple[str, NodePlan]:
+    """The node of a running testbed `--project` names (from its rendered plan), or None."""
+    plan_file = generated_dir(args.project) / "plan.json"
+    if not plan_file.exists():
+        raise TestbedError(
+            f"no rendered plan for {args.project} (is it up, and was it started from this checkout?)"
+        )
+    plan = Plan.from_json(plan_file.read_text())
+    name = args.node or next(iter(plan.nodes), None)
+    if name not in plan.nodes:
+        raise TestbedError(f"{args.project} has no storage node {name!r}: {', '.join(plan.nodes) or 'none'}")
+    return f"{plan.project}/{name}", plan.nodes[name]
+
+
 def cmd_contract(args: argparse.Namespace) -> int:
     """Every REST case of the node's era against one node: a conformance table; exit 1 if any
-    case differs from upstream's answer."""
-    with Testbed.up("contract", deadline_s=args.deadline, build=selection.from_arguments(args)) as testbed:
-        node = testbed.plan.nodes["codex-1"]
-        extras = CAP_REFERENCE_EXTRAS in node.capabilities
-        results = contract.run(testbed.client(node.name), node.impl, extras)
-        meta = {
-            "image": node.image,
-            "impl": node.impl,
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        folder = artifacts_dir("contract") / f"{node.impl}-{time.strftime('%Y%m%d-%H%M%S')}"
-        markdown, data = contract.write_report(results, meta, folder)
+    case differs from upstream's answer. The node is a single container of the build under test
+    (harness/engine/single.py), or with `--project` a storage node of a running testbed."""
+    start = time.monotonic()
+    if args.project:
+        if args.codex_image or args.impl or args.strict_reference:
+            print(
+                "testbed contract: --project runs on the testbed's own nodes; choose their build with "
+                "`testbed up --codex-image/--impl/--strict-reference`",
+                file=sys.stderr,
+            )
+            return 2
+        target, node = _contract_target(args)
+        image, impl, capabilities = node.image, node.impl, node.capabilities
+        results = contract.run(CodexClient(node.api_url), impl, CAP_REFERENCE_EXTRAS in capabilities)
+    else:
+        if args.node:
+            print("testbed contract: --node names a node of a testbed (--project)", file=sys.stderr)
+            return 2
+        spec = single.plan_single(selection.from_arguments(args))
+        image, impl, capabilities = spec.image, spec.impl, spec.capabilities
+        target = f"single container {spec.container_name}"
+        with single.single_node(spec, deadline_s=args.deadline) as ready:
+            print(f"{target}: {image} ready at {ready.api_url} in {time.monotonic() - start:.1f}s")
+            results = contract.run(ready.client, impl, CAP_REFERENCE_EXTRAS in capabilities)
+        print(f"{target}: removed, {time.monotonic() - start:.1f}s in all\n")
+    meta = {
+        "image": image,
+        "impl": impl,
+        "target": target,
+        "capabilities": list(capabilities),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    folder = artifacts_dir("contract") / f"{impl}-{time.strftime('%Y%m%d-%H%M%S')}"
+    markdown, data = contract.write_report(results, meta, folder)
     passed = sum(r.passed for r in results)
-    print(f"REST contract of {node.impl} on {node.image}: {passed} of {len(results)} cases as upstream\n")
+    print(f"REST contract of {impl} on {image}: {passed} of {len(results)} cases as upstream\n")
     print(markdown.read_text())
     print(f"written: {markdown}, {data}")
     return 0 if passed == len(results) else 1
@@ -408,8 +445,23 @@ def build_parser() -> argparse.ArgumentParser:
     selection.add_arguments(p)
     p.set_defaults(func=cmd_nat_matrix)
 
-    p = sub.add_parser("contract", help="the node's REST contract, case by case, against upstream's answers")
-    p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, help="readiness deadline, seconds")
+    p = sub.add_parser(
+        "contract",
+        help="the node's REST contract, case by case, against upstream's answers "
+        "(a single container of the build, or --project: a running testbed's node)",
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=single.DEFAULT_DEADLINE_S,
+        help="the container's readiness deadline, s",
+    )
+    p.add_argument(
+        "--project",
+        type=_project_arg,
+        help="run on a storage node of this running testbed instead (it uploads, then deletes, one sample)",
+    )
+    p.add_argument("--node", help="with --project: which storage node (default: its first)")
     selection.add_arguments(p)
     p.set_defaults(func=cmd_contract)
 

@@ -1,10 +1,12 @@
 """The REST contract of each implementation, as data: what upstream answers, request by request.
 
 `testbed contract --codex-image IMAGE --impl codex|logos-storage` runs every case of the image's
-era against one node and prints a conformance table (case, expected, observed) and writes it as
-JSON: the report an upstream developer attaches to a pull request. `pytest -m contract` runs the
-same cases. Each case says where its expectation comes from; only upstream's answers are here,
-none of the reference node's own choices.
+era against one node (a single container of the image, harness/engine/single.py, or with
+`--project` a node of a running testbed) and prints a conformance table (case, expected,
+observed) and writes it as JSON: the report an upstream developer attaches to a pull request.
+`pytest -m contract` runs the same cases on single containers. Each case says where its
+expectation comes from; only upstream's answers are here, none of the reference node's own
+choices.
 """
 
 from __future__ import annotations

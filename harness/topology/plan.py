@@ -263,6 +263,14 @@ def capabilities_of(node: Node) -> tuple[str, ...]:
     return tuple(sorted(profile_of(node.impl or DEFAULT_IMPL).capabilities | reference))
 
 
+def node_env(node: Node, announce_ip: str, relay_info_url: str | None = None) -> dict[str, str]:
+    """A storage node's configuration, as its container gets it (a testbed's env file, or the env
+    of a single container, harness/engine/single.py): its profile's spelling, strict for a
+    reference node asked to be."""
+    strict = node.image is None and node.strict
+    return _node_env(node, profile_of(node.impl or DEFAULT_IMPL), announce_ip, relay_info_url, strict)
+
+
 def _node_env(
     node, profile: Profile, announce_ip: str, relay_info_url: str | None, strict: bool
 ) -> dict[str, str]:
@@ -397,9 +405,8 @@ def make_plan(
         image = node.image or image_refs[node.reference_image]  # type: ignore[index]
         impl = profile_of(node.impl or DEFAULT_IMPL)
         reference = node.image is None
-        strict = reference and node.strict
         relay_info = relays[node.relay].info_url if node.relay else None
-        env = _node_env(node, impl, announce_ip, relay_info, strict)
+        env = node_env(node, announce_ip, relay_info)
         nodes[node.name] = NodePlan(
             name=node.name,
             kind=node.kind,

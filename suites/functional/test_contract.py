@@ -1,30 +1,68 @@
 """The REST contract of the node's implementation, case by case (harness/contract.py): every
-answer as upstream gives it. `testbed contract` prints the same cases as a conformance table."""
+answer as upstream gives it, from a single container of the build (harness/engine/single.py), as
+`testbed contract` runs it.
+
+With no build chosen, both eras run on strict reference nodes (upstream's contract only); with
+`--codex-image`/`--impl`/`--strict-reference`, that build alone. Each era's container is started
+once for its cases and removed after them; its API port is one the engine picks, so `-n 4` runs
+these beside anything else.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
 from harness import contract
-from harness.impl import CAP_REFERENCE_EXTRAS
-from harness.testbed import Testbed
+from harness.engine import single
+from harness.impl import CAP_REFERENCE_EXTRAS, PROFILES
+from harness.pytest_plugin import build_under_test
+from harness.selection import BuildUnderTest
 
 pytestmark = pytest.mark.contract
-TOPOLOGY = "contract"
+
+
+def builds(config: pytest.Config) -> list[BuildUnderTest]:
+    """The build chosen on the command line, or each era's strict reference node."""
+    chosen = build_under_test(config)
+    if chosen != BuildUnderTest():
+        return [chosen]
+    return [BuildUnderTest(impl=era, strict=True) for era in sorted(PROFILES)]
+
+
+def _label(build: BuildUnderTest) -> str:
+    return "-".join([build.impl or "default", *(["strict"] if build.strict else []), build.image or "ref"])
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if {"build", "case"} <= set(metafunc.fixturenames):
+        pairs, ids = [], []
+        for build in builds(metafunc.config):
+            era = single.plan_single(build).impl
+            for case in contract.cases_for(era):
+                pairs.append((build, case.name))
+                ids.append(f"{_label(build)}: {case.name}")
+        metafunc.parametrize(("build", "case"), pairs, ids=ids, indirect=["build"], scope="module")
 
 
 @pytest.fixture(scope="module")
-def results(testbed: Testbed) -> dict[str, contract.Result]:
-    """Every case of the node's era, run once in order (the upload first, the deletes last)."""
-    node = testbed.plan.nodes["codex-1"]
-    extras = CAP_REFERENCE_EXTRAS in node.capabilities  # may add keys to upstream's, never drop one
-    return {r.case: r for r in contract.run(testbed.client(node.name), node.impl, extras)}
+def build(request: pytest.FixtureRequest) -> BuildUnderTest:
+    return request.param
 
 
-@pytest.mark.parametrize("case", [case.name for case in contract.CASES])
+@pytest.fixture(scope="module")
+def results(request: pytest.FixtureRequest, build: BuildUnderTest) -> Iterator[dict[str, contract.Result]]:
+    """Every case of the build's era, run once in order (the upload first, the deletes last) on
+    one container, removed before the next build's starts."""
+    spec = single.plan_single(build)
+    deadline = request.config.getoption("--testbed-deadline")
+    with single.single_node(spec, deadline_s=deadline, log=lambda _line: None) as node:
+        extras = CAP_REFERENCE_EXTRAS in spec.capabilities  # may add keys to upstream's, never drop one
+        yield {r.case: r for r in contract.run(node.client, spec.impl, extras)}
+
+
 def test_the_node_answers_as_upstream_does(results: dict[str, contract.Result], case: str) -> None:
-    if case not in results:
-        pytest.skip("a case of the other era")
     result = results[case]
     assert result.passed, (
         f"expected {result.expected}, observed {result.observed} (upstream: {result.source})"

@@ -1,0 +1,274 @@
+"""One storage node in one container, without compose: testcontainers' `DockerContainer`.
+
+What needs a node's REST API and nothing else (`testbed contract`, `pytest -m contract`) gets it
+here in seconds: no networks, no routers, no readiness of a topology. The node is configured as
+a testbed configures it (`harness.topology.plan.node_env`, from compose/topologies/contract.yaml
+with the build under test applied): the same env spelling per profile, the same ports and data
+dir, `strict` for a strict reference node. What differs from a testbed's node:
+
+- docker's default `bridge` network instead of a testbed's: the node is reached from the host
+  only, on its API port published on 127.0.0.1 at a port the engine picks (so parallel runs never
+  collide). Its libp2p and metrics ports are not published.
+- it announces 127.0.0.1 (`nat=extip:127.0.0.1`): a lone node has no peer to announce itself
+  to, and an explicit address keeps an upstream node from probing for UPnP/NAT-PMP gateways.
+- its data dir is the container's own layer (the image declares no volume); removing the
+  container with its anonymous volumes leaves nothing.
+
+Ryuk is off. testcontainers normally starts its reaper (`testcontainers/ryuk`, pulled from
+Docker Hub) to remove containers after the test process dies; no registry is reachable here, so
+that pull would fail before the node starts. We set TESTCONTAINERS_RYUK_DISABLED=true (and
+testcontainers' config, already read at import) before any container starts, and the reaper's
+work is ours: `single_node()` removes the container and its anonymous volumes on every exit (an
+error, Ctrl-C, SIGTERM), and the container carries the testbed's labels
+(`testbed.project=tb-single-...`), so after a SIGKILL `testbed clean` finds it like any testbed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import requests
+from docker.errors import DockerException, ImageNotFound, NotFound
+from testcontainers.core.config import testcontainers_config
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.exceptions import ContainerStartException
+
+from harness.clients.codex import CodexApiError, CodexClient
+from harness.engine import images
+from harness.engine.bootstrap import engine_answers
+from harness.errors import EngineError, ImageBuildError, TopologyError
+from harness.impl import DEFAULT_IMPL, Profile
+from harness.impl import profile as profile_of
+from harness.labels import LABEL_NODE, LABEL_TOPOLOGY, resource_labels
+from harness.ready.readiness import log_tail, raise_if_down
+from harness.ready.waits import Deadline, NotYet, wait_until
+from harness.selection import BuildUnderTest
+from harness.topology import loader
+from harness.topology.plan import capabilities_of, new_project_name, node_env
+
+TOPOLOGY = "contract"  # the one-node topology the single container's node is taken from
+PROJECT_PREFIX = "single"  # projects are tb-single[-<xdist worker>]-<random>
+ANNOUNCE_IP = "127.0.0.1"
+HOST_IP = "127.0.0.1"  # where the API port is published: never on the host's other interfaces
+NETWORK = "bridge"  # docker's default network (testcontainers would otherwise pick its own)
+DEFAULT_DEADLINE_S = 60.0
+PROBE_INTERVAL_S = 0.3
+RYUK_DISABLED = "TESTCONTAINERS_RYUK_DISABLED"
+
+
+@dataclass(frozen=True)
+class SingleNodeSpec:
+    """Everything the container is created with; data, so a unit test can read it."""
+
+    project: str
+    node: str  # its name in the topology (and its `testbed.node` label)
+    image: str
+    reference: bool  # the image is the reference node, built here
+    impl: str
+    capabilities: tuple[str, ...]
+    env: dict[str, str]
+    labels: dict[str, str]
+    api_port: int  # in the container
+    kwargs: dict = field(default_factory=dict)  # the rest of docker's create() arguments
+
+    @property
+    def profile(self) -> Profile:
+        return profile_of(self.impl)
+
+    @property
+    def container_name(self) -> str:
+        return f"{self.project}-{self.node}"
+
+    @property
+    def ports(self) -> dict[str, tuple[str, None]]:
+        """The API port on 127.0.0.1 only, at a host port the engine picks."""
+        return {f"{self.api_port}/tcp": (HOST_IP, None)}
+
+
+def plan_single(
+    build: BuildUnderTest | None = None, project: str | None = None, topology: str | Path = TOPOLOGY
+) -> SingleNodeSpec:
+    """The container of the topology's one storage node running `build`; creates nothing (the
+    reference image's ref is computed, not built)."""
+    model = loader.load(topology)
+    if build is not None:
+        model = build.apply(model)
+    if len(model.nodes) != 1 or model.status or model.lans or model.relays:
+        raise TopologyError(model.source, "nodes", "a single container runs exactly one storage node")
+    node = next(iter(model.nodes.values()))
+    env = node_env(node, ANNOUNCE_IP)
+    profile = profile_of(node.impl or DEFAULT_IMPL)
+    project = project or new_project_name(PROJECT_PREFIX)
+    image = node.image or images.image_refs({node.reference_image})[node.reference_image]  # type: ignore[index]
+    return SingleNodeSpec(
+        project=project,
+        node=node.name,
+        image=image,
+        reference=node.image is None,
+        impl=profile.name,
+        capabilities=capabilities_of(node),
+        env=env,
+        labels=resource_labels(project, node.kind, **{LABEL_NODE: node.name, LABEL_TOPOLOGY: model.name}),
+        api_port=int(env[profile.env("api-port")]),
+        kwargs={
+            "network": NETWORK,
+            # as every testbed service: no capabilities, no privilege gained through setuid
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"],
+        },
+    )
+
+
+@dataclass
+class SingleNode:
+    """A running, ready node: its spec, its REST client and its container."""
+
+    spec: SingleNodeSpec
+    api_url: str  # http://127.0.0.1:<host port><api prefix>
+    container: object  # docker's Container
+    info: dict  # its first good /debug/info
+
+    @property
+    def client(self) -> CodexClient:
+        return CodexClient(self.api_url)
+
+
+def disable_ryuk() -> None:
+    """No reaper container: it would be pulled from a registry (none is reachable)."""
+    os.environ[RYUK_DISABLED] = "true"
+    testcontainers_config.ryuk_disabled = True
+
+
+def _ensure_image(spec: SingleNodeSpec, log) -> None:
+    if not engine_answers():
+        raise EngineError("no Docker engine answers (make setup starts one)")
+    if spec.reference:
+        images.ensure_images({"codex-ref"}, log=log)  # present: a moment; missing: built offline
+        return
+    try:
+        docker.from_env().images.get(spec.image)
+    except ImageNotFound:
+        raise ImageBuildError(
+            f"image {spec.image} is not in the engine, and no registry is reachable to pull it: "
+            "load it first (docker load -i FILE, or build it here)"
+        ) from None
+
+
+def _published_port(container, api_port: int) -> int:
+    container.reload()
+    bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{api_port}/tcp") or []
+    ports = [b["HostPort"] for b in bindings if b.get("HostIp") in (HOST_IP, "")]
+    if not ports:
+        raise NotYet(f"API port {api_port} not published yet: {bindings}")
+    return int(ports[0])
+
+
+def _wait_ready(spec: SingleNodeSpec, container, deadline: Deadline) -> tuple[str, dict]:
+    """The node's API URL once `/debug/info` answers with an id and an spr; a container that
+    exits fails at once, with its last log lines, as does the deadline."""
+    name = spec.container_name
+
+    def published() -> int:
+        raise_if_down(name, container)
+        return _published_port(container, spec.api_port)
+
+    port = wait_until(
+        f"{name}'s API port to be published",
+        published,
+        deadline.remaining(),
+        interval_s=PROBE_INTERVAL_S,
+        culprit=lambda: log_tail(container),
+    )
+    api_url = f"http://{HOST_IP}:{port}{spec.profile.api_prefix}"
+    client = CodexClient(api_url, timeout_s=5)
+
+    def answer() -> dict:
+        raise_if_down(name, container)
+        try:
+            info = client.debug_info()
+        except (requests.RequestException, CodexApiError, ValueError) as exc:
+            raise NotYet(f"{exc.__class__.__name__}: {exc}") from None
+        if not info.get("id") or not str(info.get("spr", "")).startswith("spr:"):
+            raise NotYet(f"debug/info without id/spr: {str(info)[:200]}")
+        return info
+
+    info = wait_until(
+        f"{name} to answer GET {api_url}/debug/info",
+        answer,
+        deadline.remaining(),
+        interval_s=PROBE_INTERVAL_S,
+        culprit=lambda: log_tail(container),
+    )
+    return api_url, info
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """A SIGTERM ends the process through the `finally` blocks (the container goes with it),
+    not past them; the previous handler is back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def unwind(signum: int, frame) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def remove(container) -> None:
+    """The container and its anonymous volumes, whatever state it is in; gone already is fine."""
+    with contextlib.suppress(NotFound):
+        container.remove(force=True, v=True)
+
+
+@contextlib.contextmanager
+def single_node(
+    spec: SingleNodeSpec, deadline_s: float = DEFAULT_DEADLINE_S, log=print
+) -> Iterator[SingleNode]:
+    """Start the node of `spec`, wait until it answers, yield it; remove it on every way out."""
+    disable_ryuk()
+    _ensure_image(spec, log)
+    deadline = Deadline(deadline_s)
+    # `network` goes with the other create() arguments: DockerContainer's own parameter wants a
+    # testcontainers Network, and without one testcontainers picks a network it guesses we are on.
+    node = DockerContainer(spec.image, env=dict(spec.env), name=spec.container_name).with_kwargs(
+        labels=spec.labels, **spec.kwargs
+    )
+    node.ports.update(spec.ports)  # with_bind_ports() cannot say which host address
+    with _sigterm_unwinds():
+        try:
+            node.start()
+            container = node.get_wrapped_container()
+            api_url, info = _wait_ready(spec, container, deadline)
+            yield SingleNode(spec, api_url, container, info)
+        finally:
+            _remove_started(node, spec)
+
+
+def _remove_started(node, spec: SingleNodeSpec) -> None:
+    """Remove what `start()` created, even when it failed before handing the container over
+    (by name then: the name is ours alone)."""
+    try:
+        container = node.get_wrapped_container()
+    except ContainerStartException:
+        try:
+            container = docker.from_env().containers.get(spec.container_name)
+        except NotFound:
+            return  # never created
+        except DockerException:
+            return  # no engine to ask; `testbed clean` finds it by its labels
+    remove(container)
+    with contextlib.suppress(DockerException):
+        node.get_docker_client().client.close()
