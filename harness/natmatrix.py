@@ -20,9 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from harness.clients.codex import CodexApiError, CodexClient, dialable_addresses
+from harness.clients.codex import CodexApiError, CodexClient, circuit_addresses, dialable_addresses
 from harness.errors import WaitTimeout
-from harness.ready.readiness import circuit_addresses
 from harness.ready.waits import NotYet, wait_until
 from harness.topology.model import CGN_PROFILES
 

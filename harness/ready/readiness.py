@@ -25,7 +25,13 @@ import docker
 import requests
 from docker.models.containers import Container
 
-from harness.clients.codex import CodexApiError, CodexClient, announced_addresses, dialable_addresses
+from harness.clients.codex import (
+    CodexApiError,
+    CodexClient,
+    announced_addresses,
+    circuit_addresses,
+    dialable_addresses,
+)
 from harness.clients.metrics import scrape
 from harness.errors import ContainerFailed, NatMismatch
 from harness.impl import CONNECTIONS, PEERS_GAUGE
@@ -166,12 +172,6 @@ def wait_status_peers(
 
         version = _wait_app(name, f"POST {peer.url}/health", containers[name], answer, deadline)
         report.steps.append(Step("app", name, time.monotonic() - start, str(version.get("version"))))
-
-
-def circuit_addresses(info: dict) -> list[str]:
-    """The relayed addresses a node announces (`.../p2p-circuit`): it holds a reservation."""
-    addresses = [*info.get("addrs", []), *info.get("announceAddresses", [])]
-    return sorted({a for a in addresses if "/p2p-circuit" in a})
 
 
 def wait_relay_reservations(plan: Plan, deadline: Deadline, report: ReadinessReport) -> None:

@@ -15,10 +15,9 @@ import time
 import pytest
 import requests
 
-from harness.clients.codex import CodexApiError, CodexClient
+from harness.clients.codex import CodexApiError, CodexClient, circuit_addresses
 from harness.impl import CAP_REFERENCE_EXTRAS
 from harness.paths import artifacts_dir
-from harness.ready.readiness import circuit_addresses
 from harness.ready.waits import NotYet, wait_until
 from harness.testbed import Testbed
 from harness.topology.plan import LISTEN_PORT, PCAP_DIR

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from harness import impl
-from harness.clients.codex import announced_addresses, dialable_addresses
+from harness.clients.codex import announced_addresses, circuit_addresses, dialable_addresses
 from harness.errors import TestbedError, TopologyError, WaitTimeout
 from harness.impl import CAP_REFERENCE_EXTRAS, CODEX, LOGOS_STORAGE, flag_of
 from harness.pytest_plugin import lacking_capability
@@ -95,7 +95,7 @@ def test_announced_addresses_are_read_where_each_era_puts_them() -> None:
     assert announced_addresses(logos) == logos["addrs"]
     assert dialable_addresses({"addrs": ["/ip4/1.2.3.4/udp/8090"]}) == []
     assert dialable_addresses(logos) == [logos["addrs"][0]], "a circuit is not a direct address"
-    assert readiness.circuit_addresses(logos) == [logos["addrs"][1]]
+    assert circuit_addresses(logos) == [logos["addrs"][1]]
 
 
 def node_with(profile_name: str):
