@@ -201,6 +201,12 @@ class Plan:
             *([self.stun.name] if self.stun else []),
         ]
 
+    @property
+    def lan_routers(self) -> list[RouterPlan]:
+        """The router in front of each LAN, through which the referee classifies it: a CGNAT
+        LAN's home router (its CGN router, in front of a carrier network, is classified with it)."""
+        return [router for router in self.routers.values() if self.networks[router.lan].kind == "lan"]
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
