@@ -14,6 +14,7 @@ Where each fact comes from is in `SOURCES` and in docs/real-images.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from harness.errors import TestbedError
 
@@ -25,6 +26,10 @@ DISC_PORT = 8090
 # How readiness knows a node is connected to its planned peers, through public endpoints only.
 PEERS_GAUGE = "libp2p_peers"  # nim-libp2p's "total connected peers" gauge on /metrics
 CONNECTIONS = "connections"  # `/debug/info` `connections[].peerId` (Logos era)
+
+# How a node is told where to listen for libp2p: `--listen-addrs` multiaddrs and a discv5 UDP port
+# (Codex era), or `--listen-ip` + `--listen-port` (Logos era, PR #1409).
+ListenStyle = Literal["addrs", "ip-port"]
 
 # What a node can do beyond the common REST contract.
 CAP_CONNECTIONS = "debug-info-connections"  # /debug/info connections[{peerId, direct}]
@@ -44,6 +49,7 @@ class Profile:
     env_prefix: str  # every CLI flag `--a-b` can be given as `<prefix>A_B`
     metric_prefix: str
     peering: str  # PEERS_GAUGE or CONNECTIONS
+    listen: ListenStyle
     capabilities: frozenset[str]
     info_version_key: str  # the /debug/info section with {version, revision}
 
@@ -54,7 +60,7 @@ class Profile:
     def listen_env(self) -> dict[str, str]:
         """Where the node listens for libp2p: a fixed port, as the plan announces it (the Logos
         node picks a random one unless told)."""
-        if self.name == "logos-storage":
+        if self.listen == "ip-port":
             return {self.env("listen-ip"): "0.0.0.0", self.env("listen-port"): str(LISTEN_PORT)}
         return {
             self.env("listen-addrs"): f"/ip4/0.0.0.0/tcp/{LISTEN_PORT}",
@@ -68,6 +74,7 @@ CODEX = Profile(
     env_prefix="CODEX_",
     metric_prefix="codex_",
     peering=PEERS_GAUGE,
+    listen="addrs",
     capabilities=frozenset(),
     info_version_key="codex",
 )
@@ -77,6 +84,7 @@ LOGOS_STORAGE = Profile(
     env_prefix="STORAGE_",
     metric_prefix="storage_",
     peering=CONNECTIONS,
+    listen="ip-port",
     capabilities=frozenset({CAP_CONNECTIONS, CAP_NAT_INFO, CAP_NAT_TRAVERSAL}),
     info_version_key="storage",
 )

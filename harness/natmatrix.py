@@ -20,10 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from harness.clients.codex import CodexApiError, CodexClient, dialable_addresses
+from harness.clients.codex import CodexApiError, CodexClient, circuit_addresses, dialable_addresses
 from harness.errors import WaitTimeout
 from harness.net import sockets
-from harness.ready.readiness import circuit_addresses
 from harness.ready.waits import NotYet, wait_until
 from harness.testbed import Testbed
 from harness.topology.model import CGN_PROFILES

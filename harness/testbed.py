@@ -32,12 +32,7 @@ from harness.labels import check_project, find_containers
 from harness.net import hostfw
 from harness.net.plumbing import plumb
 from harness.paths import artifacts_dir, generated_dir
-from harness.ready.readiness import (
-    ReadinessReport,
-    wait_app_probes,
-    wait_containers_running,
-    wait_ready,
-)
+from harness.ready.readiness import ANSWERING, ReadinessReport, wait_conditions, wait_ready
 from harness.ready.waits import Deadline
 from harness.render.compose import render
 from harness.selection import BuildUnderTest
@@ -199,10 +194,7 @@ class Testbed:
         self.container(node).start()
         plumb(self.plan, {node: self.container(node)})
         subset = Plan(**{**self.plan.__dict__, "nodes": {node: self.plan.nodes[node]}})
-        report = ReadinessReport(self.plan.project)
-        deadline = Deadline(deadline_s)
-        containers = wait_containers_running(docker.from_env(), subset, deadline, report)
-        wait_app_probes(subset, containers, deadline, report)
+        wait_conditions(subset, Deadline(deadline_s), ReadinessReport(self.plan.project), kinds=ANSWERING)
 
     def restart(self, node: str, deadline_s: float = 60) -> int:
         """Stop and start one node; returns the exit code of the stop."""

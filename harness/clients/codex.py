@@ -28,6 +28,12 @@ def dialable_addresses(debug_info: dict) -> list[str]:
     return [a for a in announced_addresses(debug_info) if "/tcp/" in a and "/p2p-circuit" not in a]
 
 
+def circuit_addresses(debug_info: dict) -> list[str]:
+    """The relayed addresses a node announces (`.../p2p-circuit`): it holds a reservation."""
+    addresses = [*debug_info.get("addrs", []), *debug_info.get("announceAddresses", [])]
+    return sorted({a for a in addresses if "/p2p-circuit" in a})
+
+
 @dataclass
 class CodexApiError(Exception):
     method: str

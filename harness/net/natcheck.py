@@ -131,13 +131,19 @@ def check_router(
 
 
 def check_all(plan: Plan, containers: dict[str, Container], timeout_s: float = 180) -> list[NatVerdict]:
-    """Every LAN at once (each check takes seconds of STUN timeouts), from behind its router: a
-    CGNAT LAN is classified through both of its NATs. Each router's two probes share `timeout_s`."""
-    edges = [r for r in plan.routers.values() if plan.networks[r.lan].kind == "lan"]
-    if not edges:
+    """Every LAN, from behind its router: a CGNAT LAN is classified through both of its NATs."""
+    return check_routers(plan, plan.lan_routers, containers, timeout_s)
+
+
+def check_routers(
+    plan: Plan, routers: list[RouterPlan], containers: dict[str, Container], timeout_s: float = 180
+) -> list[NatVerdict]:
+    """These LANs' routers at once (each check takes seconds of STUN timeouts); each router's two
+    probes share `timeout_s`."""
+    if not routers:
         return []
-    with ThreadPoolExecutor(max_workers=len(edges)) as pool:
-        return list(pool.map(lambda r: check_router(plan, r, containers, timeout_s / 2), edges))
+    with ThreadPoolExecutor(max_workers=len(routers)) as pool:
+        return list(pool.map(lambda r: check_router(plan, r, containers, timeout_s / 2), routers))
 
 
 def to_markdown(verdicts: list[NatVerdict]) -> str:

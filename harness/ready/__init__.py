@@ -1,1 +1,2 @@
-"""Layered readiness: container health -> app probe -> topology predicate, with a timed report."""
+"""Readiness: the conditions each service declares (conditions.py), waited for kind by kind under
+one deadline, with a timed report (readiness.py)."""

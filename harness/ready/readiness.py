@@ -1,16 +1,23 @@
-"""Wait until a planned testbed is truly ready, layer by layer, and say how long each layer took.
+"""Wait until a planned testbed is truly ready, condition kind by kind, and say how long each took.
 
-1. containers: every planned container exists and runs. One that exits, or that its compose
-   healthcheck calls unhealthy, fails the wait at once (here and in the app layer), with its
+What ready means for a service is data: the `ready` conditions its ServiceSpec declares
+(harness/ready/conditions.py, given by harness/render/services.py). `WAITS` evaluates them one
+kind at a time, every service's conditions of that kind together, in this order, under one
+Deadline:
+
+1. Running: every planned container exists and runs. One that exits, or that its compose
+   healthcheck calls unhealthy, fails the wait at once (here and in the app probes), with its
    last log lines.
-2. app probe: from the host, `GET /debug/info` answers with a peer id and an `spr:` record
-   (status peers: `POST /health`). This is the compose healthcheck's own probe, polled from the
-   host: docker runs the healthcheck only every few seconds (each run is a process started in
-   the container), so readiness does not wait for docker to call a container healthy.
-3. topology predicate: every node announces the address the plan gave it, and peer ids are
-   distinct; behind NATs, the referee classifies every router and it must match its profile.
-4. peering: the testbed connects the planned pairs (`GET /connect/{peer}?addrs=...`, the pattern
-   upstream's own tests use) and waits until every node lists all its planned peers.
+2. AnswersDebugInfo: from the host, `GET /debug/info` answers with a peer id and an `spr:`
+   record. This is the compose healthcheck's own probe, polled from the host: docker runs the
+   healthcheck only every few seconds (each run is a process started in the container), so
+   readiness does not wait for docker to call a container healthy.
+3. Announces: every node announces the address the plan gave it, and peer ids are distinct.
+4. NatAsDeclared: behind NATs, the referee classifies every LAN's router as its profile.
+5. PeeredWith: the testbed connects the planned pairs (`GET /connect/{peer}?addrs=...`, the
+   pattern upstream's own tests use) and waits until every node shows all its planned peers.
+6. CircuitReservation: a node given a relay holds a reservation on it.
+7. StatusHealth: every status peer answers `POST /health`.
 """
 
 from __future__ import annotations
@@ -19,19 +26,35 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import docker
 import requests
 from docker.models.containers import Container
 
-from harness.clients.codex import CodexApiError, CodexClient, announced_addresses, dialable_addresses
+from harness.clients.codex import (
+    CodexApiError,
+    CodexClient,
+    announced_addresses,
+    circuit_addresses,
+    dialable_addresses,
+)
 from harness.clients.metrics import scrape
 from harness.errors import ContainerFailed, NatMismatch
 from harness.impl import CONNECTIONS, PEERS_GAUGE
 from harness.labels import find_containers
 from harness.net import natcheck
+from harness.ready.conditions import (
+    Announces,
+    AnswersDebugInfo,
+    CircuitReservation,
+    NatAsDeclared,
+    PeeredWith,
+    Running,
+    StatusHealth,
+)
 from harness.ready.waits import Deadline, NotYet, wait_until
+from harness.render.services import services
 from harness.topology.plan import NodePlan, Plan
 
 LOG_TAIL = 30
@@ -86,28 +109,43 @@ def raise_if_down(name: str, container: Container) -> str:
     return status
 
 
-def wait_containers_running(
-    client: docker.DockerClient, plan: Plan, deadline: Deadline, report: ReadinessReport
-) -> dict[str, Container]:
+@dataclass
+class Progress:
+    """One readiness run: its plan, deadline and report, and what earlier kinds found that later
+    ones read (the containers, each node's `/debug/info`)."""
+
+    plan: Plan
+    deadline: Deadline
+    report: ReadinessReport
+    containers: dict[str, Container] = field(default_factory=dict)
+    infos: dict[str, dict] = field(default_factory=dict)
+
+    def step(self, layer: str, target: str, start: float, detail: str = "") -> None:
+        self.report.steps.append(Step(layer, target, time.monotonic() - start, detail))
+
+
+def wait_running(progress: Progress, targets: list[tuple[str, Running]]) -> None:
     start = time.monotonic()
-    pending = set(plan.containers)
-    containers: dict[str, Container] = {}
+    pending = {name for name, _ in targets}
+    client = docker.from_env()
 
     def probe() -> bool:
-        containers.update(find_containers(client, plan.project))
+        progress.containers.update(find_containers(client, progress.plan.project))
+        containers = progress.containers
         for name in sorted(pending):
             if name in containers and raise_if_down(name, containers[name]) == "running":
                 pending.discard(name)
-                report.steps.append(Step("container", name, time.monotonic() - start, "running"))
+                progress.step("container", name, start, "running")
         if pending:
             raise NotYet("not running yet: " + ", ".join(sorted(pending)))
         return True
 
     def culprit() -> str:
-        return "\n".join(log_tail(containers[n]) for n in sorted(pending) if n in containers)
+        return "\n".join(
+            log_tail(progress.containers[n]) for n in sorted(pending) if n in progress.containers
+        )
 
-    wait_until("containers to run", probe, deadline.remaining(), culprit=culprit)
-    return containers
+    wait_until("containers to run", probe, progress.deadline.remaining(), culprit=culprit)
 
 
 def _wait_app(name: str, what: str, container: Container, answer: Callable[[], T], deadline: Deadline) -> T:
@@ -126,12 +164,10 @@ def _wait_app(name: str, what: str, container: Container, answer: Callable[[], T
     )
 
 
-def wait_app_probes(
-    plan: Plan, containers: dict[str, Container], deadline: Deadline, report: ReadinessReport
-) -> dict[str, dict]:
-    infos: dict[str, dict] = {}
-    for name, node in plan.nodes.items():
+def wait_debug_info(progress: Progress, targets: list[tuple[str, AnswersDebugInfo]]) -> None:
+    for name, _ in targets:
         start = time.monotonic()
+        node = progress.plan.nodes[name]
         client = CodexClient(node.api_url, timeout_s=5)
 
         def answer(client: CodexClient = client) -> dict:
@@ -144,92 +180,47 @@ def wait_app_probes(
             return info
 
         what = f"GET {node.api_url}/debug/info"
-        infos[name] = _wait_app(name, what, containers[name], answer, deadline)
-        report.steps.append(Step("app", name, time.monotonic() - start, infos[name]["id"]))
-    return infos
+        info = _wait_app(name, what, progress.containers[name], answer, progress.deadline)
+        progress.infos[name] = info
+        progress.step("app", name, start, info["id"])
 
 
-def wait_status_peers(
-    plan: Plan, containers: dict[str, Container], deadline: Deadline, report: ReadinessReport
-) -> None:
-    """Every status peer answers POST /health (status-backend's readiness probe)."""
-    for name, peer in plan.status.items():
-        start = time.monotonic()
-
-        def answer(url: str = f"{peer.url}/health") -> dict:
-            try:
-                response = requests.post(url, timeout=5)
-                response.raise_for_status()
-                return response.json()
-            except (requests.RequestException, ValueError) as exc:
-                raise NotYet(f"{exc.__class__.__name__}: {exc}") from None
-
-        version = _wait_app(name, f"POST {peer.url}/health", containers[name], answer, deadline)
-        report.steps.append(Step("app", name, time.monotonic() - start, str(version.get("version"))))
-
-
-def circuit_addresses(info: dict) -> list[str]:
-    """The relayed addresses a node announces (`.../p2p-circuit`): it holds a reservation."""
-    addresses = [*info.get("addrs", []), *info.get("announceAddresses", [])]
-    return sorted({a for a in addresses if "/p2p-circuit" in a})
-
-
-def wait_relay_reservations(plan: Plan, deadline: Deadline, report: ReadinessReport) -> None:
-    """Every node given a relay holds a reservation on it: a `/p2p-circuit` address in its
-    `/debug/info` (how upstream's own NAT tests tell; the reference node lists it the same way)."""
-    for name, node in plan.nodes.items():
-        if not node.relay:
-            continue
-        start = time.monotonic()
-        client = CodexClient(node.api_url, timeout_s=5)
-
-        def reserved(client: CodexClient = client) -> list[str]:
-            info = client.debug_info()
-            if not (circuits := circuit_addresses(info)):
-                relay = info.get("relay") or {}  # the reference node says why, when it can
-                raise NotYet(f"no /p2p-circuit address yet: {relay.get('error') or 'starting'}")
-            return circuits
-
-        circuits = wait_until(f"{name} to reserve a slot on its relay", reserved, deadline.remaining())
-        report.steps.append(Step("relay", name, time.monotonic() - start, circuits[0]))
-
-
-def check_topology(plan: Plan, infos: dict[str, dict], report: ReadinessReport) -> None:
+def check_announced(progress: Progress, targets: list[tuple[str, Announces]]) -> None:
     start = time.monotonic()
     problems = []
-    for name, node in plan.nodes.items():
-        announced = " ".join(announced_addresses(infos[name]))
-        if f"/ip4/{node.announce_ip}/" not in announced:
-            problems.append(f"{name} announces {announced or 'nothing'}, expected {node.announce_ip}")
-    ids = [info["id"] for info in infos.values()]
+    for name, announces in targets:
+        announced = " ".join(announced_addresses(progress.infos[name]))
+        if f"/ip4/{announces.ip}/" not in announced:
+            problems.append(f"{name} announces {announced or 'nothing'}, expected {announces.ip}")
+    ids = [progress.infos[name]["id"] for name, _ in targets]
     if len(set(ids)) != len(ids):
         problems.append(f"peer ids are not distinct: {ids}")
     if problems:
         raise ContainerFailed("topology predicate failed: " + "; ".join(problems))
-    report.steps.append(
-        Step("topology", plan.topology, time.monotonic() - start, f"{len(ids)} nodes announce")
-    )
+    progress.step("topology", progress.plan.topology, start, f"{len(ids)} nodes announce")
 
 
-def check_nats(
-    plan: Plan, containers: dict[str, Container], deadline: Deadline, report: ReadinessReport
-) -> None:
+def check_nats(progress: Progress, targets: list[tuple[str, NatAsDeclared]]) -> None:
     start = time.monotonic()
-    verdicts = natcheck.check_all(plan, containers, deadline.remaining())
-    report.nat = json.loads(natcheck.to_json(verdicts))
+    routers = [progress.plan.routers[name] for name, _ in targets]
+    verdicts = natcheck.check_routers(
+        progress.plan, routers, progress.containers, progress.deadline.remaining()
+    )
+    progress.report.nat = json.loads(natcheck.to_json(verdicts))
     for verdict in verdicts:
-        detail = f"{verdict.declared}: {verdict.mapping} / {verdict.filtering}"
-        report.steps.append(Step("nat", verdict.lan, time.monotonic() - start, detail))
+        progress.step(
+            "nat", verdict.lan, start, f"{verdict.declared}: {verdict.mapping} / {verdict.filtering}"
+        )
     if not all(v.agrees for v in verdicts):
         raise NatMismatch("a router does not behave as declared:\n" + natcheck.to_markdown(verdicts))
 
 
-def missing_peers(node: NodePlan, expected: set[str]) -> str | None:
-    """Why `node` does not count as connected to the peer ids `expected` yet, read from its
-    profile's public signal (None when it does): Logos-era nodes list their connections in
-    `/debug/info`; Codex-era nodes list none anywhere, but nim-libp2p's `libp2p_peers` gauge
-    counts them (the dials themselves were answered 200)."""
-    if node.profile.peering == CONNECTIONS:
+def missing_peers(node: NodePlan, via: str, expected: set[str]) -> str | None:
+    """Why `node` does not count as connected to the peer ids `expected` yet, read from the
+    public signal `via` (None when it does): Logos-era nodes list their CONNECTIONS in
+    `/debug/info`; Codex-era nodes list none anywhere, but nim-libp2p's PEERS_GAUGE counts them
+    (the dials themselves were answered 200)."""
+    if via == CONNECTIONS:
         seen = {
             c.get("peerId")
             for c in CodexClient(node.api_url, timeout_s=5).debug_info().get("connections") or []
@@ -242,28 +233,35 @@ def missing_peers(node: NodePlan, expected: set[str]) -> str | None:
     return f"{PEERS_GAUGE} is {count:.0f}, {len(expected)} planned" if count < len(expected) else None
 
 
-def connect_peers(plan: Plan, infos: dict[str, dict], deadline: Deadline, report: ReadinessReport) -> None:
+def _dial(progress: Progress, dialer: str, target: str) -> None:
+    infos = progress.infos
+    addrs = dialable_addresses(infos[target])
+    client = CodexClient(progress.plan.nodes[dialer].api_url, timeout_s=15)
+
+    def dial() -> bool:
+        try:
+            client.connect(infos[target]["id"], addrs)
+        except (requests.RequestException, CodexApiError) as exc:
+            raise NotYet(str(exc)) from None
+        return True
+
+    wait_until(f"{dialer} to connect to {target} at {addrs}", dial, progress.deadline.remaining())
+
+
+def wait_peered(progress: Progress, targets: list[tuple[str, PeeredWith]]) -> None:
     start = time.monotonic()
-    for dialer, target in plan.edges:
-        addrs = dialable_addresses(infos[target])
-        client = CodexClient(plan.nodes[dialer].api_url, timeout_s=15)
+    # in the order of the plan's edges (sorted), not node by node
+    dials = sorted((name, target) for name, peered in targets for target in peered.dials)
+    for dialer, target in dials:
+        _dial(progress, dialer, target)
 
-        def dial(client: CodexClient = client, target: str = target, addrs: list[str] = addrs) -> bool:
-            try:
-                client.connect(infos[target]["id"], addrs)
-            except (requests.RequestException, CodexApiError) as exc:
-                raise NotYet(str(exc)) from None
-            return True
-
-        wait_until(f"{dialer} to connect to {target} at {addrs}", dial, deadline.remaining())
-
-    expected = {name: {infos[p]["id"] for p in node.peers} for name, node in plan.nodes.items()}
+    expected = {name: {progress.infos[peer]["id"] for peer in peered.peers} for name, peered in targets}
 
     def all_peered() -> bool:
         missing = []
-        for name, node in plan.nodes.items():
+        for name, peered in targets:
             try:
-                why = missing_peers(node, expected[name]) if expected[name] else None
+                why = missing_peers(progress.plan.nodes[name], peered.via, expected[name])
             except (requests.RequestException, CodexApiError, ValueError) as exc:
                 why = f"{exc.__class__.__name__}: {exc}"
             if why:
@@ -272,23 +270,83 @@ def connect_peers(plan: Plan, infos: dict[str, dict], deadline: Deadline, report
             raise NotYet("; ".join(missing))
         return True
 
-    wait_until("every node to see its planned peers", all_peered, deadline.remaining())
-    report.steps.append(
-        Step("peering", plan.topology, time.monotonic() - start, f"{len(plan.edges)} connections")
-    )
+    wait_until("every node to see its planned peers", all_peered, progress.deadline.remaining())
+    progress.step("peering", progress.plan.topology, start, f"{len(dials)} connections")
+
+
+def wait_reservations(progress: Progress, targets: list[tuple[str, CircuitReservation]]) -> None:
+    """A `/p2p-circuit` address in `/debug/info` means a reservation (how upstream's own NAT
+    tests tell; the reference node lists it the same way)."""
+    for name, _ in targets:
+        start = time.monotonic()
+        client = CodexClient(progress.plan.nodes[name].api_url, timeout_s=5)
+
+        def reserved(client: CodexClient = client) -> list[str]:
+            info = client.debug_info()
+            if not (circuits := circuit_addresses(info)):
+                relay = info.get("relay") or {}  # the reference node says why, when it can
+                raise NotYet(f"no /p2p-circuit address yet: {relay.get('error') or 'starting'}")
+            return circuits
+
+        circuits = wait_until(
+            f"{name} to reserve a slot on its relay", reserved, progress.deadline.remaining()
+        )
+        progress.step("relay", name, start, circuits[0])
+
+
+def wait_status_health(progress: Progress, targets: list[tuple[str, StatusHealth]]) -> None:
+    for name, _ in targets:
+        start = time.monotonic()
+        peer = progress.plan.status[name]
+
+        def answer(url: str = f"{peer.url}/health") -> dict:
+            try:
+                response = requests.post(url, timeout=5)
+                response.raise_for_status()
+                return response.json()
+            except (requests.RequestException, ValueError) as exc:
+                raise NotYet(f"{exc.__class__.__name__}: {exc}") from None
+
+        version = _wait_app(
+            name, f"POST {peer.url}/health", progress.containers[name], answer, progress.deadline
+        )
+        progress.step("app", name, start, str(version.get("version")))
+
+
+# Each kind of condition and its wait, in the order readiness evaluates them. A wait gets every
+# service's conditions of its kind, as (service name, condition) in the specs' order, and reads
+# what earlier waits found: the app probes need the containers; the rest, /debug/info.
+WAITS: tuple[tuple[type, Callable[[Progress, Any], None]], ...] = (
+    (Running, wait_running),
+    (AnswersDebugInfo, wait_debug_info),
+    (Announces, check_announced),
+    (NatAsDeclared, check_nats),
+    (PeeredWith, wait_peered),
+    (CircuitReservation, wait_reservations),
+    (StatusHealth, wait_status_health),
+)
+
+# The first two kinds: every container runs and every node's API answers (a restarted node, bench).
+ANSWERING = (Running, AnswersDebugInfo)
+
+
+def wait_conditions(
+    plan: Plan, deadline: Deadline, report: ReadinessReport, kinds: tuple[type, ...] | None = None
+) -> None:
+    """Wait for the ready conditions the plan's services declare, kind by kind (only `kinds`, if
+    given). Every kind's wait runs, with no targets when no service asks for it: a plan without
+    edges still reports its (empty) peering step."""
+    progress = Progress(plan, deadline, report)
+    specs = services(plan)
+    for kind, wait in WAITS:
+        if kinds is None or kind in kinds:
+            wait(progress, [(spec.name, c) for spec in specs for c in spec.ready if isinstance(c, kind)])
 
 
 def wait_ready(plan: Plan, deadline_s: float = 180, report: ReadinessReport | None = None) -> ReadinessReport:
     """Fills `report` as it goes, so a caller keeps the partial report when a layer fails."""
     report = report if report is not None else ReadinessReport(plan.project)
     deadline = Deadline(deadline_s)
-    client = docker.from_env()
-    containers = wait_containers_running(client, plan, deadline, report)
-    infos = wait_app_probes(plan, containers, deadline, report)
-    check_topology(plan, infos, report)
-    check_nats(plan, containers, deadline, report)
-    connect_peers(plan, infos, deadline, report)
-    wait_relay_reservations(plan, deadline, report)
-    wait_status_peers(plan, containers, deadline, report)
+    wait_conditions(plan, deadline, report)
     report.total_s = time.monotonic() - deadline.start
     return report

@@ -2,7 +2,9 @@
 
 The renderer emits compose from these specs alone (compose/templates/compose.yaml.j2 has one
 service block, not one per kind), so what a container gets — image, config, addresses, volume,
-capabilities, healthcheck — is decided here, in one place per kind, and is data a test can read.
+capabilities, healthcheck, and what readiness waits for before it calls the container ready
+(its `ready` conditions, harness/ready/conditions.py) — is decided here, in one place per kind,
+and is data a test can read.
 Every service drops all capabilities and runs with `no-new-privileges`; routers add NET_ADMIN.
 """
 
@@ -10,6 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.ready.conditions import (
+    Announces,
+    AnswersDebugInfo,
+    CircuitReservation,
+    Condition,
+    NatAsDeclared,
+    PeeredWith,
+    Running,
+    StatusHealth,
+)
 from harness.topology.plan import PCAP_DIR, STATUS_PORT, NodePlan, Plan, RelayPlan, RouterPlan, StatusPlan
 
 HEALTH_TIMEOUT_S = 5
@@ -36,9 +48,16 @@ class ServiceSpec:
     sysctls: dict[str, str] = field(default_factory=dict)
     healthcheck: Healthcheck | None = None
     stop_grace_s: int = 10
+    ready: tuple[Condition, ...] = (Running(),)  # every service runs; a kind may ask for more
 
 
-def _node(node: NodePlan, interval_s: int) -> ServiceSpec:
+def _node_ready(node: NodePlan, dials: tuple[str, ...]) -> tuple[Condition, ...]:
+    peered = (PeeredWith(node.peers, dials, node.profile.peering),) if node.peers else ()
+    reserved = (CircuitReservation(node.relay),) if node.relay else ()
+    return (Running(), AnswersDebugInfo(), Announces(node.announce_ip), *peered, *reserved)
+
+
+def _node(node: NodePlan, dials: tuple[str, ...], interval_s: int) -> ServiceSpec:
     # Same probe for the reference node and upstream images (both ship curl and jq). No pipe:
     # /bin/sh has no pipefail, and jq -e on empty input succeeds, so a failed curl must stop it.
     probe = (
@@ -53,6 +72,7 @@ def _node(node: NodePlan, interval_s: int) -> ServiceSpec:
         env_file=f"nodes/{node.name}.env",
         volume=f"{node.name}-data:/datadir",
         healthcheck=Healthcheck(probe, interval_s),
+        ready=_node_ready(node, dials),
     )
 
 
@@ -67,6 +87,7 @@ def _status(peer: StatusPlan, interval_s: int) -> ServiceSpec:
         volume=f"{peer.name}-data:/usr/status-user",
         # a status-backend image brings its own probe; the reference peer's is ours
         healthcheck=Healthcheck(probe, interval_s) if peer.reference else None,
+        ready=(Running(), StatusHealth()),
     )
 
 
@@ -82,7 +103,7 @@ def _relay(relay: RelayPlan, wan: str) -> ServiceSpec:
     )
 
 
-def _router(router: RouterPlan) -> ServiceSpec:
+def _router(router: RouterPlan, classified: bool) -> ServiceSpec:
     environment = {
         "NAT_PROFILE": router.nat,
         "WAN_IP": router.wan_ip,
@@ -117,7 +138,12 @@ def _router(router: RouterPlan) -> ServiceSpec:
         cap_add=caps,
         sysctls=sysctls,
         stop_grace_s=5,
+        ready=(Running(), NatAsDeclared()) if classified else (Running(),),
     )
+
+
+def _dials(plan: Plan, node: str) -> tuple[str, ...]:
+    return tuple(target for dialer, target in plan.edges if dialer == node)
 
 
 def services(plan: Plan) -> list[ServiceSpec]:
@@ -125,10 +151,11 @@ def services(plan: Plan) -> list[ServiceSpec]:
     routers, the referee."""
     wan = next(n.name for n in plan.networks.values() if n.kind == "wan")
     interval = plan.healthcheck_interval
-    specs = [_node(node, interval) for node in plan.nodes.values()]
+    specs = [_node(node, _dials(plan, node.name), interval) for node in plan.nodes.values()]
     specs += [_status(peer, interval) for peer in plan.status.values()]
     specs += [_relay(relay, wan) for relay in plan.relays.values()]
-    specs += [_router(router) for router in plan.routers.values()]
+    classified = {router.name for router in plan.lan_routers}
+    specs += [_router(router, router.name in classified) for router in plan.routers.values()]
     if plan.stun:
         stun = plan.stun
         specs.append(

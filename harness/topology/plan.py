@@ -212,6 +212,12 @@ class Plan:
         router = self.router_of(node)
         return router.public_ip if router else self.nodes[node].ip
 
+    @property
+    def lan_routers(self) -> list[RouterPlan]:
+        """The router in front of each LAN, through which the referee classifies it: a CGNAT
+        LAN's home router (its CGN router, in front of a carrier network, is classified with it)."""
+        return [router for router in self.routers.values() if self.networks[router.lan].kind == "lan"]
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 

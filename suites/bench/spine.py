@@ -19,7 +19,7 @@ from docker.errors import ImageNotFound
 from harness.engine import compose, images
 from harness.engine.bootstrap import ensure_engine
 from harness.paths import REPO_ROOT, cache_dir
-from harness.ready.readiness import ReadinessReport, wait_app_probes, wait_containers_running
+from harness.ready.readiness import ANSWERING, ReadinessReport, wait_conditions
 from harness.ready.waits import Deadline
 from harness.render.compose import render
 from harness.sweep import sweep
@@ -91,11 +91,7 @@ def bare_compose() -> dict[str, float]:
 
 
 def until_nodes_answer(plan: Plan) -> None:
-    report = ReadinessReport(plan.project)
-    deadline = Deadline(120)
-    wait_app_probes(
-        plan, wait_containers_running(docker.from_env(), plan, deadline, report), deadline, report
-    )
+    wait_conditions(plan, Deadline(120), ReadinessReport(plan.project), kinds=ANSWERING)
 
 
 def main() -> None:

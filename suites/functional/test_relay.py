@@ -15,11 +15,10 @@ import time
 import pytest
 import requests
 
-from harness.clients.codex import CodexApiError, CodexClient
+from harness.clients.codex import CodexApiError, CodexClient, circuit_addresses
 from harness.impl import CAP_CONNECTIONS, CAP_NAT_TRAVERSAL
 from harness.net import sockets
 from harness.paths import artifacts_dir
-from harness.ready.readiness import circuit_addresses
 from harness.ready.waits import NotYet, wait_until
 from harness.testbed import Testbed
 from harness.topology.plan import LISTEN_PORT, PCAP_DIR
@@ -147,6 +146,8 @@ def test_default_limits_matter_not_once_dcutr_upgrades_to_direct(testbed: Testbe
     cid = testbed.client(uploader).upload(data)
     start = time.monotonic()
     connect_through_relay(testbed, downloader, uploader)
+    # the first request goes through the relay, as in the field: the manifest (a few hundred bytes)
+    testbed.client(downloader).network_manifest(cid)
     uploader_id = testbed.client(uploader).peer_id()
     router = testbed.plan.routers[f"router-{testbed.plan.nodes[uploader].network}"]
 

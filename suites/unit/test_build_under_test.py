@@ -4,17 +4,27 @@ only what a node's profile declares."""
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from harness import impl
-from harness.clients.codex import announced_addresses, dialable_addresses
+from harness.clients.codex import announced_addresses, circuit_addresses, dialable_addresses
 from harness.errors import TestbedError, TopologyError, WaitTimeout
 from harness.impl import CAP_REFERENCE_EXTRAS, CODEX, LOGOS_STORAGE, flag_of
 from harness.pytest_plugin import lacking_capability
 from harness.ready import readiness
+from harness.ready.conditions import (
+    Announces,
+    AnswersDebugInfo,
+    CircuitReservation,
+    NatAsDeclared,
+    PeeredWith,
+    Running,
+)
 from harness.ready.waits import Deadline, NotYet, wait_until
+from harness.render.services import services
 from harness.selection import BuildUnderTest
 from harness.topology import loader
 from harness.topology.plan import make_plan
@@ -95,33 +105,72 @@ def test_announced_addresses_are_read_where_each_era_puts_them() -> None:
     assert announced_addresses(logos) == logos["addrs"]
     assert dialable_addresses({"addrs": ["/ip4/1.2.3.4/udp/8090"]}) == []
     assert dialable_addresses(logos) == [logos["addrs"][0]], "a circuit is not a direct address"
-    assert readiness.circuit_addresses(logos) == [logos["addrs"][1]]
+    assert circuit_addresses(logos) == [logos["addrs"][1]]
 
 
-def node_with(profile_name: str):
-    return SimpleNamespace(
-        profile=impl.profile(profile_name), api_url="http://n/api", metrics_url="http://n:8008/metrics"
-    )
+NODE = SimpleNamespace(api_url="http://n/api", metrics_url="http://n:8008/metrics")
 
 
 def test_codex_era_peering_is_read_from_nim_libp2ps_peer_gauge(monkeypatch) -> None:
     samples = {"libp2p_peers": 1.0}
     monkeypatch.setattr(readiness, "scrape", lambda url, timeout_s: samples)
-    assert readiness.missing_peers(node_with("codex"), {"A", "B"}) == "libp2p_peers is 1, 2 planned"
+    assert readiness.missing_peers(NODE, impl.PEERS_GAUGE, {"A", "B"}) == "libp2p_peers is 1, 2 planned"
     samples["libp2p_peers"] = 3.0
-    assert readiness.missing_peers(node_with("codex"), {"A", "B"}) is None
+    assert readiness.missing_peers(NODE, impl.PEERS_GAUGE, {"A", "B"}) is None
     samples.clear()
-    assert readiness.missing_peers(node_with("codex"), {"A"}) == "/metrics has no libp2p_peers"
+    assert readiness.missing_peers(NODE, impl.PEERS_GAUGE, {"A"}) == "/metrics has no libp2p_peers"
 
 
 def test_logos_era_peering_is_read_from_debug_info_connections(monkeypatch) -> None:
     info = {"connections": [{"peerId": "A", "direct": True}]}
     monkeypatch.setattr(readiness.CodexClient, "debug_info", lambda self: info)
-    assert readiness.missing_peers(node_with("logos-storage"), {"A", "B"}) == (
+    assert readiness.missing_peers(NODE, impl.CONNECTIONS, {"A", "B"}) == (
         "/debug/info connections lack 1 of 2 peers"
     )
     info["connections"].append({"peerId": "B", "direct": False})
-    assert readiness.missing_peers(node_with("logos-storage"), {"A", "B"}) is None
+    assert readiness.missing_peers(NODE, impl.CONNECTIONS, {"A", "B"}) is None
+
+
+def test_what_ready_means_for_each_service_is_data_its_spec_declares() -> None:
+    """A mesh: each node shows its peers through its own era's signal, the NATed node dials out
+    and reserves a slot on its relay, its LAN's router is classified, the relay and the referee
+    need only run."""
+    text = (
+        "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: port-restricted}\n"
+        "nodes:\n"
+        "  seed: {kind: codex, impl: logos-storage}\n"
+        "  old: {kind: codex, impl: codex}\n"
+        "  relay: {kind: relay, profile: default}\n"
+        "  natted: {kind: codex, network: home, relay: relay}\n"
+    )
+    refs = {"codex-ref": "i", "router": "r", "stun": "s", "relay": "rl"}
+    plan = make_plan(loader.parse(text, Path("t.yaml")), [*WAN, ipaddress.IPv4Network("10.213.4.0/24")], refs)
+    ready = {spec.name: spec.ready for spec in services(plan)}
+    node = plan.nodes
+    assert ready == {
+        "seed": (
+            Running(),
+            AnswersDebugInfo(),
+            Announces(node["seed"].ip),
+            PeeredWith(peers=("natted", "old"), dials=("old",), via=impl.CONNECTIONS),
+        ),
+        "old": (
+            Running(),
+            AnswersDebugInfo(),
+            Announces(node["old"].ip),
+            PeeredWith(peers=("natted", "seed"), dials=(), via=impl.PEERS_GAUGE),
+        ),
+        "natted": (
+            Running(),
+            AnswersDebugInfo(),
+            Announces(node["natted"].ip),
+            PeeredWith(peers=("old", "seed"), dials=("old", "seed"), via=impl.PEERS_GAUGE),
+            CircuitReservation(relay="relay"),
+        ),
+        "relay": (Running(),),
+        "router-home": (Running(), NatAsDeclared()),
+        "stun": (Running(),),
+    }
 
 
 def test_waits_of_one_operation_share_its_deadline() -> None:
@@ -186,7 +235,7 @@ def test_a_bad_flag_is_named_by_its_key_path(tmp_path, flags: str, problem: str)
     assert problem in str(caught.value)
 
 
-def test_the_nat_matrix_refuses_a_build_without_the_reference_extras_before_bring_up(
+def test_the_nat_matrix_refuses_a_build_without_dcutr_and_connections_before_bring_up(
     monkeypatch, capsys
 ) -> None:
     from harness import cli
@@ -195,7 +244,7 @@ def test_the_nat_matrix_refuses_a_build_without_the_reference_extras_before_brin
         raise AssertionError("nothing may be brought up")
 
     monkeypatch.setattr(cli.Testbed, "up", never)
-    assert cli.main(["nat-matrix", "--strict-reference"]) == 2
-    assert "needs reference-extras" in capsys.readouterr().err
+    assert cli.main(["nat-matrix", "--strict-reference"]) == 2  # Codex era: no connections[]
+    assert "needs debug-info-connections, nat-traversal" in capsys.readouterr().err
     assert cli.main(["nat-matrix", "--codex-image", UPSTREAM]) == 1  # a relay: on an upstream image
     assert "finds its relays itself" in capsys.readouterr().err

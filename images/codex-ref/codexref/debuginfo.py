@@ -37,11 +37,11 @@ class NodeState:
 
 
 def render(state: NodeState, era: Era, strict: bool) -> dict[str, Any]:
-    info = _logos_head(state) if era.name == "logos-storage" else _codex_head(state)
+    info = _logos_head(state) if era.logos_debug_info else _codex_head(state)
     info[era.version_key] = version_section(state, era)
     info["nat"] = state.nat
     info["connections"] = state.connections
-    if era.name == "logos-storage":
+    if era.logos_debug_info:
         info["privateQueries"] = False  # DHT queries over mix: we have no mix
     if state.relay is not None:
         info["relay"] = state.relay

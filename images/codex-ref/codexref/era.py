@@ -28,6 +28,9 @@ class Era:
     discv5: bool
     # `--listen-ip` + `--listen-port` (Logos, PR #1409) instead of `--listen-addrs` multiaddrs.
     listen_by_port: bool
+    # /debug/info in the Logos shape (`DebugInfo`, storage/rest/json.nim): the announced addresses
+    # as `addrs`, the public keys, a Kad-DHT table; not the Codex era's `announceAddresses`/`repo`.
+    logos_debug_info: bool
     # The Codex era's marketplace: its routes answer 503 without persistence, and /debug/info's
     # version section carries the contracts' revision.
     marketplace: bool
@@ -48,6 +51,7 @@ CODEX = Era(
     api_bindaddr="127.0.0.1",
     discv5=True,
     listen_by_port=False,
+    logos_debug_info=False,
     marketplace=True,
     version_key="codex",
     debug_info_keys=("id", "addrs", "repo", "spr", "announceAddresses", "table", "codex"),
@@ -62,6 +66,7 @@ LOGOS = Era(
     api_bindaddr=None,
     discv5=False,
     listen_by_port=True,
+    logos_debug_info=True,
     marketplace=False,
     version_key="storage",
     # storage/rest/json.nim @ 309f5f68 (DebugInfo): no repo, no announceAddresses
