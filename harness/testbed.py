@@ -32,7 +32,7 @@ from harness.labels import check_project, find_containers
 from harness.net import hostfw
 from harness.net.plumbing import plumb
 from harness.paths import artifacts_dir, generated_dir
-from harness.ready.readiness import ANSWERING, ReadinessReport, wait_conditions, wait_ready
+from harness.ready.readiness import BACK, ReadinessReport, wait_conditions, wait_ready
 from harness.ready.waits import Deadline
 from harness.render.compose import render
 from harness.selection import BuildUnderTest
@@ -190,11 +190,12 @@ class Testbed:
         return container.attrs["State"]["ExitCode"]
 
     def start(self, node: str, deadline_s: float = 60) -> None:
-        """Start a stopped node (re-plumbing its routes) and wait until its API answers again."""
+        """Start a stopped node (re-plumbing its routes) and wait until it is back: its API
+        answers, it announces its planned address and holds its relay reservation again."""
         self.container(node).start()
         plumb(self.plan, {node: self.container(node)})
         subset = Plan(**{**self.plan.__dict__, "nodes": {node: self.plan.nodes[node]}})
-        wait_conditions(subset, Deadline(deadline_s), ReadinessReport(self.plan.project), kinds=ANSWERING)
+        wait_conditions(subset, Deadline(deadline_s), ReadinessReport(self.plan.project), kinds=BACK)
 
     def restart(self, node: str, deadline_s: float = 60) -> int:
         """Stop and start one node; returns the exit code of the stop."""

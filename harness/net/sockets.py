@@ -54,12 +54,3 @@ def parse(output: str) -> list[TcpConnection]:
 def established(container: Container, project: str) -> list[TcpConnection]:
     """Every established TCP connection in the container's network namespace."""
     return parse(run_in_netns(container, ["ss", "-tniHO", "state", "established"], project))
-
-
-def close_to(container: Container, ips: list[str], project: str) -> None:
-    """Close (kill, as a reset would) every TCP connection between the container and these
-    addresses: what a NAT mapping flush or a cable pull does to a libp2p connection."""
-    if not ips:
-        return
-    selector = [token for ip in ips for token in ("or", "dst", ip)][1:]  # dst a or dst b …
-    run_in_netns(container, ["ss", "-K", "state", "established", *selector], project, net_admin=True)

@@ -328,6 +328,9 @@ WAITS: tuple[tuple[type, Callable[[Progress, Any], None]], ...] = (
 
 # The first two kinds: every container runs and every node's API answers (a restarted node, bench).
 ANSWERING = (Running, AnswersDebugInfo)
+# What a restarted node must show again: its own conditions (peering and the NAT check are about
+# the others).
+BACK = (*ANSWERING, Announces, CircuitReservation)
 
 
 def wait_conditions(

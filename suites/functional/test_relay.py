@@ -146,8 +146,6 @@ def test_default_limits_matter_not_once_dcutr_upgrades_to_direct(testbed: Testbe
     cid = testbed.client(uploader).upload(data)
     start = time.monotonic()
     connect_through_relay(testbed, downloader, uploader)
-    # the first request goes through the relay, as in the field: the manifest (a few hundred bytes)
-    testbed.client(downloader).network_manifest(cid)
     uploader_id = testbed.client(uploader).peer_id()
     router = testbed.plan.routers[f"router-{testbed.plan.nodes[uploader].network}"]
 
