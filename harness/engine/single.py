@@ -6,9 +6,10 @@ a testbed configures it (`harness.topology.plan.node_env`, from compose/topologi
 with the build under test applied): the same env spelling per profile, the same ports and data
 dir, `strict` for a strict reference node. What differs from a testbed's node:
 
-- docker's default `bridge` network instead of a testbed's: the node is reached from the host
-  only, on its API port published on 127.0.0.1 at a port the engine picks (so parallel runs never
-  collide). Its libp2p and metrics ports are not published.
+- a network of its own instead of a testbed's, `internal` as a testbed's WAN is: nothing in it
+  can reach past the bridge (an upstream image may try bootstrap nodes or gateways), and the host
+  reaches the node at its address on the bridge, as it reaches a testbed's nodes. Docker picks the
+  subnet; nothing is published on the host, so parallel runs never collide.
 - it announces 127.0.0.1 (`nat=extip:127.0.0.1`): a lone node has no peer to announce itself
   to, and an explicit address keeps an upstream node from probing for UPnP/NAT-PMP gateways.
 - its data dir is the container's own layer (the image declares no volume); removing the
@@ -46,7 +47,7 @@ from harness.engine.bootstrap import engine_answers
 from harness.errors import EngineError, ImageBuildError, TopologyError
 from harness.impl import DEFAULT_IMPL, Profile
 from harness.impl import profile as profile_of
-from harness.labels import LABEL_NODE, LABEL_TOPOLOGY, resource_labels
+from harness.labels import LABEL_NODE, LABEL_ROLE, LABEL_TOPOLOGY, resource_labels
 from harness.ready.readiness import log_tail, raise_if_down
 from harness.ready.waits import Deadline, NotYet, wait_until
 from harness.selection import BuildUnderTest
@@ -56,8 +57,6 @@ from harness.topology.plan import capabilities_of, new_project_name, node_env
 TOPOLOGY = "contract"  # the one-node topology the single container's node is taken from
 PROJECT_PREFIX = "single"  # projects are tb-single[-<xdist worker>]-<random>
 ANNOUNCE_IP = "127.0.0.1"
-HOST_IP = "127.0.0.1"  # where the API port is published: never on the host's other interfaces
-NETWORK = "bridge"  # docker's default network (testcontainers would otherwise pick its own)
 DEFAULT_DEADLINE_S = 60.0
 PROBE_INTERVAL_S = 0.3
 RYUK_DISABLED = "TESTCONTAINERS_RYUK_DISABLED"
@@ -87,9 +86,8 @@ class SingleNodeSpec:
         return f"{self.project}-{self.node}"
 
     @property
-    def ports(self) -> dict[str, tuple[str, None]]:
-        """The API port on 127.0.0.1 only, at a host port the engine picks."""
-        return {f"{self.api_port}/tcp": (HOST_IP, None)}
+    def network(self) -> str:
+        return f"{self.project}_net"
 
 
 def plan_single(
@@ -118,7 +116,6 @@ def plan_single(
         labels=resource_labels(project, node.kind, **{LABEL_NODE: node.name, LABEL_TOPOLOGY: model.name}),
         api_port=int(env[profile.env("api-port")]),
         kwargs={
-            "network": NETWORK,
             # as every testbed service: no capabilities, no privilege gained through setuid
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges:true"],
@@ -131,7 +128,7 @@ class SingleNode:
     """A running, ready node: its spec, its REST client and its container."""
 
     spec: SingleNodeSpec
-    api_url: str  # http://127.0.0.1:<host port><api prefix>
+    api_url: str  # http://<its address on its network>:<api port><api prefix>
     container: object  # docker's Container
     info: dict  # its first good /debug/info
 
@@ -161,13 +158,12 @@ def _ensure_image(spec: SingleNodeSpec, log) -> None:
         ) from None
 
 
-def _published_port(container, api_port: int) -> int:
+def _address(spec: SingleNodeSpec, container) -> str:
     container.reload()
-    bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{api_port}/tcp") or []
-    ports = [b["HostPort"] for b in bindings if b.get("HostIp") in (HOST_IP, "")]
-    if not ports:
-        raise NotYet(f"API port {api_port} not published yet: {bindings}")
-    return int(ports[0])
+    address = container.attrs["NetworkSettings"]["Networks"].get(spec.network, {}).get("IPAddress")
+    if not address:
+        raise NotYet(f"no address on {spec.network} yet")
+    return address
 
 
 def _wait_ready(spec: SingleNodeSpec, container, deadline: Deadline) -> tuple[str, dict]:
@@ -175,18 +171,18 @@ def _wait_ready(spec: SingleNodeSpec, container, deadline: Deadline) -> tuple[st
     exits fails at once, with its last log lines, as does the deadline."""
     name = spec.container_name
 
-    def published() -> int:
+    def addressed() -> str:
         raise_if_down(name, container)
-        return _published_port(container, spec.api_port)
+        return _address(spec, container)
 
-    port = wait_until(
-        f"{name}'s API port to be published",
-        published,
+    address = wait_until(
+        f"{name}'s address on {spec.network}",
+        addressed,
         deadline.remaining(),
         interval_s=PROBE_INTERVAL_S,
         culprit=lambda: log_tail(container),
     )
-    api_url = f"http://{HOST_IP}:{port}{spec.profile.api_prefix}"
+    api_url = f"http://{address}:{spec.api_port}{spec.profile.api_prefix}"
     client = CodexClient(api_url, timeout_s=5)
 
     def answer() -> dict:
@@ -244,17 +240,28 @@ def single_node(
     # `network` goes with the other create() arguments: DockerContainer's own parameter wants a
     # testcontainers Network, and without one testcontainers picks a network it guesses we are on.
     node = DockerContainer(spec.image, env=dict(spec.env), name=spec.container_name).with_kwargs(
-        labels=spec.labels, **spec.kwargs
+        labels=spec.labels, network=spec.network, **spec.kwargs
     )
-    node.ports.update(spec.ports)  # with_bind_ports() cannot say which host address
     with _sigterm_unwinds():
         try:
+            _create_network(spec)
             node.start()
             container = node.get_wrapped_container()
             api_url, info = _wait_ready(spec, container, deadline)
             yield SingleNode(spec, api_url, container, info)
         finally:
             _remove_started(node, spec)
+            _remove_network(spec)
+
+
+def _create_network(spec: SingleNodeSpec) -> None:
+    labels = {**spec.labels, LABEL_ROLE: "network"}
+    docker.from_env().networks.create(spec.network, driver="bridge", internal=True, labels=labels)
+
+
+def _remove_network(spec: SingleNodeSpec) -> None:
+    with contextlib.suppress(NotFound, DockerException):  # never created, or no engine: swept later
+        docker.from_env().networks.get(spec.network).remove()
 
 
 def _remove_started(node, spec: SingleNodeSpec) -> None:

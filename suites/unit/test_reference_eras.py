@@ -20,6 +20,7 @@ from codexref.api import build_app
 from codexref.era import CODEX, LOGOS, NAT_KEYS, Era
 from codexref.node import Node
 from codexref.reachability import peer_connections
+from libp2p.connection_types import ConnectionType
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 from starlette.applications import Starlette
@@ -338,25 +339,53 @@ def test_strict_drops_the_peers_we_list_in_the_routing_table_and_the_nat_evidenc
 
 
 @dataclasses.dataclass
-class FakeConn:
+class FakeTransport:
+    """What a muxed connection reports of the transport that made it."""
+
+    kind: ConnectionType
     addresses: list[str]
+
+    def get_connection_type(self) -> ConnectionType:
+        return self.kind
 
     def get_transport_addresses(self) -> list[Multiaddr]:
         return [Multiaddr(a) for a in self.addresses]
 
 
+@dataclasses.dataclass
+class FakeConn:
+    muxed_conn: FakeTransport
+    peerstore: list[str]  # what py-libp2p's SwarmConn.get_transport_addresses() may fall back to
+
+    def get_transport_addresses(self) -> list[Multiaddr]:
+        return [Multiaddr(a) for a in self.peerstore]
+
+
 def test_connections_are_direct_unless_every_path_is_relayed() -> None:
     relay, relayed, both = (ID(identity.parse_peer_id(p)) for p in PEER_IDS)
-    circuit = FakeConn([f"/ip4/10.0.0.1/tcp/4001/p2p/{relay.to_base58()}/p2p-circuit"])
-    tcp = FakeConn(["/ip4/10.0.0.2/tcp/4001"])
+    punched = ID(b"hole-punched")
+    circuit_address = f"/ip4/10.0.0.1/tcp/4001/p2p/{relay.to_base58()}/p2p-circuit"
+    circuit = FakeConn(FakeTransport(ConnectionType.RELAYED, [circuit_address]), [circuit_address])
+    tcp = FakeConn(FakeTransport(ConnectionType.DIRECT, ["/ip4/10.0.0.2/tcp/4001"]), [])
+    # a hole-punched connection to a peer we dialled through a circuit: the peerstore holds the
+    # circuit address, the transport says direct
+    hole_punched = FakeConn(FakeTransport(ConnectionType.DIRECT, []), [circuit_address])
+    untyped_circuit = FakeConn(FakeTransport(ConnectionType.UNKNOWN, [circuit_address]), [])
     network = SimpleNamespace(
-        connections={relay: [tcp], relayed: [circuit], both: [circuit, tcp], ID(b"x"): []}
+        connections={
+            relay: [tcp],
+            relayed: [circuit, untyped_circuit],
+            both: [circuit, tcp],
+            punched: [circuit, hole_punched],
+            ID(b"x"): [],
+        }
     )
     host = SimpleNamespace(get_network=lambda: network)
     assert peer_connections(host) == [
         {"peerId": relay.to_base58(), "direct": True},
         {"peerId": relayed.to_base58(), "direct": False},
         {"peerId": both.to_base58(), "direct": True},
+        {"peerId": punched.to_base58(), "direct": True},
     ]
 
 

@@ -100,11 +100,10 @@ def test_it_is_labelled_as_a_project_of_its_own_that_testbed_clean_finds(
     assert single.plan_single(project="tb-mine").labels[LABEL_PROJECT] == "tb-mine"
 
 
-def test_only_the_api_port_is_published_on_loopback_at_a_port_the_engine_picks() -> None:
+def test_the_node_gets_a_network_of_its_own_and_no_privileges() -> None:
     spec = single.plan_single(BuildUnderTest(impl="logos-storage", strict=True))
-    assert spec.ports == {"8080/tcp": ("127.0.0.1", None)}
+    assert spec.network == f"{spec.project}_net"  # created internal, removed with the container
     assert spec.kwargs == {
-        "network": "bridge",
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
     }

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost, INetConn
+from libp2p.connection_types import ConnectionType
 from libp2p.host.autonat.autonat import AutoNATService
 from libp2p.host.autonat.pb.autonat_pb2 import Message
 from libp2p.host.ping import ID as PING_PROTOCOL_ID
@@ -37,8 +38,16 @@ REACHABILITY = {None: "Unknown", True: "Reachable", False: "NotReachable"}
 
 
 def is_relayed(conn: INetConn) -> bool:
+    """Whether a connection runs over a circuit, from its own transport. Not from
+    `SwarmConn.get_transport_addresses()`: when the swarm recorded no addresses of the
+    connection's own, that falls back to the peer's *peerstore* addresses, which hold the circuit
+    address we dialled it at, so a hole-punched connection to that peer read as relayed until an
+    unrelated stream happened to refresh the peerstore."""
     try:
-        addresses = conn.get_transport_addresses()
+        kind = conn.muxed_conn.get_connection_type()  # set by the transport that made it
+        if kind is not ConnectionType.UNKNOWN:
+            return kind is ConnectionType.RELAYED
+        addresses = conn.muxed_conn.get_transport_addresses()
     except Exception:  # a connection closing under us
         return True
     return any("/p2p-circuit" in str(a) for a in addresses)
