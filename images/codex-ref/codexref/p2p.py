@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import multiaddr
 from libp2p import new_host
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.connection_types import ConnectionType
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.secp256k1 import Secp256k1PrivateKey, Secp256k1PublicKey
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
@@ -97,3 +98,24 @@ class PeerEvents(INotifee):
 
     async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         return None
+
+
+def own_transport(conn: INetConn) -> tuple[list[multiaddr.Multiaddr], ConnectionType]:
+    """What a connection itself runs over: its transport's addresses and type, from the muxed
+    connection (the remote socket address when the transport names none)."""
+    muxed = conn.muxed_conn
+    try:
+        kind = muxed.get_connection_type()
+    except Exception:
+        kind = ConnectionType.UNKNOWN
+    try:
+        addresses = list(muxed.get_transport_addresses())
+    except Exception:
+        addresses = []
+    remote = muxed.get_remote_address() if not addresses and hasattr(muxed, "get_remote_address") else None
+    if remote:
+        addresses = [multiaddr.Multiaddr(f"/ip4/{remote[0]}/tcp/{remote[1]}")]
+    if kind is ConnectionType.UNKNOWN:
+        relayed = any("/p2p-circuit" in str(a) for a in addresses)
+        kind = ConnectionType.RELAYED if relayed else ConnectionType.DIRECT
+    return addresses, kind

@@ -24,7 +24,7 @@ from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
-from codexref.p2p import live_connections
+from codexref.p2p import live_connections, own_transport
 
 log = logging.getLogger("codex.nat")
 DIAL_BACK_TIMEOUT_S = 5
@@ -38,19 +38,12 @@ REACHABILITY = {None: "Unknown", True: "Reachable", False: "NotReachable"}
 
 
 def is_relayed(conn: INetConn) -> bool:
-    """Whether a connection runs over a circuit, from its own transport. Not from
-    `SwarmConn.get_transport_addresses()`: when the swarm recorded no addresses of the
-    connection's own, that falls back to the peer's *peerstore* addresses, which hold the circuit
-    address we dialled it at, so a hole-punched connection to that peer read as relayed until an
-    unrelated stream happened to refresh the peerstore."""
+    """Whether a connection runs over a circuit, from its own transport (never from the
+    peerstore: see p2p.TransportInfo)."""
     try:
-        kind = conn.muxed_conn.get_connection_type()  # set by the transport that made it
-        if kind is not ConnectionType.UNKNOWN:
-            return kind is ConnectionType.RELAYED
-        addresses = conn.muxed_conn.get_transport_addresses()
+        return own_transport(conn)[1] is ConnectionType.RELAYED
     except Exception:  # a connection closing under us
         return True
-    return any("/p2p-circuit" in str(a) for a in addresses)
 
 
 def has_direct(conns: list[INetConn]) -> bool:
