@@ -68,7 +68,7 @@ def _hash_and_write(store: RepoStore, blocks: list[tuple[Cid, bytes | memoryview
     False already stored, None rejected (not written)."""
     matching = [hashlib.sha256(data).digest() == cid.digest for cid, data in blocks]
     accepted = [block for block, ok in zip(blocks, matching, strict=True) if ok]
-    written = iter(store.write(accepted, cached=False))
+    written = iter(store.write(accepted))
     return [next(written) if ok else None for ok in matching]
 
 
