@@ -73,7 +73,7 @@ def timed_background_fetch(testbed: Testbed, cid: str, node: str = "codex-2") ->
 def measured_fetch(testbed: Testbed, cid: str, node: str = "codex-2") -> float:
     """MB/s of one background fetch. The dataset is deleted from the downloader afterwards, so
     every run starts from the same repo and page cache, as a node in steady state: writing into
-    memory the kernel has not used recently costs this VM ten times the CPU (docs/performance.md)."""
+    memory the kernel has not used recently costs this VM ten times the CPU."""
     seconds = timed_background_fetch(testbed, cid, node)
     testbed.client(node).delete(cid)
     return mb_s(seconds)
