@@ -18,8 +18,7 @@ BUILD := $(if $(CODEX_IMAGE),--codex-image $(CODEX_IMAGE)) $(if $(CODEX_IMPL),--
 PROFILE ?= release
 
 # Everything ci/bootstrap-python.sh installs from: a change to any of them reinstalls the venv.
-VENV_INPUTS := pyproject.toml ci/bootstrap-python.sh $(wildcard images/*/requirements.txt) \
-	$(shell find images/codex-ref/blockhash -type f -not -path '*/build/*' -not -path '*.egg-info*' 2>/dev/null)
+VENV_INPUTS := pyproject.toml ci/bootstrap-python.sh $(wildcard images/*/requirements.txt)
 
 $(STAMP): $(VENV_INPUTS)
 	ci/bootstrap-python.sh $(VENV)

@@ -29,7 +29,5 @@ fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test]'
 # The reference node's and peer's own pins, so their cores are unit-tested on the host.
-# From the image's folder: its requirements name a local package by relative path.
-pip=$(realpath "$venv/bin/pip")
-(cd images/codex-ref && "$pip" install -q --disable-pip-version-check -r requirements.txt)
-"$pip" install -q --disable-pip-version-check -r images/status-ref/requirements.txt
+"$venv/bin/pip" install -q --disable-pip-version-check -r images/codex-ref/requirements.txt
+"$venv/bin/pip" install -q --disable-pip-version-check -r images/status-ref/requirements.txt

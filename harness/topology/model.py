@@ -10,7 +10,7 @@ NODE_KINDS = ("codex", "status", "relay")
 RELAY_PROFILES = ("default", "unlimited")
 STATUS_ROLES = ("owner", "member")
 PEERING_MODES = ("mesh", "none")
-REPO_KINDS = ("fs", "sqlite", "pack")
+REPO_KINDS = ("fs", "sqlite")
 NETWORK_KINDS = ("wan", "lan")
 # NAT profiles a LAN's router applies (the profile table of docs/nat.md). `public` means a node
 # sits on the WAN itself, so it is not a LAN profile.

@@ -92,7 +92,7 @@ class FakeHost:
 def make_peer(root: Path, name: str, **config) -> Peer:
     peer_id = ID(name.encode())
     host = FakeHost(peer_id)
-    engine = Engine(host, RepoStore(root / name, 1 << 30, "pack"), Metrics(), EngineConfig(**config))
+    engine = Engine(host, RepoStore(root / name, 1 << 30, "fs"), Metrics(), EngineConfig(**config))
     host.peer = Peer(engine, peer_id)
     return host.peer
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import errno
 import os
 from pathlib import Path
 
 import coincurve
 import pytest
 from codexref import config, identity, multiaddr, validation
-from codexref.blocks import PackBlocks, SqliteBlocks, punch_hole
+from codexref.blocks import SqliteBlocks
 from codexref.cid import BLOCK_CODEC, MANIFEST_CODEC, Cid
 from codexref.dataset import read_local, store_stream
 from codexref.protobuf import iter_fields
@@ -69,14 +68,14 @@ def test_multiaddr_binary_form() -> None:
 
 
 # -- store (every repo kind) ------------------------------------------------------------------------------
-@pytest.fixture(params=["fs", "sqlite", "pack"])
+@pytest.fixture(params=["fs", "sqlite"])
 def repo_kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
 def age_all_blocks(store: RepoStore) -> None:
     """Make every stored block look stored long ago."""
-    if isinstance(store.blocks, SqliteBlocks | PackBlocks):
+    if isinstance(store.blocks, SqliteBlocks):
         store.blocks._db().execute("update blocks set stored = 1")
     else:
         for path in store.blocks.root.glob("*/*"):
@@ -107,9 +106,6 @@ def test_a_batch_reserves_quota_only_for_blocks_not_stored_yet(tmp_path: Path, r
     old, new = (Cid.of_data(BLOCK_CODEC, data) for data in (b"old", b"new block"))
     store.put(old, b"old")
     assert store.blocks.stored([old, new]) == {old}
-    if isinstance(store.blocks, PackBlocks):  # the answer must not depend on the location cache
-        store.blocks._locations.clear()
-        assert store.blocks.stored([old, new]) == {old}
     reservation = store.reserve([(old, b"old"), (new, b"new block")])
     assert reservation.size == len(b"new block")
     store.commit(reservation, store.write(reservation.blocks))
@@ -179,94 +175,6 @@ def test_expiry_removes_blocks_older_than_the_ttl(tmp_path: Path, repo_kind: str
     }
 
 
-def test_pack_segments_roll_over_and_go_when_emptied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(PackBlocks, "SEGMENT_BYTES", 2 * KIB64)
-    monkeypatch.setattr(PackBlocks, "LOCATIONS_KEPT", 3)  # reads below also go past the cache
-    store = RepoStore(tmp_path, 1 << 30, "pack")
-    data = b"".join(bytes([i]) * KIB64 for i in range(4))
-    first = upload(store, data)  # four distinct blocks, then the manifest in a second segment
-    segments = sorted(p.name for p in (tmp_path / "repo").glob("seg-*"))
-    assert len(segments) >= 2
-    second = upload(store, b"q" * KIB64)
-    reopened = RepoStore(tmp_path, 1 << 30, "pack")  # appends after the last segment's end
-    third = upload(reopened, b"r" * KIB64)
-    for cid, content in ((first, data), (second, b"q" * KIB64), (third, b"r" * KIB64)):
-        assert b"".join(read_local(reopened, reopened.manifest(cid))) == content
-    reopened.delete(first)
-    remaining = {p.name for p in (tmp_path / "repo").glob("seg-*")}
-    assert "seg-0" not in remaining  # only first's blocks were in it
-    assert b"".join(read_local(reopened, reopened.manifest(third))) == b"r" * KIB64
-
-
-def _blocks(*sizes: int) -> list[tuple[Cid, bytes]]:
-    datas = [os.urandom(size) for size in sizes]
-    return [(Cid.of_data(BLOCK_CODEC, data), data) for data in datas]
-
-
-def test_pack_writes_whole_4k_blocks_around_the_page_cache_at_aligned_offsets(tmp_path: Path) -> None:
-    pack = PackBlocks(tmp_path)
-    small, direct, odd, more = _blocks(3), _blocks(KIB64, KIB64), _blocks(5), _blocks(KIB64)
-    pack.write_many(small)
-    pack.write_many(direct, cached=False)  # starts at the next 4 KiB boundary, not at byte 3
-    pack.write_many(odd, cached=False)  # not a whole number of 4 KiB: through the page cache
-    pack.write_many(more, cached=False)
-    offsets = [pack._locate(cid)[1] for cid, _ in small + direct + odd + more]
-    assert offsets == [0, 4096, 4096 + KIB64, 4096 + 2 * KIB64, 2 * 4096 + 2 * KIB64]
-    assert pack.delete(direct[0][0]) == KIB64  # a hole, as with cached writes
-    reopened = PackBlocks(tmp_path)
-    for cid, data in small + direct[1:] + odd + more:
-        assert reopened.get(cid) == data
-    assert reopened.get(direct[0][0]) is None
-
-
-@pytest.mark.parametrize("refused_at", ["open", "write"])
-def test_pack_writes_through_the_page_cache_where_o_direct_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused_at: str
-) -> None:
-    real_open, real_pwritev, direct_fds = os.open, os.pwritev, set()
-
-    def open_(path, flags, mode=0o777):  # tmpfs refuses O_DIRECT when opening
-        if flags & os.O_DIRECT and refused_at == "open":
-            raise OSError(errno.EINVAL, "Invalid argument")
-        fd = real_open(path, flags, mode)
-        if flags & os.O_DIRECT:
-            direct_fds.add(fd)
-        return fd
-
-    def pwritev(fd, buffers, offset):  # others accept the open, then refuse the write
-        if fd in direct_fds:
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_pwritev(fd, buffers, offset)
-
-    monkeypatch.setattr(os, "open", open_)
-    monkeypatch.setattr(os, "pwritev", pwritev)
-    pack = PackBlocks(tmp_path)
-    blocks = _blocks(3) + _blocks(KIB64)
-    pack.write_many(blocks[:1])
-    pack.write_many(blocks[1:], cached=False)
-    assert pack._locate(blocks[1][0])[1] == 3  # appended right after, not aligned
-    assert [pack.get(cid) for cid, _ in blocks] == [data for _, data in blocks]
-
-
-def test_a_deleted_pack_block_becomes_a_hole_its_neighbours_intact(tmp_path: Path) -> None:
-    scratch = tmp_path / "scratch"
-    scratch.write_bytes(bytes(KIB64))
-    with scratch.open("r+b") as probe:
-        if not punch_hole(probe.fileno(), 0, KIB64):
-            pytest.skip("this filesystem cannot punch holes")
-    blocks = PackBlocks(tmp_path / "repo")
-    # Odd sizes: the hole's edges fall inside pages it shares with its neighbours.
-    contents = [bytes([i + 1]) * size for i, size in enumerate((1000, 3 * KIB64 + 17, 5000))]
-    cids = [Cid.of_data(BLOCK_CODEC, content) for content in contents]
-    blocks.write_many(list(zip(cids, contents, strict=True)))
-    segment = tmp_path / "repo" / "seg-0"
-    allocated = segment.stat().st_blocks
-    assert blocks.delete(cids[1]) == len(contents[1])
-    assert segment.stat().st_blocks < allocated, "the block's disk space is given back at once"
-    assert blocks.get(cids[1]) is None
-    assert blocks.get(cids[0]) == contents[0] and blocks.get(cids[2]) == contents[2]
-
-
 # -- config and header rules ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "value"), [("1024", 1024), ("20GiB", 20 << 30), ("512MB", 512 << 20), ("64k", 64 << 10)]
@@ -281,6 +189,16 @@ def test_cli_flags_win_over_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setenv("CODEX_NAT", "extip:11.0.0.5")
     conf = config.load(["--data-dir", str(tmp_path), "--api-port", "9100"])
     assert conf.api_port == 9100 and conf.storage_quota == 1 << 20 and conf.announce_ip == "11.0.0.5"
+
+
+def test_repo_kinds_are_upstreams_fs_and_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert config.load(["--data-dir", str(tmp_path), "--repo-kind", "sqlite"]).repo_kind == "sqlite"
+    with pytest.raises(SystemExit):
+        config.load(["--data-dir", str(tmp_path), "--repo-kind", "pack"])
+    assert "argument --repo-kind: invalid choice: 'pack' (choose from" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        config.load(["--data-dir", str(tmp_path)], environ={"CODEX_REPO_KIND": "pack"})
+    assert "CODEX_REPO_KIND: invalid choice: 'pack'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value", ["0", "0.0", "-1", "nan", "inf", "soon"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 
@@ -32,9 +31,6 @@ async def run(node: Node) -> None:
         nursery.start_soon(stop_on_signals, stop)
         nursery.start_soon(maintenance, node)
         await nursery.start(node.run_p2p)  # REST starts last, once the switch and engine run
-        # Modules, the libp2p host and the engine live as long as the process: the collector
-        # stops re-scanning them (five 100 MiB downloads: 175 ms of collection before, 63 after).
-        gc.freeze()
         log.info(
             "%s era%s, peer id %s, listening on %s, repo %s, quota %d bytes",
             node.config.era.name,
@@ -72,11 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = cfg.load(argv)
     set_python_log_level(config.log_level)
-    # The event loop shares the GIL with block hashing and storage threads; a thread holds it
-    # for up to the switch interval, 5 ms by default, while network reads wait. 0.5 ms kept
-    # downloads about 10 % faster when blocks were hashed one call each; with one call per
-    # message the two measure alike (docs/performance.md), and the shorter wait stays.
-    sys.setswitchinterval(0.0005)
     trio.run(run, Node(config))
     log.info("stopped")
     return 0

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codexref import era as eras
+from codexref.blocks import REPO_KINDS
 from codexref.era import Era
 
 UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -167,7 +168,7 @@ def build_parser(env: Env) -> argparse.ArgumentParser:
     p.add_argument("--block-mi", type=parse_seconds, default=parse_seconds(env.get("block-mi", "10m")))
     p.add_argument("--block-mn", type=int, default=int(env.get("block-mn", "1000")))
     p.add_argument("--block-retries", type=int, default=int(env.get("block-retries", "3000")))
-    p.add_argument("--repo-kind", choices=["fs", "sqlite", "pack"], default=env.get("repo-kind", "fs"))
+    p.add_argument("--repo-kind", choices=list(REPO_KINDS), default=env.get("repo-kind", "fs"))
     # not an upstream flag: the reference engine's per-peer cap on outstanding wantBlocks
     p.add_argument("--max-inflight-per-peer", type=int, default=int(env.get("max-inflight-per-peer", "128")))
     # not an upstream flag: reserve on the circuit relay v2 whose /info is here (testbed relay image)
@@ -189,7 +190,12 @@ def _listen_addrs(args: argparse.Namespace, env: Env) -> tuple[str, ...]:
 def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     environ = os.environ if environ is None else environ
     env = Env(choose_era(argv, environ), environ)
-    args = build_parser(env).parse_args(argv)
+    parser = build_parser(env)
+    args = parser.parse_args(argv)
+    if args.repo_kind not in REPO_KINDS:  # argparse checks choices of the command line, not of env
+        choices = ", ".join(map(repr, REPO_KINDS))
+        name = env.era.env_name("repo-kind")
+        parser.error(f"{name}: invalid choice: {args.repo_kind!r} (choose from {choices})")
     level = args.log_level.split(";")[0].upper()
     if level not in LOG_LEVELS:
         raise SystemExit(f"codex: invalid --log-level {args.log_level!r}")

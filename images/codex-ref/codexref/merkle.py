@@ -11,17 +11,11 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple
 
-from codexref.protobuf import DecodeError, bytes_field, decode_varint, iter_fields, varint_field
+from codexref.protobuf import DecodeError, bytes_field, iter_fields, varint_field
 
 ZERO = bytes(32)
 KEY_PAIR_BOTTOM, KEY_PAIR, KEY_ODD_BOTTOM, KEY_ODD = b"\x01", b"\x00", b"\x03", b"\x02"
 SHA2_256 = 0x12
-# A path node on the wire, field 4 {1: node}: tag 0x0a, length 32, then the 32 bytes; the
-# entry itself is tag 0x22, length 34 (both are encoded and decoded once per block sent).
-NODE_PREFIX = b"\x0a\x20"
-PATH_ENTRY_PREFIX = b"\x22\x22" + NODE_PREFIX
-CANONICAL_HEAD = b"\x08\x12\x10"  # mcodec = sha2-256, then the index's tag
-NLEAVES_TAG = b"\x18"
 
 
 def _compress(left: bytes, right: bytes, key: bytes) -> bytes:
@@ -62,16 +56,10 @@ class Proof(NamedTuple):
     def encode(self) -> bytes:
         """CodexProof wire form: 1 mcodec, 2 index, 3 nleaves, 4 repeated {1: node}."""
         head = varint_field(1, SHA2_256) + varint_field(2, self.index) + varint_field(3, self.nleaves)
-        return head + b"".join(
-            PATH_ENTRY_PREFIX + node if len(node) == 32 else bytes_field(4, bytes_field(1, node))
-            for node in self.path
-        )
+        return head + b"".join(bytes_field(4, bytes_field(1, node)) for node in self.path)
 
     @classmethod
     def decode(cls, data: bytes) -> Proof:
-        canonical = _decode_canonical(data)
-        if canonical is not None:
-            return canonical
         index = nleaves = 0
         path: list[bytes] = []
         for number, _, value in iter_fields(data):
@@ -84,26 +72,8 @@ class Proof(NamedTuple):
         return cls(index, nleaves, tuple(path))
 
 
-def _decode_canonical(data: bytes) -> Proof | None:
-    """The layout `encode` and upstream write (mcodec, index, nleaves, then 36-byte path
-    entries), read with slices: a proof is decoded once per block received, and the generic
-    field-by-field parse showed in profiles. None for any other layout."""
-    if data[:3] != CANONICAL_HEAD:
-        return None
-    index, pos = decode_varint(data, 3)
-    if data[pos : pos + 1] != NLEAVES_TAG:
-        return None
-    nleaves, pos = decode_varint(data, pos + 1)
-    starts = range(pos, len(data), 36)
-    if (len(data) - pos) % 36 or any(data[i : i + 4] != PATH_ENTRY_PREFIX for i in starts):
-        return None
-    return Proof(index, nleaves, tuple(bytes(data[i + 4 : i + 36]) for i in starts))
-
-
 def _path_node(entry: bytes | memoryview) -> bytes:
-    """The node of one path entry, for proofs in another layout than `encode` writes."""
-    if len(entry) == 34 and entry[:2] == NODE_PREFIX:
-        return bytes(entry[2:])
+    """The node of one path entry (field 4: {1: node})."""
     nodes = [bytes(v) for n, _, v in iter_fields(entry) if n == 1]  # type: ignore[arg-type]
     if len(nodes) != 1:
         raise DecodeError("proof path entry without exactly one node")

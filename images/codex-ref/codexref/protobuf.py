@@ -38,8 +38,6 @@ def encode_varint(value: int) -> bytes:
 
 def decode_varint(data: bytes | memoryview, pos: int = 0) -> tuple[int, int]:
     """Return (value, position after the varint)."""
-    if pos < len(data) and data[pos] < 0x80:  # one byte: tags, small lengths and flags
-        return data[pos], pos + 1
     result = shift = 0
     while pos < len(data):
         byte = data[pos]

@@ -91,10 +91,9 @@ class RepoStore:
         self.quota_reserved_bytes += size
         return Reservation(blocks, size)
 
-    def write(self, blocks: list[tuple[Cid, bytes]], cached: bool = True) -> list[bool]:
-        """Write reserved blocks; safe in a worker thread. True for each block that was new.
-        `cached=False`: around the page cache where the backend can (pack; see PackBlocks)."""
-        return self.blocks.write_many(blocks, cached)
+    def write(self, blocks: list[tuple[Cid, bytes]]) -> list[bool]:
+        """Write reserved blocks; safe in a worker thread. True for each block that was new."""
+        return self.blocks.write_many(blocks)
 
     def commit(self, reservation: Reservation, created: list[bool]) -> None:
         """Turn a reservation into usage for the blocks that were new."""

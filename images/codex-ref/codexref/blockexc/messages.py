@@ -19,7 +19,6 @@ from codexref.protobuf import (
     LENGTH_DELIMITED,
     DecodeError,
     bytes_field,
-    decode_varint,
     encode_varint,
     iter_fields,
     varint_field,
@@ -30,8 +29,6 @@ WANT_BLOCK = 0
 WANT_HAVE = 1
 PRESENCE_HAVE = 0
 PRESENCE_DONT_HAVE = 1
-LEAF_PREFIX = b"\x08\x01\x12"  # BlockAddress field 1 (leaf) = 1, then field 2 (treeCid)'s tag
-INDEX_TAG = 0x18  # BlockAddress field 3 (index), varint
 
 
 class BlockAddress(NamedTuple):
@@ -58,15 +55,6 @@ class BlockAddress(NamedTuple):
 
     @classmethod
     def decode(cls, data: bytes | memoryview) -> BlockAddress:
-        # The leaf form every encoder writes, 08 01 12 <len> <treeCid> 18 <index>, is read
-        # directly: four addresses are decoded per block exchanged (want-have, presence,
-        # want-block, delivery), and the generic parse showed in profiles.
-        if len(data) > 4 and data[:3] == LEAF_PREFIX and data[3] < 0x80:
-            end = 4 + data[3]
-            if len(data) > end + 1 and data[end] == INDEX_TAG:
-                index, pos = decode_varint(data, end + 1)
-                if pos == len(data):
-                    return cls(True, tree_cid=bytes(data[4:end]), index=index)
         f = _fields(data)
         leaf = bool(f.get(1, 0))
         if leaf:
