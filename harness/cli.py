@@ -275,8 +275,15 @@ def cmd_contract(args: argparse.Namespace) -> int:
 
 def cmd_load(args: argparse.Namespace) -> int:
     """The release gate: exit 0 when every threshold held, 2 when one was breached."""
-    from harness.experiments import load  # imports matplotlib only for this command
+    from harness.experiments import load  # Locust runs in a subprocess; matplotlib only to plot
 
+    if missing := load.missing_extra():
+        print(
+            "testbed load needs the load extra: pip install 'codex-testbed[load]' "
+            f"({', '.join(missing)} not installed)",
+            file=sys.stderr,
+        )
+        return 1
     overrides = {}
     for item in args.threshold:
         key, _, value = item.partition("=")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import http.server
+import importlib.util
 import json
 import os
 import shutil
@@ -45,6 +46,14 @@ DUPLICATES = (
 )
 RECEIVED = "block_exchange_blocks_received_total"
 Execute = Callable[[LocustRun, dict, Path], None]  # runs Locust on the host or on a Fleet
+# What the `load` extra (`pip install 'codex-testbed[load]'`) adds to the core's dependencies.
+EXTRA_MODULES = ("locust", "matplotlib")
+
+
+def missing_extra() -> list[str]:
+    """The modules of the `load` extra this interpreter lacks (found, not imported: importing
+    Locust monkey-patches the process with gevent)."""
+    return [name for name in EXTRA_MODULES if importlib.util.find_spec(name) is None]
 
 
 @dataclass(frozen=True)
