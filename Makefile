@@ -24,7 +24,7 @@ $(STAMP): $(VENV_INPUTS)
 	ci/bootstrap-python.sh $(VENV)
 	touch $(STAMP)
 
-## setup: python venv with the harness, Docker engine (installed and started on Debian as root)
+## setup: python venv with the harness (and its test and load extras), Docker engine (installed and started on Debian as root)
 setup: $(STAMP)
 	$(BIN)/testbed doctor --fix
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import docker
 
-from harness import contract, natmatrix, selection
+from harness import selection
 from harness import sweep as sweeper
 from harness.clients.codex import CodexClient
 from harness.engine import compose, images, single
@@ -175,6 +175,8 @@ def cmd_nat_check(args: argparse.Namespace) -> int:
 def cmd_nat_matrix(args: argparse.Namespace) -> int:
     """The DCUtR outcome matrix on the generated nat-matrix topology; exit 1 if it differs from
     nat.md table B in a cell the table is certain about."""
+    from harness.experiments import natmatrix
+
     try:
         profiles = natmatrix.parse_profiles(args.profiles)
     except ValueError as exc:
@@ -230,6 +232,8 @@ def cmd_contract(args: argparse.Namespace) -> int:
     """Every REST case of the node's era against one node: a conformance table; exit 1 if any
     case differs from upstream's answer. The node is a single container of the build under test
     (harness/engine/single.py), or with `--project` a storage node of a running testbed."""
+    from harness.experiments import contract
+
     start = time.monotonic()
     if args.project:
         if args.codex_image or args.impl or args.strict_reference:
@@ -271,8 +275,15 @@ def cmd_contract(args: argparse.Namespace) -> int:
 
 def cmd_load(args: argparse.Namespace) -> int:
     """The release gate: exit 0 when every threshold held, 2 when one was breached."""
-    from harness import load  # imports matplotlib only for this command
+    from harness.experiments import load  # Locust runs in a subprocess; matplotlib only to plot
 
+    if missing := load.missing_extra():
+        print(
+            "testbed load needs the load extra: pip install 'codex-testbed[load]' "
+            f"({', '.join(missing)} not installed)",
+            file=sys.stderr,
+        )
+        return 1
     overrides = {}
     for item in args.threshold:
         key, _, value = item.partition("=")
@@ -429,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("project", type=_project_arg)
     p.set_defaults(func=cmd_nat_check)
+
+    from harness.experiments import natmatrix  # the command's profile names (pure data, no extra)
 
     p = sub.add_parser(
         "nat-matrix", help="DCUtR outcomes for every dialer x listener NAT profile, against nat.md table B"

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import re
 import time
+from typing import TYPE_CHECKING
 
 import docker
 from docker.models.containers import Container
 
 from harness.errors import TestbedError
+
+if TYPE_CHECKING:  # the plan module imports this one (through harness.paths)
+    from harness.topology.plan import Plan
 
 LABEL_PROJECT = "testbed.project"
 LABEL_ROLE = "testbed.role"
@@ -57,6 +61,12 @@ def resource_labels(project: str, role: str, created: str | None = None, **extra
     }
 
 
+def plan_labels(plan: Plan, role: str) -> dict[str, str]:
+    """The labels of a resource of `plan`'s testbed in `role`: those its compose file gives every
+    service, network and volume, and what else joins the testbed (load generators) carries."""
+    return resource_labels(plan.project, role, plan.created, **{LABEL_TOPOLOGY: plan.topology})
+
+
 def project_filter(project: str | None) -> dict:
     """A docker `filters` value: exactly `project`'s resources, or every testbed's when None."""
     if project is None:
@@ -73,3 +83,17 @@ def find_containers(client: docker.DockerClient, project: str) -> dict[str, Cont
     """A project's containers by node name (helpers come and go: a vanished one is skipped)."""
     containers = client.containers.list(all=True, filters=project_filter(project), ignore_removed=True)
     return {c.labels.get(LABEL_NODE, c.name): c for c in containers}
+
+
+def find_network(client: docker.DockerClient, project: str, network: str) -> str | None:
+    """The engine's name of the network a project's compose file calls `network`, found by the
+    labels compose gives each network it creates, or None."""
+    found = client.networks.list(
+        filters={
+            "label": [
+                f"com.docker.compose.project={check_project(project)}",
+                f"com.docker.compose.network={network}",
+            ]
+        }
+    )
+    return found[0].name if found else None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jinja2
 
-from harness.labels import LABEL_TOPOLOGY, resource_labels
+from harness.labels import plan_labels
 from harness.paths import TEMPLATES_DIR, generated_dir
 from harness.render.services import HEALTH_RETRIES, HEALTH_TIMEOUT_S, services
 from harness.topology.plan import Plan
@@ -29,17 +29,13 @@ def _quote(value: object) -> str:
 _env.filters["q"] = _quote
 
 
-def labels(plan: Plan, role: str) -> dict[str, str]:
-    return resource_labels(plan.project, role, plan.created, **{LABEL_TOPOLOGY: plan.topology})
-
-
 def render_to_strings(plan: Plan) -> dict[str, str]:
     """Relative path -> file content; pure, for golden tests."""
     files = {
         "compose.yaml": _env.get_template("compose.yaml.j2").render(
             plan=plan,
             services=services(plan),
-            labels=lambda role: labels(plan, role),
+            labels=lambda role: plan_labels(plan, role),
             health_timeout_s=HEALTH_TIMEOUT_S,
             health_retries=HEALTH_RETRIES,
         ),

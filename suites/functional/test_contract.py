@@ -1,4 +1,4 @@
-"""The REST contract of the node's implementation, case by case (harness/contract.py): every
+"""The REST contract of the node's implementation, case by case (harness/experiments/contract.py): every
 answer as upstream gives it, from a single container of the build (harness/engine/single.py), as
 `testbed contract` runs it.
 
@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness import contract
 from harness.engine import single
+from harness.experiments import contract
 from harness.impl import CAP_REFERENCE_EXTRAS, PROFILES
 from harness.pytest_plugin import build_under_test
 from harness.selection import BuildUnderTest

@@ -1,4 +1,4 @@
-"""Locust users for the Codex REST API, driven by `testbed load` (see harness/load.py).
+"""Locust users for the Codex REST API, driven by `testbed load` (see harness/experiments/load.py).
 
 The run's configuration (nodes, upload sizes, which nodes download) comes as JSON in the
 TESTBED_LOAD_CONFIG environment variable, the same way on the host and in a worker container.

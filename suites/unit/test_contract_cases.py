@@ -7,8 +7,8 @@ import json
 import pytest
 import requests
 
-from harness import contract
-from harness.contract import SAMPLE_CID, Case
+from harness.experiments import contract
+from harness.experiments.contract import SAMPLE_CID, Case
 
 
 def response(status: int, body: str | dict) -> requests.Response:

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from harness import natmatrix
-from harness.natmatrix import PROFILES, Cell
+from harness.experiments import natmatrix
+from harness.experiments.natmatrix import PROFILES, Cell
 from harness.topology import loader
 
 

@@ -10,9 +10,10 @@ import os
 import pytest
 from testcontainers.core.config import testcontainers_config
 
-from harness import cli, contract
+from harness import cli
 from harness.engine import images, single
 from harness.errors import EngineError, TopologyError
+from harness.experiments import contract
 from harness.impl import CAP_REFERENCE_EXTRAS, CODEX, LOGOS_STORAGE, PROFILES
 from harness.labels import LABEL_NODE, LABEL_PROJECT, LABEL_ROLE, check_project
 from harness.selection import BuildUnderTest
@@ -150,7 +151,7 @@ def test_with_project_the_cases_run_on_a_running_testbeds_node(
         seen.append((client.base_url, era, extras))
         return [contract.Result("a case", "200", "200", True, "upstream")]
 
-    monkeypatch.setattr(cli.contract, "run", run)
+    monkeypatch.setattr(contract, "run", run)
     assert cli.main(["contract", "--project", "tb-contract-abc123"]) == 0
     assert seen == [("http://11.200.9.10:8080/api/storage/v1", "logos-storage", False)]
     assert "1 of 1 cases as upstream" in capsys.readouterr().out

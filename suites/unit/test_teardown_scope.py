@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from harness import cli, paths
-from harness.labels import ProjectNameError, check_project, project_filter
+from harness.labels import ProjectNameError, check_project, find_network, project_filter
 from harness.net import hostfw
 
 REFUSED = ["", "..", "../victim", "a/b", "/", " tb", "tb ", "tb\n", "TB", "-tb", "_tb", "tb\x00", "x" * 64]
@@ -36,6 +37,23 @@ def test_an_empty_name_is_not_every_project() -> None:
     assert project_filter("tb") == {"label": "testbed.project=tb"}
     with pytest.raises(ProjectNameError):
         project_filter("")
+
+
+def test_a_projects_network_is_found_by_both_compose_labels() -> None:
+    asked: list[dict] = []
+
+    def networks(filters: dict) -> list[SimpleNamespace]:
+        asked.append(filters)
+        return [SimpleNamespace(name="tb-basic-1a2b3c_wan")] if len(asked) == 1 else []
+
+    client = SimpleNamespace(networks=SimpleNamespace(list=networks))
+    assert find_network(client, "tb-basic-1a2b3c", "wan") == "tb-basic-1a2b3c_wan"
+    assert asked[0] == {
+        "label": ["com.docker.compose.project=tb-basic-1a2b3c", "com.docker.compose.network=wan"]
+    }
+    assert find_network(client, "tb-basic-1a2b3c", "lan-a") is None
+    with pytest.raises(ProjectNameError):
+        find_network(client, "", "wan")
 
 
 @pytest.mark.parametrize("name", ["..", "../victim", ""])

@@ -24,10 +24,9 @@ from docker.models.containers import Container
 
 from harness.engine.files import copy_out
 from harness.errors import TestbedError, WaitTimeout
-from harness.labels import LABEL_NODE
+from harness.labels import LABEL_NODE, find_network, plan_labels
 from harness.paths import REPO_ROOT
 from harness.ready.waits import NotYet, wait_until
-from harness.render.compose import labels
 from harness.testbed import Testbed
 
 LOCUSTFILE = REPO_ROOT / "suites" / "load" / "locustfile.py"
@@ -84,17 +83,10 @@ class Fleet:
         self._free = reversed(list(ipaddress.ip_network(wan.subnet).hosts()))
 
     def _docker_network(self, name: str) -> str:
-        found = self.client.networks.list(
-            filters={
-                "label": [
-                    f"com.docker.compose.project={self.testbed.plan.project}",
-                    f"com.docker.compose.network={name}",
-                ]
-            }
-        )
-        if not found:
+        found = find_network(self.client, self.testbed.plan.project, name)
+        if found is None:
             raise TestbedError(f"{self.testbed.plan.project}: WAN network {name!r} not found")
-        return found[0].name
+        return found
 
     def _start(
         self, role: str, command: list[str], config: dict, entrypoint: list[str] | None = None
@@ -109,7 +101,7 @@ class Fleet:
             environment={"TESTBED_LOAD_CONFIG": json.dumps(config)},
             network=self.network,
             networking_config={self.network: self.client.api.create_endpoint_config(ipv4_address=ip)},
-            labels={**labels(self.testbed.plan, "loadgen"), LABEL_NODE: role},
+            labels={**plan_labels(self.testbed.plan, "loadgen"), LABEL_NODE: role},
             cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"],
         )

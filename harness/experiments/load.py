@@ -8,13 +8,14 @@ artifacts/load/<profile>-<time>/. Exit code 2 means a threshold was breached.
 Before the run, the same Locust setup fetches a file from a trivial static server: the
 generator's own ceiling, so a slow generator is never mistaken for a slow node.
 With `workers: N` (or --workers N) Locust runs as a master and N worker containers on the
-testbed's WAN (harness/locust_run.py), and the static server is a container there too.
+testbed's WAN (harness/experiments/locust_run.py), and the static server is a container there too.
 """
 
 from __future__ import annotations
 
 import csv
 import http.server
+import importlib.util
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ import yaml
 from harness.clients.codex import dialable_addresses
 from harness.engine import images
 from harness.errors import TestbedError
-from harness.locust_run import Fleet, LocustRun, run_on_host
+from harness.experiments.locust_run import Fleet, LocustRun, run_on_host
 from harness.paths import REPO_ROOT, artifacts_dir
 from harness.selection import BuildUnderTest
 from harness.testbed import Testbed
@@ -45,6 +46,14 @@ DUPLICATES = (
 )
 RECEIVED = "block_exchange_blocks_received_total"
 Execute = Callable[[LocustRun, dict, Path], None]  # runs Locust on the host or on a Fleet
+# What the `load` extra (`pip install 'codex-testbed[load]'`) adds to the core's dependencies.
+EXTRA_MODULES = ("locust", "matplotlib")
+
+
+def missing_extra() -> list[str]:
+    """The modules of the `load` extra this interpreter lacks (found, not imported: importing
+    Locust monkey-patches the process with gevent)."""
+    return [name for name in EXTRA_MODULES if importlib.util.find_spec(name) is None]
 
 
 @dataclass(frozen=True)
