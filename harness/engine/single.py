@@ -30,25 +30,26 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import docker
-import requests
 from docker.errors import DockerException, ImageNotFound, NotFound
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.exceptions import ContainerStartException
 
-from harness.clients.codex import CodexApiError, CodexClient
+from harness.clients.codex import CodexClient
 from harness.engine import images
 from harness.engine.bootstrap import engine_answers
 from harness.errors import EngineError, ImageBuildError, TopologyError
 from harness.impl import DEFAULT_IMPL, Profile
 from harness.impl import profile as profile_of
 from harness.labels import LABEL_NODE, LABEL_ROLE, LABEL_TOPOLOGY, resource_labels
-from harness.ready.readiness import log_tail, raise_if_down
+from harness.ready.readiness import debug_info_answer, log_tail, raise_if_down
 from harness.ready.waits import Deadline, NotYet, wait_until
 from harness.selection import BuildUnderTest
 from harness.topology import loader
@@ -60,6 +61,7 @@ ANNOUNCE_IP = "127.0.0.1"
 DEFAULT_DEADLINE_S = 60.0
 PROBE_INTERVAL_S = 0.3
 RYUK_DISABLED = "TESTCONTAINERS_RYUK_DISABLED"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -171,36 +173,23 @@ def _wait_ready(spec: SingleNodeSpec, container, deadline: Deadline) -> tuple[st
     exits fails at once, with its last log lines, as does the deadline."""
     name = spec.container_name
 
-    def addressed() -> str:
-        raise_if_down(name, container)
-        return _address(spec, container)
+    def wait(what: str, probe: Callable[[], T]) -> T:
+        def unless_down() -> T:
+            raise_if_down(name, container)
+            return probe()
 
-    address = wait_until(
-        f"{name}'s address on {spec.network}",
-        addressed,
-        deadline.remaining(),
-        interval_s=PROBE_INTERVAL_S,
-        culprit=lambda: log_tail(container),
-    )
+        return wait_until(
+            what,
+            unless_down,
+            deadline.remaining(),
+            interval_s=PROBE_INTERVAL_S,
+            culprit=partial(log_tail, container),
+        )
+
+    address = wait(f"{name}'s address on {spec.network}", lambda: _address(spec, container))
     api_url = f"http://{address}:{spec.api_port}{spec.profile.api_prefix}"
-    client = CodexClient(api_url, timeout_s=5)
-
-    def answer() -> dict:
-        raise_if_down(name, container)
-        try:
-            info = client.debug_info()
-        except (requests.RequestException, CodexApiError, ValueError) as exc:
-            raise NotYet(f"{exc.__class__.__name__}: {exc}") from None
-        if not info.get("id") or not str(info.get("spr", "")).startswith("spr:"):
-            raise NotYet(f"debug/info without id/spr: {str(info)[:200]}")
-        return info
-
-    info = wait_until(
-        f"{name} to answer GET {api_url}/debug/info",
-        answer,
-        deadline.remaining(),
-        interval_s=PROBE_INTERVAL_S,
-        culprit=lambda: log_tail(container),
+    info = wait(
+        f"{name} to answer GET {api_url}/debug/info", partial(debug_info_answer, CodexClient(api_url, 5))
     )
     return api_url, info
 

@@ -26,6 +26,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import docker
@@ -164,23 +165,27 @@ def _wait_app(name: str, what: str, container: Container, answer: Callable[[], T
     )
 
 
+def debug_info_answer(client: CodexClient) -> dict:
+    """The node's `/debug/info` once it names its id and a signed peer record (AnswersDebugInfo);
+    NotYet until then."""
+    try:
+        info = client.debug_info()
+    except (requests.RequestException, CodexApiError, ValueError) as exc:
+        raise NotYet(f"{exc.__class__.__name__}: {exc}") from None
+    if not info.get("id") or not str(info.get("spr", "")).startswith("spr:"):
+        raise NotYet(f"debug/info without id/spr: {str(info)[:200]}")
+    return info
+
+
 def wait_debug_info(progress: Progress, targets: list[tuple[str, AnswersDebugInfo]]) -> None:
     for name, _ in targets:
         start = time.monotonic()
         node = progress.plan.nodes[name]
         client = CodexClient(node.api_url, timeout_s=5)
-
-        def answer(client: CodexClient = client) -> dict:
-            try:
-                info = client.debug_info()
-            except (requests.RequestException, CodexApiError, ValueError) as exc:
-                raise NotYet(f"{exc.__class__.__name__}: {exc}") from None
-            if not info.get("id") or not str(info.get("spr", "")).startswith("spr:"):
-                raise NotYet(f"debug/info without id/spr: {str(info)[:200]}")
-            return info
-
         what = f"GET {node.api_url}/debug/info"
-        info = _wait_app(name, what, progress.containers[name], answer, progress.deadline)
+        info = _wait_app(
+            name, what, progress.containers[name], partial(debug_info_answer, client), progress.deadline
+        )
         progress.infos[name] = info
         progress.step("app", name, start, info["id"])
 
