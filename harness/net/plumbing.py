@@ -20,10 +20,16 @@ from harness.topology.plan import Plan
 
 
 def run_in_netns(
-    target: Container, command: list[str], project: str, net_admin: bool = False, timeout_s: float = 90
+    target: Container,
+    command: list[str],
+    project: str,
+    net_admin: bool = False,
+    timeout_s: float = 90,
+    client: docker.DockerClient | None = None,
 ) -> str:
-    """Run `command` in `target`'s network namespace; returns its output, raises on failure."""
-    client = docker.from_env()
+    """Run `command` in `target`'s network namespace; returns its output, raises on failure.
+    `client` is the engine to start the helper on (the local one unless given: tests fake it)."""
+    client = client or docker.from_env()
     helper = client.containers.run(
         base_image_ref(),
         command,
