@@ -184,8 +184,9 @@ def build_wheelhouse(image_dir: Path, dest: Path) -> None:
 @dataclass(frozen=True)
 class ServiceImage:
     """An image folder under images/. `parent` names the service image it builds FROM (the base
-    otherwise); `extra` lists repository files copied into its build context (path in the repo ->
-    path in the context), so one copy of a file serves both the host and the image."""
+    otherwise; a parent is built before its children); `extra` lists repository files copied into
+    its build context (path in the repo -> path in the context), so one copy of a file serves both
+    the host and the image."""
 
     name: str
     parent: str | None = None
@@ -235,18 +236,23 @@ def build_service_image(
 SERVICE_IMAGES = {
     image.name: image
     for image in (
-        ServiceImage("codex-ref"),
+        # The Python runtime the four Python images share: the venv (py-libp2p, trio, hypercorn,
+        # starlette, ...) and testbed_toolkit (identity, libp2p host, protobuf codec, CIDs/Merkle,
+        # BlockExchange wire format, NAT helpers, serving). None of the four builds FROM another, so
+        # a change to one's folder changes only that one's tag; a change here changes all four.
+        ServiceImage("pyruntime"),
+        ServiceImage("codex-ref", parent="pyruntime"),
         ServiceImage("router"),
         ServiceImage("stun"),
-        # The reference status-go peer reuses the node's venv and codexref (protobuf codec, host).
-        ServiceImage("status-ref", parent="codex-ref"),
-        # The circuit relay v2 (hop) runs on the node's py-libp2p.
-        ServiceImage("relay", parent="codex-ref"),
-        # Locust master/workers for distributed load: the reference node's venv (trio, py-libp2p
-        # and codexref for the BlockExchange agent) plus Locust, and the load suite's two files.
+        # The reference status-go peer: the runtime plus httpx and statusref.
+        ServiceImage("status-ref", parent="pyruntime"),
+        # The circuit relay v2 (hop) on the runtime's py-libp2p and testbed_toolkit.
+        ServiceImage("relay", parent="pyruntime"),
+        # Locust master/workers for distributed load: the runtime (trio, py-libp2p and
+        # testbed_toolkit for the BlockExchange agent) plus Locust, and the load suite's two files.
         ServiceImage(
             "loadgen",
-            parent="codex-ref",
+            parent="pyruntime",
             extra=(
                 ("suites/load/locustfile.py", "load/locustfile.py"),
                 ("suites/load/bxagent.py", "load/bxagent.py"),

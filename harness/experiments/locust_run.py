@@ -30,7 +30,7 @@ from harness.ready.waits import NotYet, wait_until
 from harness.testbed import Testbed
 
 LOCUSTFILE = REPO_ROOT / "suites" / "load" / "locustfile.py"
-CODEXREF = REPO_ROOT / "images" / "codex-ref"  # the BlockExchange agent imports codexref
+TOOLKIT = REPO_ROOT / "images" / "pyruntime"  # the BlockExchange agent imports testbed_toolkit
 GRACE_S = 120  # beyond --run-time: spawning, --stop-timeout, writing reports
 MASTER_PORT = 5557
 WORKERS_WAIT_S = 60  # how long the master waits for its workers to connect
@@ -58,7 +58,7 @@ class LocustRun:
 
 
 def run_on_host(run: LocustRun, config: dict, run_dir: Path) -> None:
-    paths = [p for p in (os.environ.get("PYTHONPATH"), str(CODEXREF)) if p]
+    paths = [p for p in (os.environ.get("PYTHONPATH"), str(TOOLKIT)) if p]
     env = {**os.environ, "TESTBED_LOAD_CONFIG": json.dumps(config), "PYTHONPATH": os.pathsep.join(paths)}
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *run.args(str(run_dir))]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=run.run_time_s + GRACE_S)

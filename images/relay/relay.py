@@ -19,9 +19,6 @@ from pathlib import Path
 
 import multiaddr
 import trio
-from codexref import identity, p2p
-from codexref.reachability import DialBackAutoNAT, remote_address
-from codexref.serving import hypercorn_config, stop_on_signals
 from hypercorn.trio import serve
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.resources import RelayLimits
@@ -29,6 +26,9 @@ from libp2p.tools.anyio_service import background_trio_service
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from testbed_toolkit import identity, p2p
+from testbed_toolkit.nat import DialBackAutoNAT, remote_address
+from testbed_toolkit.serving import hypercorn_config, stop_on_signals
 
 log = logging.getLogger("relay")
 INFO_PORT = 8082

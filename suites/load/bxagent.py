@@ -9,8 +9,8 @@ newline-delimited JSON requests on a loopback port (printed as `{"port": N}` at 
     {"op": "want_block", "peer": id, "addrs": [...], "tree": cid, "index": i}
         -> {"ok": true, "ms": delivery latency, "bytes": n}   (data hash and Merkle proof verified)
 
-The Locust process starts it (suites/load/locustfile.py) as a script, with codexref (images/codex-ref)
-on PYTHONPATH: the harness sets that on the host, the loadgen image has it.
+The Locust process starts it (suites/load/locustfile.py) as a script, with testbed_toolkit
+(images/pyruntime) on PYTHONPATH: the harness sets that on the host, the loadgen image has it.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ from pathlib import Path
 
 import multiaddr
 import trio
-from codexref import identity, merkle, p2p
-from codexref.blockexc import PROTOCOL_ID
-from codexref.blockexc.messages import (
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from testbed_toolkit import identity, merkle, p2p
+from testbed_toolkit.blockexc import PROTOCOL_ID
+from testbed_toolkit.blockexc.framing import FrameReader
+from testbed_toolkit.blockexc.messages import (
     PRESENCE_HAVE,
     WANT_BLOCK,
     WANT_HAVE,
@@ -35,10 +38,7 @@ from codexref.blockexc.messages import (
     WantEntry,
     Wantlist,
 )
-from codexref.blockexc.peers import FrameReader
-from codexref.cid import Cid
-from libp2p.custom_types import TProtocol
-from libp2p.peer.id import ID
+from testbed_toolkit.cid import Cid
 
 REQUEST_TIMEOUT_S = 30
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from codexref.protobuf import DecodeError
 from Crypto.Hash import keccak
 from statusref.archive import chunks, windows
 from statusref.protobufs import ArchiveIndex, ArchiveMetadata, IndexEntry, WakuMessage, WakuMessageArchive
+from testbed_toolkit.protobuf import DecodeError
 
 METADATA = ArchiveMetadata(
     start=1_700_000_000, end=1_700_000_010, topics=(b"0xcommunity", b"0xcommunity-general")

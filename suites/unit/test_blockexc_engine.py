@@ -12,15 +12,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import trio
-from codexref import merkle
 from codexref.blockexc.engine import Engine, EngineConfig
-from codexref.blockexc.messages import WANT_BLOCK, BlockAddress, Message
-from codexref.cid import Cid
 from codexref.dataset import read_local, store_stream
 from codexref.metrics import Metrics
-from codexref.protobuf import decode_varint
 from codexref.store import RepoStore
 from libp2p.peer.id import ID
+from testbed_toolkit import merkle
+from testbed_toolkit.blockexc.messages import WANT_BLOCK, BlockAddress, Message
+from testbed_toolkit.cid import Cid
+from testbed_toolkit.protobuf import decode_varint
 
 KIB64 = 64 * 1024
 Frame = Callable[[bytes], bytes]

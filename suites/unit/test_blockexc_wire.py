@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from codexref.blockexc.messages import (
+from testbed_toolkit.blockexc.messages import (
     PRESENCE_DONT_HAVE,
     WANT_HAVE,
     BlockAddress,
@@ -15,8 +15,8 @@ from codexref.blockexc.messages import (
     WantEntry,
     Wantlist,
 )
-from codexref.cid import BLOCK_CODEC, ROOT_CODEC, Cid
-from codexref.protobuf import DecodeError, encode_varint
+from testbed_toolkit.cid import BLOCK_CODEC, ROOT_CODEC, Cid
+from testbed_toolkit.protobuf import DecodeError, encode_varint
 
 TREE = Cid(ROOT_CODEC, hashlib.sha256(b"tree").digest()).to_bytes()  # 36 bytes
 BLOCK = Cid(BLOCK_CODEC, hashlib.sha256(b"block").digest()).to_bytes()

@@ -8,12 +8,12 @@ import random
 from pathlib import Path
 
 import pytest
-from codexref import merkle
-from codexref.cid import BLOCK_CODEC, MANIFEST_CODEC, ROOT_CODEC, Cid, CidError
 from codexref.dataset import store_stream
 from codexref.manifest import BLOCK_SIZE, Manifest
-from codexref.protobuf import DecodeError, bytes_field, decode_varint, encode_varint, varint_field
 from codexref.store import RepoStore
+from testbed_toolkit import merkle
+from testbed_toolkit.cid import BLOCK_CODEC, MANIFEST_CODEC, ROOT_CODEC, Cid, CidError
+from testbed_toolkit.protobuf import DecodeError, bytes_field, decode_varint, encode_varint, varint_field
 
 # (data, filename, mimetype) -> (first block CID, treeCid, manifest CID)
 VECTORS = [

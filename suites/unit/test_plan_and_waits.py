@@ -226,13 +226,13 @@ def test_a_lan_with_pcap_has_its_router_capture_both_legs() -> None:
 
 
 def test_an_image_built_from_another_changes_tag_with_its_parent_and_copied_files() -> None:
-    refs = images.image_refs({"codex-ref", "loadgen"})
+    refs = images.image_refs({"pyruntime", "loadgen"})
     loadgen = images.SERVICE_IMAGES["loadgen"]
 
-    assert refs["loadgen"] == loadgen.ref(refs["codex-ref"])
-    assert loadgen.ref("testbed/codex-ref:other") != refs["loadgen"], "a new parent means a new tag"
+    assert refs["loadgen"] == loadgen.ref(refs["pyruntime"])
+    assert loadgen.ref("testbed/pyruntime:other") != refs["loadgen"], "a new parent means a new tag"
     other_file = replace(loadgen, extra=(("pyproject.toml", "load/locustfile.py"), *loadgen.extra[1:]))
-    assert other_file.ref(refs["codex-ref"]) != refs["loadgen"], "files copied in from the suite count"
+    assert other_file.ref(refs["pyruntime"]) != refs["loadgen"], "files copied in from the suite count"
 
 
 def test_an_image_tag_ignores_what_building_leaves_in_its_folder(tmp_path: Path) -> None:

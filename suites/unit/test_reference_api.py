@@ -12,16 +12,17 @@ import base58
 import httpx
 import pytest
 import trio
-from codexref import config, identity
+from codexref import config
 from codexref.api import build_app
-from codexref.cid import Cid, CidError
 from codexref.dataset import store_stream
 from codexref.node import Node
-from codexref.serving import hypercorn_config
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from libp2p.peer.id import ID
 from starlette.applications import Starlette
+from testbed_toolkit import identity
+from testbed_toolkit.cid import Cid, CidError
+from testbed_toolkit.serving import hypercorn_config
 
 PREFIX = "/api/codex/v1"
 A_PEER_ID = "16Uiu2HAm6HZZr7aToTvEBPpiys4UxajCTU97zj5v7RNR2gbniy1D"

@@ -14,16 +14,17 @@ from types import SimpleNamespace
 import httpx
 import pytest
 import trio
-from codexref import VERSION, config, debuginfo, identity, p2p
+from codexref import VERSION, config, debuginfo
 from codexref.__main__ import serve_rest
 from codexref.api import build_app
 from codexref.era import CODEX, LOGOS, NAT_KEYS, Era
 from codexref.node import Node
-from codexref.reachability import peer_connections
 from libp2p.connection_types import ConnectionType
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 from starlette.applications import Starlette
+from testbed_toolkit import identity, p2p
+from testbed_toolkit.nat import peer_connections
 
 LOGOS_ENV = {"STORAGE_LOG_LEVEL": "info"}  # any STORAGE_* variable
 RELAY = ("--relay-info-url", "http://127.0.0.1:9/info")  # a relay client that never reaches it

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import coincurve
 import pytest
-from codexref import config, identity, multiaddr, validation
+from codexref import config, multiaddr, validation
 from codexref.blocks import SqliteBlocks
-from codexref.cid import BLOCK_CODEC, MANIFEST_CODEC, Cid
 from codexref.dataset import read_local, store_stream
-from codexref.protobuf import iter_fields
 from codexref.store import BlockNotFoundError, QuotaNotEnoughError, RepoStore
+from testbed_toolkit import identity
+from testbed_toolkit.cid import BLOCK_CODEC, MANIFEST_CODEC, Cid
+from testbed_toolkit.protobuf import iter_fields
 
 KIB64 = 64 * 1024
 

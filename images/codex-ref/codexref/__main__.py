@@ -7,11 +7,11 @@ import sys
 
 import trio
 from hypercorn.trio import serve
+from testbed_toolkit.serving import hypercorn_config, stop_on_signals
 
 from codexref import config as cfg
 from codexref.api import build_app, build_metrics_app
 from codexref.node import Node, set_python_log_level
-from codexref.serving import hypercorn_config, stop_on_signals
 
 log = logging.getLogger("codex")
 

@@ -15,15 +15,15 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from testbed_toolkit.cid import Cid, CidError
+from testbed_toolkit.identity import PeerIdError, parse_peer_id
+from testbed_toolkit.protobuf import DecodeError
 
 from codexref import config as cfg
 from codexref.blockexc.engine import RetriesExhaustedError
-from codexref.cid import Cid, CidError
 from codexref.dataset import EmptyDatasetError, store_stream
-from codexref.identity import PeerIdError, parse_peer_id
 from codexref.manifest import Manifest
 from codexref.node import Node
-from codexref.protobuf import DecodeError
 from codexref.store import BlockNotFoundError, QuotaNotEnoughError
 from codexref.validation import (
     ContentDispositionError,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from codexref.cid import Cid
+from testbed_toolkit.cid import Cid
 
 
 class BlockBackend(Protocol):

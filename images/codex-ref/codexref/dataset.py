@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 
-from codexref import merkle
-from codexref.cid import BLOCK_CODEC, ROOT_CODEC, Cid
+from testbed_toolkit import merkle
+from testbed_toolkit.cid import BLOCK_CODEC, ROOT_CODEC, Cid
+
 from codexref.manifest import BLOCK_SIZE, Manifest
 from codexref.store import RepoStore
 

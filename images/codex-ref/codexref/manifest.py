@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codexref.cid import BLOCK_CODEC, MANIFEST_CODEC, SHA2_256, Cid, CidError
-from codexref.protobuf import DecodeError, bytes_field, iter_fields, varint_field
+from testbed_toolkit.cid import BLOCK_CODEC, MANIFEST_CODEC, SHA2_256, Cid, CidError
+from testbed_toolkit.protobuf import DecodeError, bytes_field, iter_fields, varint_field
 
 BLOCK_SIZE = 64 * 1024
 # nim-libp2p's CidVersion enum ordinal for CIDv1 is 2; upstream writes that, not 1.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from codexref.protobuf import encode_varint
+from testbed_toolkit.protobuf import encode_varint
 
 PROTOCOLS = {"ip4": 0x04, "tcp": 0x06, "udp": 0x0111}
 

@@ -9,12 +9,14 @@ import multiaddr as ma
 import trio
 from Crypto.Hash import keccak
 from libp2p.peer.id import ID
+from testbed_toolkit import identity, p2p
+from testbed_toolkit.nat import peer_connections, remote_address
 
-from codexref import VERSION, debuginfo, identity, multiaddr, p2p
+from codexref import VERSION, debuginfo, multiaddr
 from codexref.blockexc.engine import Engine, EngineConfig
 from codexref.config import Config
 from codexref.metrics import Metrics
-from codexref.reachability import Reachability, peer_connections, remote_address
+from codexref.reachability import Reachability
 from codexref.relayclient import RelayClient
 from codexref.store import RepoStore
 

@@ -2,7 +2,8 @@
 hole punching over relayed connections, and the Logos-era `nat` and `connections` objects of
 /debug/info (logos-storage-nim `storage/rest/json.nim`: `NatDebugInfo`, `peerConnections`).
 
-Both protocols are py-libp2p's. One server-side defect is worked around here (DialBackAutoNAT).
+Both protocols are py-libp2p's; the AutoNAT server is testbed_toolkit.nat.DialBackAutoNAT (the relay
+runs it too), which works around one server-side defect.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from libp2p.abc import IHost, INetConn
-from libp2p.connection_types import ConnectionType
-from libp2p.host.autonat.autonat import AutoNATService
+from libp2p.abc import IHost
 from libp2p.host.autonat.pb.autonat_pb2 import Message
 from libp2p.host.ping import ID as PING_PROTOCOL_ID
 from libp2p.host.ping import perform_ping_roundtrip
@@ -23,11 +22,9 @@ from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
-
-from codexref.p2p import live_connections, own_transport
+from testbed_toolkit.nat import DialBackAutoNAT, has_direct, is_relayed, remote_address
 
 log = logging.getLogger("codex.nat")
-DIAL_BACK_TIMEOUT_S = 5
 QUERY_TIMEOUT_S = 10
 # Like Logos' --nat-schedule-interval (2 min) once a verdict exists; sooner while there is none.
 RECHECK_INTERVAL_S = 120
@@ -35,57 +32,6 @@ FIRST_CHECKS_INTERVAL_S = 3
 HOLE_PUNCH_DIAL_TIMEOUT_S = 5
 PINGS = 5
 REACHABILITY = {None: "Unknown", True: "Reachable", False: "NotReachable"}
-
-
-def is_relayed(conn: INetConn) -> bool:
-    """Whether a connection runs over a circuit, from its own transport (never from the
-    peerstore: see p2p.TransportInfo)."""
-    try:
-        return own_transport(conn)[1] is ConnectionType.RELAYED
-    except Exception:  # a connection closing under us
-        return True
-
-
-def has_direct(conns: list[INetConn]) -> bool:
-    return any(not is_relayed(c) for c in conns)
-
-
-def remote_address(conn: INetConn) -> str | None:
-    remote = conn.muxed_conn.get_remote_address() if hasattr(conn, "muxed_conn") else None
-    return f"{remote[0]}:{remote[1]}" if remote else None
-
-
-def peer_connections(host: IHost) -> list[dict]:
-    """The Logos-era `connections` of /debug/info: every connected peer; `direct` is false while
-    the only paths to it are relayed (circuit) ones."""
-    return [
-        {"peerId": peer.to_base58(), "direct": has_direct(conns)}
-        for peer, conns in live_connections(host).items()
-    ]
-
-
-class DialBackAutoNAT(AutoNATService):
-    """AutoNAT v1 server that really dials back.
-
-    py-libp2p 0.8.1 dials back with `host.connect`, which returns at once when any connection to
-    the peer exists — and the request itself arrived on one, so every requester is told it is
-    reachable. This server opens a new connection to the requested address (bounded), then closes
-    it again.
-    """
-
-    async def _try_dial(self, peer_id: ID, addrs: list[bytes]) -> bytes | None:
-        network = self.host.get_network()
-        for raw in addrs:
-            with trio.move_on_after(DIAL_BACK_TIMEOUT_S):
-                try:
-                    conn = await network.dial_addr(Multiaddr(raw), peer_id)
-                except Exception as exc:
-                    log.debug("dial-back %s at %s failed: %s", peer_id, Multiaddr(raw), exc)
-                    continue
-                with trio.move_on_after(1):
-                    await conn.close()
-                return bytes(raw)
-        return None
 
 
 class Reachability:

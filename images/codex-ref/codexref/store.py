@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed_toolkit.cid import BLOCK_CODEC, MANIFEST_CODEC, Cid
+
 from codexref.blocks import REPO_KINDS, BlockBackend
-from codexref.cid import BLOCK_CODEC, MANIFEST_CODEC, Cid
 from codexref.manifest import Manifest
 
 DIGEST_LEN = 32

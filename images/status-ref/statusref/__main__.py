@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import trio
-from codexref.serving import hypercorn_config, stop_on_signals
 from hypercorn.trio import serve
+from testbed_toolkit.serving import hypercorn_config, stop_on_signals
 
 from statusref.api import SignalHub, build_app
 from statusref.codex import Codex

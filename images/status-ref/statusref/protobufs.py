@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from codexref.protobuf import bytes_field, iter_fields, varint_field
 from Crypto.Hash import keccak
+from testbed_toolkit.protobuf import bytes_field, iter_fields, varint_field
 
 VERSION = 1
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import multiaddr
 import trio
-from codexref import identity, p2p
 from coincurve import PrivateKey, PublicKey
 from Crypto.Hash import keccak
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
+from testbed_toolkit import identity, p2p
 
 from statusref.protobufs import WakuMessage
 

@@ -32,10 +32,10 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
-
-from codexref import merkle
-from codexref.blockexc import PROTOCOL_ID
-from codexref.blockexc.messages import (
+from testbed_toolkit import merkle
+from testbed_toolkit.blockexc import PROTOCOL_ID
+from testbed_toolkit.blockexc.framing import FrameReader
+from testbed_toolkit.blockexc.messages import (
     PRESENCE_DONT_HAVE,
     PRESENCE_HAVE,
     WANT_BLOCK,
@@ -46,12 +46,13 @@ from codexref.blockexc.messages import (
     Message,
     WantEntry,
 )
-from codexref.blockexc.peers import FrameReader, PeerContext
-from codexref.cid import BLOCK_CODEC, MANIFEST_CODEC, ROOT_CODEC, Cid, CidError
+from testbed_toolkit.cid import BLOCK_CODEC, MANIFEST_CODEC, ROOT_CODEC, Cid, CidError
+from testbed_toolkit.protobuf import DecodeError
+
+from codexref.blockexc.peers import PeerContext
 from codexref.dataset import trim
 from codexref.manifest import Manifest
 from codexref.metrics import Metrics
-from codexref.protobuf import DecodeError
 from codexref.store import QuotaNotEnoughError, RepoStore
 
 log = logging.getLogger("codex.blockexc")

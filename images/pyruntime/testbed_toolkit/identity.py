@@ -16,7 +16,7 @@ from pathlib import Path
 import base58
 import coincurve
 
-from codexref.protobuf import bytes_field, decode_varint, encode_varint, varint_field
+from testbed_toolkit.protobuf import bytes_field, decode_varint, encode_varint, varint_field
 
 SECP256K1 = 2
 IDENTITY_MULTIHASH = 0x00

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from codexref.protobuf import (
+from testbed_toolkit.protobuf import (
     LENGTH_DELIMITED,
     DecodeError,
     bytes_field,

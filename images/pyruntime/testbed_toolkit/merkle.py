@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple
 
-from codexref.protobuf import DecodeError, bytes_field, iter_fields, varint_field
+from testbed_toolkit.protobuf import DecodeError, bytes_field, iter_fields, varint_field
 
 ZERO = bytes(32)
 KEY_PAIR_BOTTOM, KEY_PAIR, KEY_ODD_BOTTOM, KEY_ODD = b"\x01", b"\x00", b"\x03", b"\x02"

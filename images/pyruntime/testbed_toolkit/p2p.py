@@ -24,8 +24,8 @@ from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from codexref.identity import Identity
-from codexref.protobuf import iter_fields
+from testbed_toolkit.identity import Identity
+from testbed_toolkit.protobuf import iter_fields
 
 log = logging.getLogger("codex.p2p")
 

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import base58
 
-from codexref.protobuf import DecodeError, decode_varint, encode_varint
+from testbed_toolkit.protobuf import DecodeError, decode_varint, encode_varint
 
 MANIFEST_CODEC = 0xCD01
 BLOCK_CODEC = 0xCD02
