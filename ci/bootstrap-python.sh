@@ -30,5 +30,5 @@ fi
 # The load extra too (Locust, matplotlib: the load gate), so `make test` and `make load` have it.
 "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test,load]'
 # The reference node's and peer's own pins, so their cores are unit-tested on the host.
-"$venv/bin/pip" install -q --disable-pip-version-check -r images/codex-ref/requirements.txt
+"$venv/bin/pip" install -q --disable-pip-version-check -r images/pyruntime/requirements.txt
 "$venv/bin/pip" install -q --disable-pip-version-check -r images/status-ref/requirements.txt
