@@ -68,11 +68,26 @@ def leftovers(project: str | None = None, client: docker.DockerClient | None = N
     return {kind: len(found) for kind, found in _labelled(client or docker.from_env(), project).items()}
 
 
+# What the engine answers when it still records an endpoint of a container that is gone (a
+# docker 20.10 fault, seen once after a NAT suite's teardown): only an engine restart frees it.
+STALE_ENDPOINT_HINT = (
+    "the engine still records an endpoint of a removed container: restart the engine "
+    "(stop dockerd; `make setup` starts it again), then `testbed clean`"
+)
+
+
 def _remove_network(network) -> None:
     network.reload()
-    for attached in network.attrs.get("Containers") or {}:
-        network.disconnect(attached, force=True)
-    network.remove()
+    attached = network.attrs.get("Containers") or {}
+    for container in attached:
+        network.disconnect(container, force=True)
+    try:
+        network.remove()
+    except APIError as exc:
+        if not attached and "active endpoints" in str(exc.explanation):
+            explanation = f"{exc.explanation} ({STALE_ENDPOINT_HINT})"
+            raise APIError(str(exc), response=exc.response, explanation=explanation) from exc
+        raise
 
 
 _REMOVE = {

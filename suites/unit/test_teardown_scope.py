@@ -118,3 +118,33 @@ def test_a_projects_guards_are_found_with_their_comment_unquoted(fake_iptables) 
 def test_every_testbeds_guards_but_no_foreign_rule(fake_iptables) -> None:
     comments = [hostfw.rule_comment(spec) for spec in hostfw.rules(None)]
     assert comments == ["testbed:rel-iso", "testbed:rel-iso", "testbed:rel-is", "testbed:tb-basic-1a2b3c"]
+
+
+class _StaleNetwork:
+    """A network whose removal the engine refuses for an endpoint of a container that is gone."""
+
+    name = "tb-x_wan"
+
+    def __init__(self) -> None:
+        self.attrs: dict = {"Containers": {}}
+
+    def reload(self) -> None:
+        pass
+
+    def remove(self) -> None:
+        from docker.errors import APIError
+
+        raise APIError(
+            "409", explanation="error while removing network: network tb-x_wan has active endpoints"
+        )
+
+
+def test_a_stale_endpoint_is_reported_with_what_frees_it() -> None:
+    from docker.errors import APIError
+
+    from harness import sweep
+
+    with pytest.raises(APIError) as raised:
+        sweep._remove_network(_StaleNetwork())
+    assert "active endpoints" in raised.value.explanation
+    assert "restart the engine" in raised.value.explanation
