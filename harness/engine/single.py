@@ -37,10 +37,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import docker
-from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.errors import DockerException, ImageNotFound
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
-from testcontainers.core.exceptions import ContainerStartException
 
 from harness.clients.codex import CodexClient
 from harness.engine import images
@@ -52,6 +51,7 @@ from harness.labels import LABEL_NODE, LABEL_ROLE, LABEL_TOPOLOGY, resource_labe
 from harness.ready.readiness import debug_info_answer, log_tail, raise_if_down
 from harness.ready.waits import Deadline, NotYet, wait_until
 from harness.selection import BuildUnderTest
+from harness.sweep import sweep
 from harness.topology import loader
 from harness.topology.plan import capabilities_of, new_project_name, node_env
 
@@ -212,12 +212,6 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def remove(container) -> None:
-    """The container and its anonymous volumes, whatever state it is in; gone already is fine."""
-    with contextlib.suppress(NotFound):
-        container.remove(force=True, v=True)
-
-
 @contextlib.contextmanager
 def single_node(
     spec: SingleNodeSpec, deadline_s: float = DEFAULT_DEADLINE_S, log=print
@@ -239,8 +233,7 @@ def single_node(
             api_url, info = _wait_ready(spec, container, deadline)
             yield SingleNode(spec, api_url, container, info)
         finally:
-            _remove_started(node, spec)
-            _remove_network(spec)
+            _remove(spec)
 
 
 def _create_network(spec: SingleNodeSpec) -> None:
@@ -248,23 +241,9 @@ def _create_network(spec: SingleNodeSpec) -> None:
     docker.from_env().networks.create(spec.network, driver="bridge", internal=True, labels=labels)
 
 
-def _remove_network(spec: SingleNodeSpec) -> None:
-    with contextlib.suppress(NotFound, DockerException):  # never created, or no engine: swept later
-        docker.from_env().networks.get(spec.network).remove()
-
-
-def _remove_started(node, spec: SingleNodeSpec) -> None:
-    """Remove what `start()` created, even when it failed before handing the container over
-    (by name then: the name is ours alone)."""
-    try:
-        container = node.get_wrapped_container()
-    except ContainerStartException:
-        try:
-            container = docker.from_env().containers.get(spec.container_name)
-        except NotFound:
-            return  # never created
-        except DockerException:
-            return  # no engine to ask; `testbed clean` finds it by its labels
-    remove(container)
+def _remove(spec: SingleNodeSpec) -> None:
+    """Everything labelled with the container's project (the container and its anonymous
+    volumes, its network), even when `start()` failed before handing the container over; with
+    no engine to ask, `testbed clean` finds them by the same labels later."""
     with contextlib.suppress(DockerException):
-        node.get_docker_client().client.close()
+        sweep(spec.project)

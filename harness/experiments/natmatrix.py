@@ -153,11 +153,8 @@ class Pair:
     def client(self, node: str) -> CodexClient:
         return self.testbed.client(node)
 
-    def sockets_to(self, node: str, peer: str) -> list[sockets.TcpConnection]:
-        """`node`'s established TCP connections to the address `peer` is seen as."""
-        seen_as = self.testbed.plan.seen_as(peer)
-        held = sockets.established(self.testbed.container(node), self.testbed.plan.project)
-        return [c for c in held if c.remote_ip == seen_as]
+    def dialer_sockets(self) -> list[sockets.TcpConnection]:
+        return sockets.established(self.testbed.container(self.dialer), self.testbed.plan.project)
 
     def entries(self, node: str, peer_id: str) -> list[dict]:
         """`node`'s `connections` entries for one peer (/debug/info: no traffic to the peer)."""
@@ -195,26 +192,23 @@ def _measure(pair: Pair, info: dict, dialer_profile: str, listener_profile: str)
         want = expected(dialer_profile, listener_profile)
         return Cell(dialer_profile, listener_profile, want, outcome, how, **values)
 
-    def rtt_relay() -> float | None:
-        """The dialer's TCP RTT to the relay that carries the circuit (one hop of the path)."""
-        relay_ips = {a.split("/")[2] for a in circuit_addresses(info)}
-        held = sockets.established(pair.testbed.container(pair.dialer), pair.testbed.plan.project)
-        return next((c.rtt_ms for c in held if c.remote_ip in relay_ips), None)
+    relay_ips = {a.split("/")[2] for a in circuit_addresses(info)}  # /ip4/<relay ip>/tcp/…
+    listener_ip = pair.testbed.plan.seen_as(pair.listener)
 
-    def rtt_direct() -> float | None:
-        direct_sockets = pair.sockets_to(pair.dialer, pair.listener)
-        return direct_sockets[0].rtt_ms if direct_sockets else None
+    def rtt_to(ips: set[str], held: list[sockets.TcpConnection]) -> float | None:
+        """The TCP RTT of the dialer's first socket to one of `ips`, None without one."""
+        return next((c.rtt_ms for c in held if c.remote_ip in ips), None)
 
     start = time.monotonic()
     try:
         dialer.connect(info["id"], [*dialable_addresses(info), *circuit_addresses(info)])
     except CodexApiError as exc:  # the API answers 400 when neither path worked
         return cell("failed", f"connect: {exc}")
-    if any(entry["direct"] for entry in pair.entries(pair.dialer, info["id"])) and pair.sockets_to(
-        pair.dialer, pair.listener
-    ):
-        return cell("direct", "direct dial", seconds_to_direct=0.0, rtt_direct_ms=rtt_direct())
-    relayed_rtt = rtt_relay()
+    held = pair.dialer_sockets()
+    direct_now = any(entry["direct"] for entry in pair.entries(pair.dialer, info["id"]))
+    if direct_now and any(c.remote_ip == listener_ip for c in held):
+        return cell("direct", "direct dial", seconds_to_direct=0.0, rtt_direct_ms=rtt_to({listener_ip}, held))
+    relayed_rtt = rtt_to(relay_ips, held)  # the circuit's first hop
 
     def direct() -> bool:
         """From /debug/info, which costs the circuit nothing: pings every half second would eat
@@ -239,7 +233,7 @@ def _measure(pair: Pair, info: dict, dialer_profile: str, listener_profile: str)
         "upgraded (DCUtR)",
         seconds_to_direct=round(time.monotonic() - start, 2),
         rtt_relay_ms=relayed_rtt,
-        rtt_direct_ms=rtt_direct(),
+        rtt_direct_ms=rtt_to({listener_ip}, pair.dialer_sockets()),
     )
 
 

@@ -42,7 +42,7 @@ def test_autonat_reports_each_profiles_reachability(testbed: Testbed) -> None:
             assert nat["relayRunning"] is True
             assert nat["portMapping"] == ("direct" if profile == "public" else "none"), f"{node}: {nat}"
             if evidence and profile != "public":  # peers see the router, never the LAN address
-                router = testbed.plan.routers[f"router-{testbed.plan.nodes[node].network}"]
+                router = testbed.plan.router_of(node)
                 assert nat["observedIps"] == [router.public_ip], f"{node}: {nat}"
 
 

@@ -73,7 +73,7 @@ def test_the_relay_sees_every_natted_node_as_its_router(testbed: Testbed) -> Non
         seen = {peer["id"]: peer["address"].split(":")[0] for peer in relay_info(testbed, relay)["peers"]}
         for node in nodes:
             plan = testbed.plan.nodes[node]
-            router = testbed.plan.routers[f"router-{plan.network}"]
+            router = testbed.plan.router_of(node)
             peer_id = testbed.client(node).peer_id()
             assert seen[peer_id] == router.public_ip, f"{relay} sees {node} at {seen[peer_id]}"
             assert seen[peer_id] != plan.ip
@@ -147,7 +147,7 @@ def test_default_limits_matter_not_once_dcutr_upgrades_to_direct(testbed: Testbe
     start = time.monotonic()
     connect_through_relay(testbed, downloader, uploader)
     uploader_id = testbed.client(uploader).peer_id()
-    router = testbed.plan.routers[f"router-{testbed.plan.nodes[uploader].network}"]
+    router = testbed.plan.router_of(uploader)
 
     def hole_punched() -> list[sockets.TcpConnection]:
         """From down-f's own sockets. Observed: the reference node (py-libp2p 0.8.1) lists its
@@ -171,7 +171,7 @@ def test_default_limits_matter_not_once_dcutr_upgrades_to_direct(testbed: Testbe
         f"down-f reports no direct connection to up-e: {entries}"
     )
     # the uploader's router captured the transfer on its WAN leg, straight to the other router
-    other = testbed.plan.routers[f"router-{testbed.plan.nodes[downloader].network}"].public_ip
+    other = testbed.plan.seen_as(downloader)
     payload = (
         f"tcpdump -nr {PCAP_DIR}/wan.pcap 'tcp and dst host {other}' 2>/dev/null"
         " | awk '{n += $NF} END {print n+0}'"  # each line ends with the TCP payload length
@@ -203,7 +203,7 @@ def test_without_the_circuit_address_there_is_no_path(testbed: Testbed) -> None:
     """Negative control: down-d dials up-a (never connected) at its LAN address and at its
     router's WAN address: both fail, so the transfers above could only use the relay."""
     target = testbed.plan.nodes["up-a"]
-    router = testbed.plan.routers[f"router-{target.network}"]
+    router = testbed.plan.router_of("up-a")
     client: CodexClient = testbed.client("down-d")
     for address in (f"/ip4/{target.ip}/tcp/{LISTEN_PORT}", f"/ip4/{router.public_ip}/tcp/{LISTEN_PORT}"):
         with pytest.raises(CodexApiError, match="Unable to dial peer"):
