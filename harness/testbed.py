@@ -33,12 +33,12 @@ from harness.net import hostfw
 from harness.net.plumbing import plumb
 from harness.paths import artifacts_dir, generated_dir
 from harness.ready.readiness import BACK, ReadinessReport, wait_conditions, wait_ready
-from harness.ready.waits import Deadline
 from harness.render.compose import render
 from harness.selection import BuildUnderTest
 from harness.sweep import leftovers, sweep
 from harness.topology import loader, subnets
 from harness.topology.plan import PCAP_DIR, Plan, make_plan, new_project_name
+from harness.waits import Deadline
 
 DEFAULT_DEADLINE_S = 180.0
 

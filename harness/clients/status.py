@@ -17,7 +17,7 @@ import requests
 import websocket
 
 from harness.errors import TestbedError, WaitTimeout
-from harness.ready.waits import NotYet, wait_until
+from harness.waits import NotYet, wait_until
 
 METHOD_NOT_FOUND = -32601
 DATA_DIR = "/usr/status-user"  # status-backend's data dir in its container

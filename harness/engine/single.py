@@ -49,11 +49,11 @@ from harness.impl import DEFAULT_IMPL, Profile
 from harness.impl import profile as profile_of
 from harness.labels import LABEL_NODE, LABEL_ROLE, LABEL_TOPOLOGY, resource_labels
 from harness.ready.readiness import debug_info_answer, log_tail, raise_if_down
-from harness.ready.waits import Deadline, NotYet, wait_until
 from harness.selection import BuildUnderTest
 from harness.sweep import sweep
 from harness.topology import loader
 from harness.topology.plan import capabilities_of, new_project_name, node_env
+from harness.waits import Deadline, NotYet, wait_until
 
 TOPOLOGY = "contract"  # the one-node topology the single container's node is taken from
 PROJECT_PREFIX = "single"  # projects are tb-single[-<xdist worker>]-<random>

@@ -26,8 +26,8 @@ from harness.engine.files import copy_out
 from harness.errors import TestbedError, WaitTimeout
 from harness.labels import LABEL_NODE, find_network, plan_labels
 from harness.paths import REPO_ROOT
-from harness.ready.waits import NotYet, wait_until
 from harness.testbed import Testbed
+from harness.waits import NotYet, wait_until
 
 LOCUSTFILE = REPO_ROOT / "suites" / "load" / "locustfile.py"
 TOOLKIT = REPO_ROOT / "images" / "pyruntime"  # the BlockExchange agent imports testbed_toolkit

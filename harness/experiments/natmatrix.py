@@ -23,9 +23,9 @@ import yaml
 from harness.clients.codex import CodexApiError, CodexClient, circuit_addresses, dialable_addresses
 from harness.errors import WaitTimeout
 from harness.net import sockets
-from harness.ready.waits import NotYet, wait_until
 from harness.testbed import Testbed
 from harness.topology.model import CGN_PROFILES
+from harness.waits import NotYet, wait_until
 
 PROFILES = ("public", "full-cone", "restricted-cone", "port-restricted", "symmetric")
 # What `--profiles` may name: table B's profiles, and CGNATs, which behave like their outer NAT.

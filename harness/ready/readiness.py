@@ -54,9 +54,9 @@ from harness.ready.conditions import (
     Running,
     StatusHealth,
 )
-from harness.ready.waits import Deadline, NotYet, wait_until
 from harness.render.services import services
 from harness.topology.plan import NodePlan, Plan
+from harness.waits import Deadline, NotYet, wait_until
 
 LOG_TAIL = 30
 T = TypeVar("T")

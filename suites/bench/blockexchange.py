@@ -15,8 +15,8 @@ from pathlib import Path
 
 from harness.clients.codex import CodexClient
 from harness.paths import REPO_ROOT
-from harness.ready.waits import NotYet, wait_until
 from harness.testbed import Testbed
+from harness.waits import NotYet, wait_until
 
 SIZE = int(os.environ.get("BENCH_BYTES", 100 * 1024 * 1024))
 BLOCKS = -(-SIZE // 65536)

@@ -20,12 +20,12 @@ from harness.engine import compose, images
 from harness.engine.bootstrap import ensure_engine
 from harness.paths import REPO_ROOT, cache_dir
 from harness.ready.readiness import ANSWERING, ReadinessReport, wait_conditions
-from harness.ready.waits import Deadline
 from harness.render.compose import render
 from harness.sweep import sweep
 from harness.testbed import Testbed
 from harness.topology import loader, subnets
 from harness.topology.plan import Plan, make_plan, new_project_name
+from harness.waits import Deadline
 
 TOPOLOGY = "basic"
 WARM_RUNS = 3

@@ -28,8 +28,8 @@ from harness.clients.status import (
     wire_chat,
 )
 from harness.paths import artifacts_dir
-from harness.ready.waits import NotYet, wait_until
 from harness.testbed import Testbed
+from harness.waits import NotYet, wait_until
 
 pytestmark = [pytest.mark.archive]
 TOPOLOGY = "archive"

@@ -19,9 +19,9 @@ from harness.clients.codex import CodexApiError, CodexClient, circuit_addresses
 from harness.impl import CAP_CONNECTIONS, CAP_NAT_TRAVERSAL
 from harness.net import sockets
 from harness.paths import artifacts_dir
-from harness.ready.waits import NotYet, wait_until
 from harness.testbed import Testbed
 from harness.topology.plan import LISTEN_PORT, PCAP_DIR
+from harness.waits import NotYet, wait_until
 
 pytestmark = [pytest.mark.nat, pytest.mark.relay]
 TOPOLOGY = "nat-relay"

@@ -23,11 +23,11 @@ from harness.ready.conditions import (
     PeeredWith,
     Running,
 )
-from harness.ready.waits import Deadline, NotYet, wait_until
 from harness.render.services import services
 from harness.selection import BuildUnderTest
 from harness.topology import loader
 from harness.topology.plan import make_plan
+from harness.waits import Deadline, NotYet, wait_until
 
 WAN = [ipaddress.IPv4Network("11.200.9.0/24")]
 REFS = {"codex-ref": "testbed/codex-ref:x"}

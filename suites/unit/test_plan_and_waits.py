@@ -15,12 +15,12 @@ import yaml
 from harness.engine import images
 from harness.errors import PoolExhaustedError, WaitTimeout
 from harness.net.plumbing import route_scripts, wan_only
-from harness.ready.waits import NotYet, wait_until
 from harness.render.compose import render_to_strings
 from harness.topology import loader, subnets
 from harness.topology.model import added_services
 from harness.topology.plan import address_demand, make_plan, new_project_name
 from harness.topology.subnets import SubnetAllocator
+from harness.waits import NotYet, wait_until
 
 Net = ipaddress.IPv4Network
 

@@ -28,9 +28,9 @@ from harness.ready.readiness import (
     debug_info_answer,
     wait_conditions,
 )
-from harness.ready.waits import Deadline, NotYet
 from harness.topology import loader
 from harness.topology.plan import make_plan
+from harness.waits import Deadline, NotYet
 
 ORDER = (Running, AnswersDebugInfo, Announces, NatAsDeclared, PeeredWith, CircuitReservation, StatusHealth)
 
