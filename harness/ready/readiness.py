@@ -1,7 +1,7 @@
 """Wait until a planned testbed is truly ready, condition kind by kind, and say how long each took.
 
 What ready means for a service is data: the `ready` conditions its ServiceSpec declares
-(harness/ready/conditions.py, given by harness/render/services.py). `WAITS` evaluates them one
+(harness/render/conditions.py, given by harness/render/services.py). `WAITS` evaluates them one
 kind at a time, every service's conditions of that kind together, in this order, under one
 Deadline:
 
@@ -45,7 +45,7 @@ from harness.errors import ContainerFailed, NatMismatch
 from harness.impl import CONNECTIONS, PEERS_GAUGE
 from harness.labels import find_containers
 from harness.net import natcheck
-from harness.ready.conditions import (
+from harness.render.conditions import (
     Announces,
     AnswersDebugInfo,
     CircuitReservation,

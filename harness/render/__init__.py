@@ -1,1 +1,2 @@
-"""Plan -> compose file and per-node config files (Jinja2)."""
+"""Plan -> service specs (with what "ready" means for each, as data) -> compose file and per-node
+config files (Jinja2)."""

@@ -3,7 +3,7 @@
 The renderer emits compose from these specs alone (compose/templates/compose.yaml.j2 has one
 service block, not one per kind), so what a container gets — image, config, addresses, volume,
 capabilities, healthcheck, and what readiness waits for before it calls the container ready
-(its `ready` conditions, harness/ready/conditions.py) — is decided here, in one place per kind,
+(its `ready` conditions, harness/render/conditions.py) — is decided here, in one place per kind,
 and is data a test can read.
 Every service drops all capabilities and runs with `no-new-privileges`; routers add NET_ADMIN.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.ready.conditions import (
+from harness.render.conditions import (
     Announces,
     AnswersDebugInfo,
     CircuitReservation,

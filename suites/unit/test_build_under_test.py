@@ -15,7 +15,7 @@ from harness.errors import TestbedError, TopologyError, WaitTimeout
 from harness.impl import CAP_REFERENCE_EXTRAS, CODEX, LOGOS_STORAGE, flag_of
 from harness.pytest_plugin import lacking_capability
 from harness.ready import readiness
-from harness.ready.conditions import (
+from harness.render.conditions import (
     Announces,
     AnswersDebugInfo,
     CircuitReservation,

@@ -11,15 +11,6 @@ import requests
 
 from harness.clients.codex import CodexApiError
 from harness.ready import readiness
-from harness.ready.conditions import (
-    Announces,
-    AnswersDebugInfo,
-    CircuitReservation,
-    NatAsDeclared,
-    PeeredWith,
-    Running,
-    StatusHealth,
-)
 from harness.ready.readiness import (
     ANSWERING,
     BACK,
@@ -27,6 +18,15 @@ from harness.ready.readiness import (
     ReadinessReport,
     debug_info_answer,
     wait_conditions,
+)
+from harness.render.conditions import (
+    Announces,
+    AnswersDebugInfo,
+    CircuitReservation,
+    NatAsDeclared,
+    PeeredWith,
+    Running,
+    StatusHealth,
 )
 from harness.topology import loader
 from harness.topology.plan import make_plan
