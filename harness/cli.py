@@ -12,7 +12,7 @@ from pathlib import Path
 
 import docker
 
-from harness import selection
+from harness import imagerefs, selection
 from harness import sweep as sweeper
 from harness.clients.codex import CodexClient
 from harness.engine import compose, images, single
@@ -310,7 +310,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     print(ensure_engine())
     if args.remove:
         removed = images.remove_images()
-        print(f"images: removed {len(removed)} of namespace {images.namespace()}")
+        print(f"images: removed {len(removed)} of namespace {imagerefs.namespace()}")
         return 0
     rebuild = args.rebuild or images.rebuild_requested()
     for name, ref in images.ensure_images(rebuild=rebuild).items():
@@ -330,7 +330,7 @@ def _image_checks(client: docker.DockerClient) -> list[tuple[str, str, str]]:
     """Missing images are `todo`: `make images` and `testbed up` build them, so a fresh machine
     passes `make setup` and goes on to build."""
     present = images.present_images(client)
-    base = images.base_image_ref()
+    base = imagerefs.base_image_ref()
     if base in present:
         checks = [("base image", "ok", base)]
     else:
@@ -390,7 +390,7 @@ def _doctor_checks() -> list[tuple[str, str, str]]:
         )
         checks.append(check("no orphans", not orphans, detail + " (testbed clean removes orphans)"))
         if image_checks[0][1] == "ok":  # the netem probe runs in the base image
-            checks.append(("netem", "info", _netem_detail(client, images.base_image_ref())))
+            checks.append(("netem", "info", _netem_detail(client, imagerefs.base_image_ref())))
     return checks
 
 

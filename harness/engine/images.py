@@ -3,48 +3,30 @@
 No registry is reachable, so nothing is pulled. The base image is a debootstrapped Debian
 bookworm imported into the engine; every service image builds FROM it and installs its Python
 dependencies from wheels built on the host (`pip install --no-index`). A tag carries the content
-hash of the image folder (and of its base), so any change rebuilds and nothing stale is reused.
+hash of the image folder (and of its base), so any change rebuilds and nothing stale is reused;
+the names (namespace, hash, the base image's ref) are harness/imagerefs.py's.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
-from fnmatch import fnmatch
 from pathlib import Path
 
 import docker
 from docker.errors import BuildError, ImageNotFound
 
 from harness.errors import ImageBuildError
+from harness.imagerefs import BUILD_LEFTOVERS, DEBIAN_SUITE, base_image_ref, folder_hash, namespace
 from harness.paths import IMAGES_DIR, REPO_ROOT, cache_dir
 
-DEFAULT_NAMESPACE = "testbed"
-DEBIAN_SUITE = "bookworm"
 LABEL = {"testbed.image": "true"}
-# A namespace is the first part of every image name the testbed builds (`<namespace>/base`,
-# `<namespace>/codex-ref`): lower-case, as docker requires of repository names.
-NAMESPACE_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
-
-
-def namespace() -> str:
-    """TESTBED_IMAGE_NAMESPACE, or `testbed`. CI builds under a namespace of its own run, so no
-    image an earlier run left in the engine can stand in for a missing build step."""
-    value = os.environ.get("TESTBED_IMAGE_NAMESPACE") or DEFAULT_NAMESPACE
-    if not NAMESPACE_RE.fullmatch(value) or len(value) > 64:
-        raise ImageBuildError(
-            f"TESTBED_IMAGE_NAMESPACE={value[:80]!r} is not a docker repository name "
-            "(lower-case letters, digits, and . _ - between them; at most 64 characters)"
-        )
-    return value
 
 
 def rebuild_requested() -> bool:
@@ -58,24 +40,6 @@ def _build_lock():
     with (cache_dir() / "images.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
-
-
-# What building leaves in an image folder (bytecode; setuptools' output for a local package the
-# wheelhouse builds): not an input of the image, so neither hashed nor sent to the build.
-BUILD_LEFTOVERS = ("__pycache__", "build", "*.egg-info")
-
-
-def _is_leftover(path: Path, folder: Path) -> bool:
-    parts = path.relative_to(folder).parts
-    return any(fnmatch(part, pattern) for part in parts for pattern in BUILD_LEFTOVERS)
-
-
-def folder_hash(folder: Path, extra: str = "") -> str:
-    digest = hashlib.sha256(extra.encode())
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not _is_leftover(p, folder)):
-        digest.update(str(path.relative_to(folder)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
 
 
 def _base_packages() -> list[str]:
@@ -100,13 +64,6 @@ def debian_mirror() -> str:
             if len(parts) >= 3 and parts[0] == "deb" and "security" not in parts[1]:
                 return parts[2] if parts[1].startswith("[") else parts[1]
     raise ImageBuildError("no Debian mirror in the host's apt sources: set TESTBED_DEBIAN_MIRROR")
-
-
-def base_image_ref() -> str:
-    return (
-        os.environ.get("BASE_IMAGE")
-        or f"{namespace()}/base:{DEBIAN_SUITE}-{folder_hash(IMAGES_DIR / 'base')}"
-    )
 
 
 def _image_exists(client: docker.DockerClient, ref: str) -> bool:

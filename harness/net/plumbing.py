@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 from docker.models.containers import Container
 
-from harness.engine.images import base_image_ref
 from harness.errors import EngineError
+from harness.imagerefs import base_image_ref
 from harness.labels import resource_labels
 from harness.topology.model import Link
 from harness.topology.plan import Plan

@@ -16,6 +16,7 @@ from pathlib import Path
 import docker
 from docker.errors import ImageNotFound
 
+from harness import imagerefs
 from harness.engine import compose, images
 from harness.engine.bootstrap import ensure_engine
 from harness.paths import REPO_ROOT, cache_dir
@@ -40,7 +41,7 @@ def timed(action) -> tuple[float, object]:
 
 def remove_images() -> None:
     client = docker.from_env()
-    refs = [images.base_image_ref(), *images.image_refs(set(images.SERVICE_IMAGES)).values()]
+    refs = [imagerefs.base_image_ref(), *images.image_refs(set(images.SERVICE_IMAGES)).values()]
     for ref in refs:
         with contextlib.suppress(ImageNotFound):
             client.images.remove(ref, force=True)

@@ -10,7 +10,7 @@ import json
 import docker
 import pytest
 
-from harness.engine.images import base_image_ref
+from harness.imagerefs import base_image_ref
 from harness.net import hostfw, natcheck, sockets
 from harness.net.plumbing import tcp_connects
 from harness.paths import artifacts_dir

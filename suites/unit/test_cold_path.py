@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import cli
+from harness import cli, imagerefs
 from harness.engine import images
 from harness.errors import ImageBuildError
 from harness.topology import subnets
@@ -37,7 +37,7 @@ def test_missing_images_are_todo_not_failures() -> None:
 
 def test_present_images_are_ok() -> None:
     refs = images.image_refs(set(images.SERVICE_IMAGES))
-    checks = cli._image_checks(client_with([images.base_image_ref(), *refs.values()]))
+    checks = cli._image_checks(client_with([imagerefs.base_image_ref(), *refs.values()]))
     assert [status for _, status, _ in checks] == ["ok", "ok"]
 
 
@@ -49,9 +49,9 @@ def test_doctor_fails_only_on_fail(monkeypatch, capsys) -> None:
 
 
 def test_images_of_another_namespace_do_not_count(monkeypatch) -> None:
-    present = [images.base_image_ref()]
+    present = [imagerefs.base_image_ref()]
     monkeypatch.setenv("TESTBED_IMAGE_NAMESPACE", "testbed-ci-1-2")
-    assert images.base_image_ref().startswith("testbed-ci-1-2/base:bookworm-")
+    assert imagerefs.base_image_ref().startswith("testbed-ci-1-2/base:bookworm-")
     assert images.image_refs({"codex-ref"})["codex-ref"].startswith("testbed-ci-1-2/codex-ref:")
     assert images.present_images(client_with(present)) == set()
     assert cli._image_checks(client_with(present))[0][1] == "todo"
@@ -61,7 +61,7 @@ def test_images_of_another_namespace_do_not_count(monkeypatch) -> None:
 def test_a_bad_namespace_is_refused_by_name(monkeypatch, value: str) -> None:
     monkeypatch.setenv("TESTBED_IMAGE_NAMESPACE", value)
     with pytest.raises(ImageBuildError, match="TESTBED_IMAGE_NAMESPACE"):
-        images.namespace()
+        imagerefs.namespace()
 
 
 def test_an_unreadable_reservation_file_is_dropped_not_fatal(tmp_path, monkeypatch) -> None:

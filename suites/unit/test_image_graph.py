@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import imagerefs
 from harness.engine import images
 from harness.paths import IMAGES_DIR, REPO_ROOT
 
@@ -20,8 +21,9 @@ PYTHON_IMAGES = {"codex-ref", "relay", "status-ref", "loadgen"}
 def image_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of images/ that the tag functions read instead of the repository's."""
     copy = tmp_path / "images"
-    shutil.copytree(IMAGES_DIR, copy, ignore=shutil.ignore_patterns(*images.BUILD_LEFTOVERS))
+    shutil.copytree(IMAGES_DIR, copy, ignore=shutil.ignore_patterns(*imagerefs.BUILD_LEFTOVERS))
     monkeypatch.setattr(images, "IMAGES_DIR", copy)
+    monkeypatch.setattr(imagerefs, "IMAGES_DIR", copy)  # the base image's tag
     monkeypatch.delenv("BASE_IMAGE", raising=False)
     return copy
 

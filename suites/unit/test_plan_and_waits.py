@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness import imagerefs
 from harness.engine import images
 from harness.errors import PoolExhaustedError, WaitTimeout
 from harness.net.plumbing import route_scripts, wan_only
@@ -238,13 +239,13 @@ def test_an_image_built_from_another_changes_tag_with_its_parent_and_copied_file
 def test_an_image_tag_ignores_what_building_leaves_in_its_folder(tmp_path: Path) -> None:
     (tmp_path / "native").mkdir()
     (tmp_path / "native" / "ext.c").write_text("int x;")
-    before = images.folder_hash(tmp_path)
+    before = imagerefs.folder_hash(tmp_path)
     for leftover in ("native/build/lib/ext.so", "native/ext.egg-info/PKG-INFO", "pkg/__pycache__/m.pyc"):
         (tmp_path / leftover).parent.mkdir(parents=True)
         (tmp_path / leftover).write_text("output")
-    assert images.folder_hash(tmp_path) == before
+    assert imagerefs.folder_hash(tmp_path) == before
     (tmp_path / "native" / "ext.c").write_text("int y;")
-    assert images.folder_hash(tmp_path) != before, "a source change still makes a new tag"
+    assert imagerefs.folder_hash(tmp_path) != before, "a source change still makes a new tag"
 
 
 def test_wan_services_lose_their_default_route_and_lan_nodes_route_via_their_router() -> None:

@@ -10,7 +10,7 @@ import os
 import pytest
 from testcontainers.core.config import testcontainers_config
 
-from harness import cli
+from harness import cli, imagerefs
 from harness.engine import images, single
 from harness.errors import EngineError, TopologyError
 from harness.experiments import contract
@@ -85,7 +85,7 @@ def test_strict_is_the_reference_nodes_flag_and_only_on_request() -> None:
 def test_the_reference_image_is_this_namespaces_codex_ref() -> None:
     spec = single.plan_single(BuildUnderTest(impl="logos-storage"))
     assert spec.image == images.image_refs({"codex-ref"})["codex-ref"]
-    assert spec.image.startswith(f"{images.namespace()}/codex-ref:")
+    assert spec.image.startswith(f"{imagerefs.namespace()}/codex-ref:")
 
 
 def test_it_is_labelled_as_a_project_of_its_own_that_testbed_clean_finds(
