@@ -107,6 +107,27 @@ def actual_graph() -> dict[str, tuple[set[str], set[str]]]:
     return graph
 
 
+def _a_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the graph as the path that closes it (`a b a`), or None if it is a DAG."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return None
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if cycle := visit(target):
+                return cycle
+        path.pop()
+        done.add(node)
+        return None
+
+    return next(filter(None, map(visit, sorted(graph))), None)
+
+
 def documented_graph() -> dict[str, tuple[set[str], set[str]]]:
     text = ARCHITECTURE.read_text()
     block = text.split("## Import graph of the core", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
@@ -141,3 +162,16 @@ def test_the_core_imports_no_experiment_and_experiments_no_private_name() -> Non
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("harness"):
                 private = [alias.name for alias in node.names if alias.name.startswith("_")]
                 assert not private, f"{path.name} reaches into {node.module}: {private}"
+
+
+def test_the_packages_form_a_dag() -> None:
+    """No package imports, through others, one that imports it (an import inside a function too)."""
+    graph = {package: top | lazy for package, (top, lazy) in actual_graph().items()}
+    cycle = _a_cycle(graph)
+    assert cycle is None, "the packages have a cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_names_the_cycle() -> None:
+    assert _a_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert _a_cycle({"x": {"a"}, "a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _a_cycle({"a": {"a"}}) == ["a", "a"]
