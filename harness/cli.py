@@ -12,10 +12,10 @@ from pathlib import Path
 
 import docker
 
-from harness import imagerefs, selection
+from harness import imagerefs, selection, single
 from harness import sweep as sweeper
 from harness.clients.codex import CodexClient
-from harness.engine import compose, images, single
+from harness.engine import compose, images
 from harness.engine.bootstrap import engine_answers, ensure_engine
 from harness.errors import PoolConfigError, TestbedError
 from harness.impl import CAP_CONNECTIONS, CAP_NAT_TRAVERSAL, CAP_REFERENCE_EXTRAS
@@ -231,7 +231,7 @@ def _contract_target(args: argparse.Namespace) -> tuple[str, NodePlan]:
 def cmd_contract(args: argparse.Namespace) -> int:
     """Every REST case of the node's era against one node: a conformance table; exit 1 if any
     case differs from upstream's answer. The node is a single container of the build under test
-    (harness/engine/single.py), or with `--project` a storage node of a running testbed."""
+    (harness/single.py), or with `--project` a storage node of a running testbed."""
     from harness.experiments import contract
 
     start = time.monotonic()

@@ -1,5 +1,5 @@
 """The REST contract of the node's implementation, case by case (harness/experiments/contract.py): every
-answer as upstream gives it, from a single container of the build (harness/engine/single.py), as
+answer as upstream gives it, from a single container of the build (harness/single.py), as
 `testbed contract` runs it.
 
 With no build chosen, both eras run on strict reference nodes (upstream's contract only); with
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.engine import single
+from harness import single
 from harness.experiments import contract
 from harness.impl import CAP_REFERENCE_EXTRAS, PROFILES
 from harness.pytest_plugin import build_under_test

@@ -44,7 +44,7 @@ def test_the_core_imports_without_the_load_extra() -> None:
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout.splitlines()[-1])
-    assert {"harness.cli", "harness.testbed", "harness.pytest_plugin", "harness.engine.single"} <= set(
+    assert {"harness.cli", "harness.testbed", "harness.pytest_plugin", "harness.single"} <= set(
         report["core"]
     )
     assert report["experiments_loaded"] == [], "a core module imports an experiment"

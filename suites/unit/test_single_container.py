@@ -1,4 +1,4 @@
-"""The single node container (harness/engine/single.py), without docker: the config it gets per
+"""The single node container (harness/single.py), without docker: the config it gets per
 profile is the one a testbed's node gets, and what else it is created with."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import os
 import pytest
 from testcontainers.core.config import testcontainers_config
 
-from harness import cli, imagerefs
-from harness.engine import images, single
+from harness import cli, imagerefs, single
+from harness.engine import images
 from harness.errors import EngineError, TopologyError
 from harness.experiments import contract
 from harness.impl import CAP_REFERENCE_EXTRAS, CODEX, LOGOS_STORAGE, PROFILES
