@@ -150,6 +150,13 @@ def test_the_documented_import_graph_is_the_code_s() -> None:
         for package, (top, lazy) in sorted(shown.items())
     ]
     assert documented_graph() == shown, "docs/architecture.md's import graph is now:\n" + "\n".join(lines)
+    # Listed top down: each line imports only packages on the lines below it.
+    listed = list(documented_graph().items())
+    below = [{package for package, _ in listed[at + 1 :]} for at in range(len(listed))]
+    upward = {package: sorted((top | lazy) - below[at]) for at, (package, (top, lazy)) in enumerate(listed)}
+    assert not any(upward.values()), "lines import packages listed above them: " + str(
+        {package: above for package, above in upward.items() if above}
+    )
 
 
 def test_the_core_imports_no_experiment_and_experiments_no_private_name() -> None:
