@@ -1,7 +1,7 @@
 """The REST contract of each implementation, as data: what upstream answers, request by request.
 
 `testbed contract --codex-image IMAGE --impl codex|logos-storage` runs every case of the image's
-era against one node (a single container of the image, harness/engine/single.py, or with
+era against one node (a single container of the image, harness/single.py, or with
 `--project` a node of a running testbed) and prints a conformance table (case, expected,
 observed) and writes it as JSON: the report an upstream developer attaches to a pull request.
 `pytest -m contract` runs the same cases on single containers. Each case says where its

@@ -271,7 +271,7 @@ def capabilities_of(node: Node) -> tuple[str, ...]:
 
 def node_env(node: Node, announce_ip: str, relay_info_url: str | None = None) -> dict[str, str]:
     """A storage node's configuration, as its container gets it (a testbed's env file, or the env
-    of a single container, harness/engine/single.py): its profile's spelling, strict for a
+    of a single container, harness/single.py): its profile's spelling, strict for a
     reference node asked to be."""
     strict = node.image is None and node.strict
     return _node_env(node, profile_of(node.impl or DEFAULT_IMPL), announce_ip, relay_info_url, strict)
