@@ -201,6 +201,8 @@ SERVICE_IMAGES = {
         ServiceImage("codex-ref", parent="pyruntime"),
         ServiceImage("router"),
         ServiceImage("stun"),
+        # Link conditions on kernels without netem (harness.net.plumbing.start_link_stage).
+        ServiceImage("linkstage"),
         # The reference status-go peer: the runtime plus httpx and statusref.
         ServiceImage("status-ref", parent="pyruntime"),
         # The circuit relay v2 (hop) on the runtime's py-libp2p and testbed_toolkit.

@@ -6,7 +6,9 @@ the helper (the base image, which carries iproute2) gets NET_ADMIN for one comma
 
 from __future__ import annotations
 
+import os
 import re
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import docker
@@ -14,9 +16,10 @@ from docker.models.containers import Container
 
 from harness.errors import EngineError
 from harness.imagerefs import base_image_ref
-from harness.labels import resource_labels
-from harness.topology.model import Link
+from harness.labels import LABEL_NODE, plan_labels, project_filter, resource_labels
+from harness.topology.model import Link, Shaping
 from harness.topology.plan import Plan
+from harness.waits import wait_until
 
 
 def run_in_netns(
@@ -67,25 +70,28 @@ def _rate_bps(rate: str) -> float:
     return float(number) * TC_UNITS[unit]
 
 
-def _qdiscs(dev: str, link: Link) -> list[str]:
-    """tc commands shaping one direction on `dev`: netem (delay, jitter, loss), then tbf (rate)."""
+def _qdiscs(dev: str, shaping: Shaping, netem: bool) -> list[str]:
+    """tc commands shaping one direction on `dev`: netem for its conditions where the kernel has
+    it (elsewhere a link stage holds the packets), then tbf for its rate."""
     commands = [f"tc qdisc del dev {dev} root 2>/dev/null || true"]
     parent = "root"
-    if link.delay_ms or link.loss_pct:
-        netem = f"delay {link.delay_ms or 0}ms" + (f" {link.jitter_ms}ms" if link.jitter_ms else "")
-        netem += f" loss {link.loss_pct}%" if link.loss_pct else ""
-        commands.append(f"tc qdisc add dev {dev} root handle 1: netem {netem}")
+    if netem and shaping.conditioned:
+        delay = f"delay {shaping.delay_ms or 0}ms" + (f" {shaping.jitter_ms}ms" if shaping.jitter_ms else "")
+        delay += f" loss {shaping.loss_pct}%" if shaping.loss_pct else ""
+        delay += f" reorder {shaping.reorder_pct}%" if shaping.reorder_pct else ""
+        commands.append(f"tc qdisc add dev {dev} root handle 1: netem {delay}")
         parent = "parent 1:"
-    if link.rate:
-        burst = max(16384, int(_rate_bps(link.rate) / 8 / 100))  # 10 ms worth, at least 16 KiB
+    if shaping.rate:
+        burst = max(16384, int(_rate_bps(shaping.rate) / 8 / 100))  # 10 ms worth, at least 16 KiB
         commands.append(
-            f"tc qdisc add dev {dev} {parent} handle 2: tbf rate {link.rate} burst {burst} latency 200ms"
+            f"tc qdisc add dev {dev} {parent} handle 2: tbf rate {shaping.rate} burst {burst} latency 200ms"
         )
     return commands
 
 
-def shape(container: Container, ip: str, link: Link, project: str) -> None:
-    """Shape a node's link both ways: egress on its interface, ingress through an ifb device."""
+def shape(container: Container, ip: str, link: Link, project: str, netem: bool) -> None:
+    """Shape a node's link: `up` on its interface's egress, `down` on an ifb its ingress is
+    redirected to. Without netem the qdiscs carry the rates only (a link stage the conditions)."""
     script = [
         "set -e",
         _dev_of(ip),
@@ -95,14 +101,17 @@ def shape(container: Container, ip: str, link: Link, project: str) -> None:
         "tc qdisc add dev $dev handle ffff: ingress",
         "tc filter add dev $dev parent ffff: protocol all u32 match u32 0 0"
         " action mirred egress redirect dev ifb0",
-        *_qdiscs("$dev", link),
-        *_qdiscs("ifb0", link),
+        *_qdiscs("$dev", link.up, netem),
+        *_qdiscs("ifb0", link.down, netem),
     ]
     run_in_netns(container, ["sh", "-c", "\n".join(script)], project, net_admin=True)
 
 
 def netem_available(container: Container, project: str) -> bool:
-    """Can this kernel emulate delay and loss? (Some VM kernels are built without sch_netem.)"""
+    """Can this kernel emulate delay and loss? (Some VM kernels are built without sch_netem.)
+    `TESTBED_LINK_STAGE=1` answers no, so the link stages run where netem exists too."""
+    if os.environ.get("TESTBED_LINK_STAGE") == "1":
+        return False
     probe = "ip link add tbprobe type dummy && tc qdisc add dev tbprobe root netem delay 1ms && echo yes"
     try:
         return (
@@ -112,6 +121,74 @@ def netem_available(container: Container, project: str) -> bool:
         )
     finally:
         run_in_netns(container, ["sh", "-c", "ip link del tbprobe 2>/dev/null; true"], project, True)
+
+
+def _link_arg(shaping: Shaping) -> str:
+    values = (shaping.delay_ms, shaping.jitter_ms, shaping.loss_pct, shaping.reorder_pct)
+    return ":".join(f"{value or 0:g}" for value in values)
+
+
+def link_stage_command(ip: str, link: Link, seed: int) -> list[str]:
+    """The link stage's command line: each conditioned direction as DELAY:JITTER:LOSS:REORDER."""
+    directions = [
+        (name, shaping) for name, shaping in (("up", link.up), ("down", link.down)) if shaping.conditioned
+    ]
+    return [
+        "link-stage",
+        ip,
+        *(f"{name}={_link_arg(shaping)}" for name, shaping in directions),
+        "--seed",
+        str(seed),
+    ]
+
+
+def link_stage_seed(plan: Plan, node: str) -> int:
+    """Each node's stage draws its own numbers, the same in every run of the same topology seed."""
+    return zlib.crc32(f"{plan.seed}:{node}".encode())
+
+
+LINK_STAGE_DEADLINE_S = 30.0
+
+
+def start_link_stage(
+    plan: Plan, node: str, target: Container, client: docker.DockerClient | None = None
+) -> Container:
+    """(Re)start the link stage of `node`: a container in its network namespace (NET_ADMIN for
+    the queue and its rules, NET_RAW for the raw socket the `up` copies leave by) that holds
+    packets for the node's link conditions. Returns once its queues are bound and rules set."""
+    client = client or docker.from_env()
+    name = f"link-stage-{node}"
+    for old in client.containers.list(
+        all=True, filters={"label": [f"{LABEL_NODE}={name}", project_filter(plan.project)["label"]]}
+    ):
+        old.remove(force=True)  # a restarted node has a new namespace: the old stage holds the gone one
+    stage = client.containers.run(
+        plan.link_stage_image,
+        link_stage_command(plan.nodes[node].ip, plan.nodes[node].link, link_stage_seed(plan, node)),  # type: ignore[arg-type]
+        network_mode=f"container:{target.id}",
+        cap_drop=["ALL"],
+        cap_add=["NET_ADMIN", "NET_RAW"],
+        security_opt=["no-new-privileges:true"],
+        labels=plan_labels(plan, "link-stage") | {LABEL_NODE: name},
+        detach=True,
+    )
+
+    def bound() -> bool:  # it prints its conditions once its queues are bound and rules set
+        stage.reload()
+        if stage.status == "exited":
+            raise EngineError(
+                f"the link stage of {node} exited:\n{stage.logs().decode(errors='replace')[-2000:]}"
+            )
+        return b"link-stage: " in stage.logs()
+
+    wait_until(
+        f"the link stage of {node} to bind its queues",
+        bound,
+        LINK_STAGE_DEADLINE_S,
+        interval_s=0.1,
+        culprit=lambda: stage.logs().decode(errors="replace")[-2000:],
+    )
+    return stage
 
 
 def wan_only(plan: Plan) -> list[str]:
@@ -160,14 +237,13 @@ def plumb(plan: Plan, containers: dict[str, Container]) -> None:
             )
         )
     shaped = [n for n in plan.nodes.values() if n.link and n.name in containers]
-    needs_netem = [n.name for n in shaped if n.link and (n.link.delay_ms or n.link.loss_pct)]
-    if needs_netem and not netem_available(containers[needs_netem[0]], plan.project):
-        raise EngineError(
-            f"link delay/jitter/loss of {', '.join(needs_netem)} needs netem, which this kernel lacks "
-            "(CONFIG_NET_SCH_NETEM); rate limiting (link: {rate: ...}) works without it"
-        )
+    conditioned = [n for n in shaped if n.link and n.link.conditioned]
+    netem = bool(conditioned) and netem_available(containers[conditioned[0].name], plan.project)
     for node in shaped:
-        shape(containers[node.name], node.ip, node.link, plan.project)  # type: ignore[arg-type]
+        shape(containers[node.name], node.ip, node.link, plan.project, netem)  # type: ignore[arg-type]
+    if not netem:
+        for node in conditioned:
+            start_link_stage(plan, node.name, containers[node.name])
 
 
 def tcp_connects(source: Container, ip: str, port: int, project: str) -> bool:

@@ -31,6 +31,7 @@ from harness.topology.model import (
     Network,
     Node,
     Relay,
+    Shaping,
     StatusPeer,
     Topology,
     added_services,
@@ -84,7 +85,8 @@ IMAGE_RE = re.compile(
 )
 
 REFERENCE = "reference"  # `impl: reference`: the reference node (or peer) built here
-TOP_KEYS = {"name", "description", "networks", "nodes", "peering", "healthcheck_interval"}
+TOP_KEYS = {"name", "description", "networks", "nodes", "peering", "healthcheck_interval", "seed"}
+SEED_RANGE = (0, 2**32 - 1)
 NETWORK_KEYS = {"kind", "nat", "hairpin", "udp_timeout", "pcap"}
 NODE_KEYS = {
     "kind",
@@ -103,7 +105,8 @@ NODE_KEYS = {
 }
 RELAY_KEYS = {"kind", "profile", "env"}
 STATUS_KEYS = {"kind", "role", "codex", "impl", "image", "env"}
-LINK_KEYS = {"rate", "delay_ms", "jitter_ms", "loss_pct"}
+SHAPING_KEYS = {"rate", "delay_ms", "jitter_ms", "loss_pct", "reorder_pct"}
+LINK_KEYS = SHAPING_KEYS | {"up", "down"}  # top-level keys: both directions; up/down: one
 TOO_MANY_NODES = f"more than {MAX_YAML_NODES} YAML nodes (values, lists, mappings), aliases expanded"
 
 
@@ -299,15 +302,33 @@ def _load_network(check: _Checker, name: str, raw: Any) -> Network:
 
 
 def _load_link(check: _Checker, raw: Any, path: str) -> Link:
+    """`link:` keys shape both directions; `up:` (what the node sends) and `down:` (what it
+    receives) override them, key by key, for one direction."""
     data = check.mapping(raw, path)
     check.keys(data, LINK_KEYS, path)
     if not data:
         raise check.fail(path, f"give at least one of {', '.join(sorted(LINK_KEYS))}")
+    both = {key: value for key, value in data.items() if key in SHAPING_KEYS}
+    directions = {}
+    for direction in ("up", "down"):
+        own = check.mapping(data.get(direction, {}), f"{path}.{direction}")
+        check.keys(own, SHAPING_KEYS, f"{path}.{direction}")
+        directions[direction] = _load_shaping(check, both, own, path, f"{path}.{direction}")
+    return Link(**directions)
+
+
+def _load_shaping(check: _Checker, both: dict, own: dict, both_path: str, own_path: str) -> Shaping:
+    """One direction's shaping: its own keys, else the link's; errors name where a value was given."""
+    data = {**both, **own}
+
+    def where(key: str) -> str:
+        return f"{own_path if key in own else both_path}.{key}"
+
     rate = None
     if "rate" in data:
-        match = check.matches(data["rate"], RATE_RE, "a tc rate like 8mbit", f"{path}.rate")
+        match = check.matches(data["rate"], RATE_RE, "a tc rate like 8mbit", where("rate"))
         bits = float(match[1]) * RATE_UNITS[match[2]]
-        check.in_range(bits, (1, RATE_MAX_BIT_S), match[0], "more than 0, at most 100gbit", f"{path}.rate")
+        check.in_range(bits, (1, RATE_MAX_BIT_S), match[0], "more than 0, at most 100gbit", where("rate"))
         rate = match[0]
 
     def number(key: str, top: float) -> float | None:
@@ -315,17 +336,18 @@ def _load_link(check: _Checker, raw: Any, path: str) -> Link:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= top:
-            raise check.fail(f"{path}.{key}", f"must be a number from 0 to {top}, got {excerpt(value)}")
+            raise check.fail(where(key), f"must be a number from 0 to {top}, got {excerpt(value)}")
         return value
 
     delay, jitter = number("delay_ms", LINK_DELAY_MAX_MS), number("jitter_ms", LINK_DELAY_MAX_MS)
     if jitter and not delay:
-        raise check.fail(f"{path}.jitter_ms", "needs delay_ms")
-    return Link(
+        raise check.fail(where("jitter_ms"), "needs delay_ms")
+    return Shaping(
         rate,
         int(delay) if delay is not None else None,
         int(jitter) if jitter else None,
         number("loss_pct", 100),
+        number("reorder_pct", 100),
     )
 
 
@@ -652,6 +674,7 @@ def parse(text: str, file: Path) -> Topology:
         healthcheck_interval=check.whole(interval, HEALTHCHECK_RANGE_S, seconds, "healthcheck_interval"),
         status=status,
         relays=relays,
+        seed=check.whole(data.get("seed", 0), SEED_RANGE, "a whole number", "seed"),
     )
     _check_references(check, topology)
     _check_capacity(check, topology)

@@ -81,13 +81,41 @@ def added_services(networks: Iterable[Network]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Link:
-    """Shaping of a node's link to its network, applied in both directions."""
+class Shaping:
+    """One direction of a link: its rate (tbf) and its conditions (delay, jitter, loss, reordering,
+    with netem's meaning: a delay per direction, so a round trip adds both directions' delays)."""
 
     rate: str | None = None  # tc rate, e.g. "8mbit"
     delay_ms: int | None = None
     jitter_ms: int | None = None
     loss_pct: float | None = None
+    reorder_pct: float | None = None  # this share of packets skips the delay (netem's `reorder`)
+
+    @property
+    def conditioned(self) -> bool:
+        """Does this direction delay, drop or reorder packets (beyond a rate)?"""
+        return bool(self.delay_ms or self.jitter_ms or self.loss_pct or self.reorder_pct)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A node's link to its network: `up` shapes what it sends, `down` what it receives."""
+
+    up: Shaping = Shaping()
+    down: Shaping = Shaping()
+
+    @classmethod
+    def both(cls, **shaping) -> Link:
+        """The same shaping in both directions."""
+        return cls(Shaping(**shaping), Shaping(**shaping))
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Link:
+        return cls(Shaping(**raw["up"]), Shaping(**raw["down"]))
+
+    @property
+    def conditioned(self) -> bool:
+        return self.up.conditioned or self.down.conditioned
 
 
 @dataclass(frozen=True)
@@ -152,6 +180,7 @@ class Topology:
     healthcheck_interval: int = HEALTHCHECK_INTERVAL_S
     status: dict[str, StatusPeer] = field(default_factory=dict)
     relays: dict[str, Relay] = field(default_factory=dict)
+    seed: int = 0  # seeds every random draw the testbed makes (link conditions), so a run repeats
 
     def edges(self) -> list[tuple[str, str]]:
         """Connections the testbed makes, (dialer, target): all pairs for `mesh`, plus each node's
@@ -179,7 +208,13 @@ class Topology:
         """The images this project builds that the topology needs."""
         peers = [*self.nodes.values(), *self.status.values()]
         wanted = {peer.reference_image for peer in peers if peer.reference_image}
-        return wanted | ({"router", "stun"} if self.lans else set()) | ({"relay"} if self.relays else set())
+        wanted |= {"router", "stun"} if self.lans else set()
+        wanted |= {"relay"} if self.relays else set()
+        # conditions on a kernel without netem run in link stages (also when it has netem: the
+        # engine's kernel is known only once it answers, and the image is small)
+        return wanted | (
+            {"linkstage"} if any(n.link and n.link.conditioned for n in self.nodes.values()) else set()
+        )
 
     @property
     def lans(self) -> list[Network]:

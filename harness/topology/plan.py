@@ -190,6 +190,8 @@ class Plan:
     status: dict[str, StatusPlan] = field(default_factory=dict)
     relays: dict[str, RelayPlan] = field(default_factory=dict)
     healthcheck_interval: int = HEALTHCHECK_INTERVAL_S
+    seed: int = 0  # the topology's: seeds the link stages' draws
+    link_stage_image: str = ""  # the link stages' image, when a node's link has conditions
 
     @property
     def containers(self) -> list[str]:
@@ -236,7 +238,7 @@ class Plan:
                         **v,
                         "peers": tuple(v["peers"]),
                         "capabilities": tuple(v.get("capabilities", ())),
-                        "link": Link(**v["link"]) if v["link"] else None,
+                        "link": Link.from_dict(v["link"]) if v["link"] else None,
                     }
                 )
                 for k, v in raw["nodes"].items()
@@ -250,6 +252,8 @@ class Plan:
             status={k: StatusPlan(**v) for k, v in raw.get("status", {}).items()},
             relays={k: RelayPlan(**v) for k, v in raw.get("relays", {}).items()},
             healthcheck_interval=raw.get("healthcheck_interval", HEALTHCHECK_INTERVAL_S),
+            seed=raw.get("seed", 0),
+            link_stage_image=raw.get("link_stage_image", ""),
         )
 
 
@@ -472,6 +476,8 @@ def make_plan(
         status=status,
         relays=relays,
         healthcheck_interval=topology.healthcheck_interval,
+        seed=topology.seed,
+        link_stage_image=image_refs.get("linkstage", ""),
     )
 
 
