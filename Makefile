@@ -99,3 +99,4 @@ load: images
 bench: setup
 	$(BIN)/python -m suites.bench.spine
 	$(BIN)/python -m suites.bench.blockexchange
+	$(BIN)/python -m suites.bench.linkstage

@@ -12,7 +12,7 @@ from harness.errors import EngineError
 from harness.net import plumbing
 from harness.net.plumbing import _dev_of, _qdiscs, _rate_bps, route_scripts
 from harness.topology import loader
-from harness.topology.model import Link
+from harness.topology.model import Link, Shaping
 from harness.topology.plan import make_plan
 
 Net = ipaddress.IPv4Network
@@ -41,25 +41,25 @@ def test_the_interface_is_found_by_the_address_it_holds() -> None:
 
 
 def test_an_unshaped_link_only_clears_the_root_qdisc() -> None:
-    assert _qdiscs("eth0", Link()) == ["tc qdisc del dev eth0 root 2>/dev/null || true"]
+    assert _qdiscs("eth0", Shaping(), netem=True) == ["tc qdisc del dev eth0 root 2>/dev/null || true"]
 
 
 def test_a_rate_alone_is_a_root_tbf_with_ten_milliseconds_of_burst() -> None:
-    assert _qdiscs("$dev", Link(rate="16mbit")) == [
+    assert _qdiscs("$dev", Shaping(rate="16mbit"), netem=True) == [
         "tc qdisc del dev $dev root 2>/dev/null || true",
         "tc qdisc add dev $dev root handle 2: tbf rate 16mbit burst 20000 latency 200ms",
     ]
 
 
 def test_a_slow_rate_still_gets_a_16_kib_burst() -> None:
-    assert _qdiscs("ifb0", Link(rate="1mbit"))[-1] == (
+    assert _qdiscs("ifb0", Shaping(rate="1mbit"), netem=False)[-1] == (
         "tc qdisc add dev ifb0 root handle 2: tbf rate 1mbit burst 16384 latency 200ms"
     )
 
 
 def test_delay_jitter_and_loss_are_one_netem_and_the_rate_hangs_below_it() -> None:
-    link = Link(rate="100mbit", delay_ms=40, jitter_ms=5, loss_pct=0.5)
-    assert _qdiscs("ifb0", link) == [
+    link = Shaping(rate="100mbit", delay_ms=40, jitter_ms=5, loss_pct=0.5)
+    assert _qdiscs("ifb0", link, netem=True) == [
         "tc qdisc del dev ifb0 root 2>/dev/null || true",
         "tc qdisc add dev ifb0 root handle 1: netem delay 40ms 5ms loss 0.5%",
         "tc qdisc add dev ifb0 parent 1: handle 2: tbf rate 100mbit burst 125000 latency 200ms",
@@ -67,13 +67,43 @@ def test_delay_jitter_and_loss_are_one_netem_and_the_rate_hangs_below_it() -> No
 
 
 def test_loss_without_delay_is_a_zero_delay_netem() -> None:
-    assert _qdiscs("eth1", Link(loss_pct=2))[1:] == [
+    assert _qdiscs("eth1", Shaping(loss_pct=2), netem=True)[1:] == [
         "tc qdisc add dev eth1 root handle 1: netem delay 0ms loss 2%"
     ]
 
 
 def test_delay_without_jitter_or_loss_names_only_the_delay() -> None:
-    assert _qdiscs("eth1", Link(delay_ms=25))[1:] == ["tc qdisc add dev eth1 root handle 1: netem delay 25ms"]
+    assert _qdiscs("eth1", Shaping(delay_ms=25), netem=True)[1:] == [
+        "tc qdisc add dev eth1 root handle 1: netem delay 25ms"
+    ]
+
+
+def test_reordering_is_netems_reorder() -> None:
+    assert _qdiscs("eth1", Shaping(delay_ms=10, reorder_pct=25), netem=True)[1:] == [
+        "tc qdisc add dev eth1 root handle 1: netem delay 10ms reorder 25%"
+    ]
+
+
+def test_without_netem_the_qdiscs_carry_the_rate_alone() -> None:
+    assert _qdiscs("eth1", Shaping(rate="8mbit", delay_ms=40, loss_pct=1), netem=False)[1:] == [
+        "tc qdisc add dev eth1 root handle 2: tbf rate 8mbit burst 16384 latency 200ms"
+    ]
+
+
+def test_the_link_stage_gets_each_conditioned_direction_and_the_seed() -> None:
+    link = Link(up=Shaping(rate="1mbit"), down=Shaping(delay_ms=40, jitter_ms=5, loss_pct=0.5))
+    assert plumbing.link_stage_command("10.1.0.10", link, 7) == [
+        "link-stage", "10.1.0.10", "down=40:5:0.5:0", "--seed", "7"
+    ]  # fmt: skip
+    both = Link.both(delay_ms=20, reorder_pct=10)
+    assert plumbing.link_stage_command("10.1.0.10", both, 0)[2:4] == ["up=20:0:0:10", "down=20:0:0:10"]
+
+
+def test_each_node_draws_its_own_numbers_and_the_same_in_every_run() -> None:
+    plan = plan_of("shaped", ["11.200.9.0/24"])
+    seeds = {name: plumbing.link_stage_seed(plan, name) for name in plan.nodes}
+    assert len(set(seeds.values())) == len(seeds)
+    assert seeds == {name: plumbing.link_stage_seed(plan, name) for name in plan.nodes}
 
 
 @pytest.fixture
@@ -91,7 +121,8 @@ def helpers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str], bool]
 
 
 def test_shaping_redirects_ingress_through_ifb_and_shapes_both_directions(helpers) -> None:
-    plumbing.shape(SimpleNamespace(name="codex-2"), "11.200.9.11", Link(rate="16mbit"), "p")
+    link = Link(up=Shaping(rate="16mbit"), down=Shaping(rate="8mbit"))
+    plumbing.shape(SimpleNamespace(name="codex-2"), "11.200.9.11", link, "p", netem=True)
     [(target, command, net_admin)] = helpers
     assert (target, command[:2], net_admin) == ("codex-2", ["sh", "-c"], True)
     assert command[2].splitlines() == [
@@ -106,7 +137,7 @@ def test_shaping_redirects_ingress_through_ifb_and_shapes_both_directions(helper
         "tc qdisc del dev $dev root 2>/dev/null || true",
         "tc qdisc add dev $dev root handle 2: tbf rate 16mbit burst 20000 latency 200ms",
         "tc qdisc del dev ifb0 root 2>/dev/null || true",
-        "tc qdisc add dev ifb0 root handle 2: tbf rate 16mbit burst 20000 latency 200ms",
+        "tc qdisc add dev ifb0 root handle 2: tbf rate 8mbit burst 16384 latency 200ms",
     ]
 
 
@@ -140,13 +171,28 @@ def test_plumbing_routes_every_container_then_shapes_the_shaped_link(helpers) ->
     assert len(helpers) == 4
 
 
-def test_plumbing_refuses_delay_on_a_kernel_without_netem(monkeypatch: pytest.MonkeyPatch, helpers) -> None:
+def test_without_netem_a_conditioned_link_gets_a_link_stage(monkeypatch: pytest.MonkeyPatch, helpers) -> None:
     plan = plan_of("shaped", ["11.200.9.0/24"])
     node = plan.nodes["codex-2"]
-    monkeypatch.setitem(plan.nodes, "codex-2", type(node)(**{**vars(node), "link": Link(delay_ms=30)}))
+    monkeypatch.setitem(plan.nodes, "codex-2", type(node)(**{**vars(node), "link": Link.both(delay_ms=30)}))
     monkeypatch.setattr(plumbing, "netem_available", lambda container, project: False)
-    with pytest.raises(EngineError, match=r"link delay/jitter/loss of codex-2 needs netem"):
-        plumbing.plumb(plan, {name: SimpleNamespace(name=name) for name in plan.nodes})
+    stages: list[str] = []
+    monkeypatch.setattr(plumbing, "start_link_stage", lambda plan, name, target: stages.append(name))
+    plumbing.plumb(plan, {name: SimpleNamespace(name=name) for name in plan.nodes})
+    assert stages == ["codex-2"]
+    [shaping] = [command[2] for target, command, _ in helpers if "ifb0" in command[2]]
+    assert "netem" not in shaping
+
+
+def test_with_netem_no_link_stage_starts(monkeypatch: pytest.MonkeyPatch, helpers) -> None:
+    plan = plan_of("shaped", ["11.200.9.0/24"])
+    node = plan.nodes["codex-2"]
+    monkeypatch.setitem(plan.nodes, "codex-2", type(node)(**{**vars(node), "link": Link.both(delay_ms=30)}))
+    monkeypatch.setattr(plumbing, "netem_available", lambda container, project: True)
+    monkeypatch.setattr(plumbing, "start_link_stage", lambda *args: pytest.fail("a stage started"))
+    plumbing.plumb(plan, {name: SimpleNamespace(name=name) for name in plan.nodes})
+    [shaping] = [command[2] for target, command, _ in helpers if "ifb0" in command[2]]
+    assert "netem delay 30ms" in shaping
 
 
 @pytest.mark.parametrize(

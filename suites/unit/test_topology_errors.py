@@ -10,6 +10,7 @@ import pytest
 from harness.errors import PoolConfigError, PoolExhaustedError, TopologyError
 from harness.testbed import Testbed
 from harness.topology import loader, subnets
+from harness.topology.model import Link, Shaping
 
 VALID_NODE = "    kind: codex\n"
 
@@ -132,6 +133,26 @@ CASES = {
         "nodes:\n  codex-1:\n" + VALID_NODE + "    link: {jitter_ms: 5}\n",
         "nodes.codex-1.link.jitter_ms",
         "needs delay_ms",
+    ),
+    "bad-direction-key": (
+        "nodes:\n  codex-1:\n" + VALID_NODE + "    link: {up: {delay: 5}}\n",
+        "nodes.codex-1.link.up",
+        "delay",
+    ),
+    "direction-loss-out-of-range": (
+        "nodes:\n  codex-1:\n" + VALID_NODE + "    link: {delay_ms: 5, down: {loss_pct: 101}}\n",
+        "nodes.codex-1.link.down.loss_pct",
+        "must be a number from 0 to 100, got 101",
+    ),
+    "direction-jitter-without-delay": (
+        "nodes:\n  codex-1:\n" + VALID_NODE + "    link: {up: {jitter_ms: 5}}\n",
+        "nodes.codex-1.link.up.jitter_ms",
+        "needs delay_ms",
+    ),
+    "bad-seed": (
+        "seed: -1\nnodes:\n  a: {kind: codex}\n",
+        "seed",
+        "must be a whole number from 0 to 4294967295; got -1",
     ),
     "bad-log-level": (
         "nodes:\n  codex-1:\n" + VALID_NODE + "    log_level: loud\n",
@@ -379,6 +400,22 @@ def test_builtin_topologies_all_load() -> None:
     for path in sorted(loader.TOPOLOGIES_DIR.glob("*.yaml")):
         topology = loader.load(path)
         assert topology.nodes, path
+
+
+def test_link_keys_shape_both_directions_and_up_down_override_them(tmp_path: Path) -> None:
+    file = tmp_path / "t.yaml"
+    file.write_text(
+        "seed: 9\nnodes:\n  a:\n    kind: codex\n"
+        "    link: {rate: 8mbit, delay_ms: 20, up: {rate: 1mbit}, down: {loss_pct: 2, reorder_pct: 5}}\n"
+    )
+    topology = loader.load(file)
+    link = topology.nodes["a"].link
+    assert topology.seed == 9
+    assert link == Link(
+        up=Shaping(rate="1mbit", delay_ms=20),
+        down=Shaping(rate="8mbit", delay_ms=20, loss_pct=2, reorder_pct=5),
+    )
+    assert link.conditioned and "linkstage" in topology.images()
 
 
 def test_upstream_image_node_keeps_its_image() -> None:

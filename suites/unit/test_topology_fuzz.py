@@ -47,10 +47,13 @@ LINK_VALUES = {
     "delay_ms": st.integers(0, 100),
     "jitter_ms": st.integers(0, 10),
     "loss_pct": st.floats(0, 5),
+    "reorder_pct": st.floats(0, 25),
 }
-links = st.fixed_dictionaries(
+shapings = st.fixed_dictionaries(
     {"rate": LINK_VALUES["rate"]}, optional={k: v for k, v in LINK_VALUES.items() if k != "rate"}
 ).map(lambda link: {"delay_ms": 5, **link} if "jitter_ms" in link else link)  # jitter needs a delay
+# both directions from the top keys, one direction's own under up/down
+links = st.builds(lambda both, up, down: {**both, "up": up, "down": down}, shapings, shapings, shapings)
 images = st.sampled_from(
     ["codexstorage/nim-codex:0.2.5", "localhost:5000/a/b_c@sha256:" + "0" * 64, "statusgo-local:latest"]
 )
@@ -81,6 +84,7 @@ TOP_VALUES = {
     "description": st.text(max_size=30),
     "peering": st.sampled_from(PEERING_MODES),
     "healthcheck_interval": st.integers(1, 3600),
+    "seed": st.integers(0, 2**32 - 1),
 }
 HOSTILE = st.one_of(
     st.sampled_from(
@@ -259,4 +263,4 @@ def test_the_fuzz_grammar_covers_every_key_the_loader_knows() -> None:
     assert {*RELAY_VALUES, "kind"} == loader.RELAY_KEYS
     assert {*NETWORK_VALUES, "kind"} == loader.NETWORK_KEYS
     assert {*TOP_VALUES, "name", "networks", "nodes"} == loader.TOP_KEYS
-    assert set(LINK_VALUES) == loader.LINK_KEYS
+    assert {*LINK_VALUES, "up", "down"} == loader.LINK_KEYS
