@@ -1,4 +1,5 @@
-"""`testbed`: up, down, status, logs, render, nat-check, nat-matrix, load, clean, images, doctor."""
+"""`testbed`: up, down, status, logs, render, nat-check, nat-matrix, contract, repro, load, clean,
+images, doctor."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from harness.errors import PoolConfigError, TestbedError
 from harness.impl import CAP_CONNECTIONS, CAP_NAT_TRAVERSAL, CAP_REFERENCE_EXTRAS
 from harness.labels import check_project, find_containers
 from harness.net import hostfw, natcheck
-from harness.paths import artifacts_dir, cache_dir, generated_dir
+from harness.paths import artifacts_dir, artifacts_root, cache_dir, generated_dir
 from harness.render.compose import render
 from harness.testbed import DEFAULT_DEADLINE_S, Testbed, down_project
 from harness.topology import loader, subnets
@@ -212,6 +213,34 @@ def cmd_nat_matrix(args: argparse.Namespace) -> int:
     print(markdown.read_text())
     print(f"written: {markdown}, {data}")
     return 0 if natmatrix.agrees(cells) else 1
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    """Play a scenario `--repeat` times; exit 0 only if every expectation reproduced in every run."""
+    from harness.experiments.repro import runner, scenario, verdict
+
+    if args.list:
+        for name in scenario.available():
+            print(name)
+        return 0
+    if not args.scenario:
+        print("testbed repro: name a scenario (--list shows them)", file=sys.stderr)
+        return 2
+    played = scenario.load(args.scenario)  # a broken scenario stops here, before anything is created
+    build = selection.from_arguments(args)
+    first_seed = played.seed if args.seed is None else args.seed
+    out = Path(args.out) if args.out else artifacts_root() / "repro"
+    runs = []
+    for number in range(args.repeat):
+        seed = first_seed + number
+        print(f"== {played.name}: run {number + 1} of {args.repeat}, seed {seed}")
+        run = runner.run_once(played, seed, build, out, deadline_s=args.deadline)
+        runs.append(run.verdicts)
+        print(verdict.format_verdicts(played.expect, [run.verdicts]))
+        print(f"evidence: {run.bundle}")
+    if args.repeat > 1:
+        print(verdict.format_verdicts(played.expect, runs))
+    return verdict.exit_code(runs)
 
 
 def _contract_target(args: argparse.Namespace) -> tuple[str, NodePlan]:
@@ -477,6 +506,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", help="with --project: which storage node (default: its first)")
     selection.add_arguments(p)
     p.set_defaults(func=cmd_contract)
+
+    p = sub.add_parser(
+        "repro", help="reproduce a field failure: a scenario's timeline, a verdict per expectation, evidence"
+    )
+    p.add_argument("scenario", nargs="?", help="a name in compose/scenarios/ or a path")
+    p.add_argument("--list", action="store_true", help="list the scenarios")
+    p.add_argument("--repeat", type=int, default=1, help="runs, each on a fresh testbed (the rate)")
+    p.add_argument("--seed", type=int, help="the first run's seed (default: the scenario's); run k uses seed+k")
+    p.add_argument("--out", help="where the evidence bundles go (default: artifacts/repro)")
+    p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, help="readiness deadline, seconds")
+    selection.add_arguments(p)
+    p.set_defaults(func=cmd_repro)
 
     p = sub.add_parser("load", help="run a load profile against its topology; fail on a breached threshold")
     p.add_argument("--profile", default="release", help="a profile in suites/load/profiles.yaml")

@@ -26,5 +26,9 @@ def generated_dir(project: str) -> Path:
     return root / check_project(project)
 
 
+def artifacts_root() -> Path:
+    return Path(os.environ.get("TESTBED_ARTIFACTS_DIR", REPO_ROOT / "artifacts"))
+
+
 def artifacts_dir(project: str) -> Path:
-    return Path(os.environ.get("TESTBED_ARTIFACTS_DIR", REPO_ROOT / "artifacts")) / check_project(project)
+    return artifacts_root() / check_project(project)

@@ -37,6 +37,7 @@ from harness.render.compose import render
 from harness.selection import BuildUnderTest
 from harness.sweep import leftovers, sweep
 from harness.topology import loader, subnets
+from harness.topology.model import Topology
 from harness.topology.plan import PCAP_DIR, Plan, make_plan, new_project_name
 from harness.waits import Deadline
 
@@ -83,7 +84,7 @@ class Testbed:
     @classmethod
     def up(
         cls,
-        topology: str | Path,
+        topology: str | Path | Topology,
         project: str | None = None,
         deadline_s: float = DEFAULT_DEADLINE_S,
         log: Callable[[str], None] = print,
@@ -91,7 +92,8 @@ class Testbed:
     ) -> Testbed:
         """Validate, build images, allocate, render, start and wait. Fails with nothing left behind.
         `build` chooses the storage nodes' image and contract (default: the reference node)."""
-        model = loader.load(topology)  # a broken file stops here, before anything is created
+        # a broken file stops here, before anything is created
+        model = topology if isinstance(topology, Topology) else loader.load(topology)
         if build is not None:
             model = build.apply(model)
         if project is not None:
