@@ -513,7 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", nargs="?", help="a name in compose/scenarios/ or a path")
     p.add_argument("--list", action="store_true", help="list the scenarios")
     p.add_argument("--repeat", type=int, default=1, help="runs, each on a fresh testbed (the rate)")
-    p.add_argument("--seed", type=int, help="the first run's seed (default: the scenario's); run k uses seed+k")
+    p.add_argument(
+        "--seed", type=int, help="the first run's seed (default: the scenario's); run k uses seed+k"
+    )
     p.add_argument("--out", help="where the evidence bundles go (default: artifacts/repro)")
     p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, help="readiness deadline, seconds")
     selection.add_arguments(p)

@@ -122,11 +122,16 @@ def check_router(
         outcome = "reaches the node" if is_open else "is dropped"
         wording = f"inbound TCP to {router.public_ip}:{LISTEN_PORT} {outcome}"
         (verdict.checks if is_open == inbound else verdict.problems).append(wording)
-    if router.udp_timeout:
-        actual = containers[router.name].exec_run(["cat", "/proc/sys/net/netfilter/nf_conntrack_udp_timeout"])
-        value = actual.output.decode().strip()
-        ok = value == str(router.udp_timeout)
-        (verdict.checks if ok else verdict.problems).append(f"conntrack UDP timeout {value}s")
+    for proto, declared, sysctl in (
+        ("UDP", router.udp_timeout, "nf_conntrack_udp_timeout"),
+        ("TCP", router.tcp_timeout, "nf_conntrack_tcp_timeout_established"),
+    ):
+        if declared:
+            actual = containers[router.name].exec_run(["cat", f"/proc/sys/net/netfilter/{sysctl}"])
+            value = actual.output.decode().strip()
+            (verdict.checks if value == str(declared) else verdict.problems).append(
+                f"conntrack {proto} timeout {value}s"
+            )
     return verdict
 
 

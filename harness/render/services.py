@@ -125,6 +125,8 @@ def _router(router: RouterPlan, classified: bool) -> ServiceSpec:
     if router.udp_timeout:
         sysctls["net.netfilter.nf_conntrack_udp_timeout"] = str(router.udp_timeout)
         sysctls["net.netfilter.nf_conntrack_udp_timeout_stream"] = str(router.udp_timeout)
+    if router.tcp_timeout:
+        sysctls["net.netfilter.nf_conntrack_tcp_timeout_established"] = str(router.tcp_timeout)
     # iptables (nf_tables), nft, ip and conntrack need NET_ADMIN alone; tcpdump opens raw sockets,
     # hands its capture files to, and then runs as, its own user.
     caps = ("NET_ADMIN", "NET_RAW", "CHOWN", "SETUID", "SETGID") if router.pcap else ("NET_ADMIN",)

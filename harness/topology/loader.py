@@ -51,7 +51,7 @@ MAX_IMAGE_CHARS = 512
 
 # Ranges, inclusive
 HEALTHCHECK_RANGE_S = (1, 86_400)
-UDP_TIMEOUT_RANGE_S = (1, 86_400)
+UDP_TIMEOUT_RANGE_S = TCP_TIMEOUT_RANGE_S = (1, 86_400)
 QUOTA_RANGE_BYTES = (1, 2**50)  # up to 1 PiB
 BLOCK_TTL_RANGE_S = (1, 3650 * 86_400)  # up to ten years
 PORT_RANGE = (1, 65_535)
@@ -87,7 +87,7 @@ IMAGE_RE = re.compile(
 REFERENCE = "reference"  # `impl: reference`: the reference node (or peer) built here
 TOP_KEYS = {"name", "description", "networks", "nodes", "peering", "healthcheck_interval", "seed"}
 SEED_RANGE = (0, 2**32 - 1)
-NETWORK_KEYS = {"kind", "nat", "hairpin", "udp_timeout", "pcap"}
+NETWORK_KEYS = {"kind", "nat", "hairpin", "udp_timeout", "tcp_timeout", "pcap"}
 NODE_KEYS = {
     "kind",
     "impl",
@@ -284,7 +284,7 @@ def _load_network(check: _Checker, name: str, raw: Any) -> Network:
     check.keys(data, NETWORK_KEYS, path)
     kind = check.choice(data.get("kind", "wan"), NETWORK_KINDS, f"{path}.kind")
     if kind == "wan":
-        for key in ("nat", "hairpin", "udp_timeout", "pcap"):
+        for key in ("nat", "hairpin", "udp_timeout", "tcp_timeout", "pcap"):
             if key in data:
                 raise check.fail(f"{path}.{key}", "only a lan has a NAT; the wan is the public side")
         return Network(name=name, kind=kind)
@@ -298,7 +298,18 @@ def _load_network(check: _Checker, name: str, raw: Any) -> Network:
     timeout = data.get("udp_timeout", 10 if nat == "short-udp-timeout" else None)
     if timeout is not None:
         check.whole(timeout, UDP_TIMEOUT_RANGE_S, "a whole number of seconds", f"{path}.udp_timeout")
-    return Network(name=name, kind=kind, nat=nat, hairpin=hairpin, udp_timeout=timeout, pcap=pcap)
+    tcp_timeout = data.get("tcp_timeout")
+    if tcp_timeout is not None:
+        check.whole(tcp_timeout, TCP_TIMEOUT_RANGE_S, "a whole number of seconds", f"{path}.tcp_timeout")
+    return Network(
+        name=name,
+        kind=kind,
+        nat=nat,
+        hairpin=hairpin,
+        udp_timeout=timeout,
+        tcp_timeout=tcp_timeout,
+        pcap=pcap,
+    )
 
 
 def _load_link(check: _Checker, raw: Any, path: str) -> Link:

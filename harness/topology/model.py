@@ -46,6 +46,7 @@ class Network:
     nat: str | None = None  # LANs: the NAT profile of their router
     hairpin: bool = False
     udp_timeout: int | None = None  # seconds; conntrack's UDP mapping lifetime on the router
+    tcp_timeout: int | None = None  # seconds; an established TCP mapping's idle lifetime on it
     pcap: bool = False  # the router captures both legs (headers); copied into the artifacts
 
     @property

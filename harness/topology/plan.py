@@ -93,6 +93,7 @@ class RouterPlan:
     lan_host: str  # the LAN host that forwarding profiles (full/restricted cone, port-forward) target
     hairpin: bool
     udp_timeout: int | None
+    tcp_timeout: int | None
     forward_ports: tuple[int, ...]
     pcap: bool = False  # capture on both legs into PCAP_DIR
 
@@ -245,7 +246,7 @@ class Plan:
             },
             edges=tuple(tuple(e) for e in raw["edges"]),
             routers={
-                k: RouterPlan(**{**v, "forward_ports": tuple(v["forward_ports"])})
+                k: RouterPlan(**{"tcp_timeout": None, **v, "forward_ports": tuple(v["forward_ports"])})
                 for k, v in raw["routers"].items()
             },
             stun=StunPlan(**raw["stun"]) if raw["stun"] else None,
@@ -506,6 +507,7 @@ def _routers_of(
         lan_host=lan_host,
         hairpin=lan.hairpin,
         udp_timeout=lan.udp_timeout,
+        tcp_timeout=lan.tcp_timeout,
         forward_ports=(LISTEN_PORT, DISC_PORT) if lan.nat == "port-forward" else (),
         pcap=lan.pcap,
     )
@@ -530,6 +532,7 @@ def _routers_of(
         lan_host=home_ip,
         hairpin=False,
         udp_timeout=None,
+        tcp_timeout=None,
         forward_ports=(),
         pcap=lan.pcap,
     )

@@ -69,7 +69,7 @@ PLAN = SimpleNamespace(
 def router(declared: str, **overrides) -> SimpleNamespace:
     fields = dict(
         name="router-a", lan="lan-a", nat=declared, declared=declared, public_ip="11.200.0.15",
-        upstream=None, hairpin=False, udp_timeout=None,
+        upstream=None, hairpin=False, udp_timeout=None, tcp_timeout=None,
     )  # fmt: skip
     return SimpleNamespace(**{**fields, **overrides})
 

@@ -78,6 +78,7 @@ NETWORK_VALUES = {
     "nat": st.sampled_from(NAT_PROFILES),
     "hairpin": st.booleans(),
     "udp_timeout": st.integers(1, 600),
+    "tcp_timeout": st.integers(1, 600),
     "pcap": st.booleans(),
 }
 TOP_VALUES = {

@@ -102,7 +102,9 @@ def conntrack_dump(ctx: FaultContext, lan: str, when: str, fault: str) -> None:
     path.write_text(dump)
 
 
-def _router_fault(ctx: FaultContext, fault: str, lan: str, body: Callable[[Container], None], **detail) -> None:
+def _router_fault(
+    ctx: FaultContext, fault: str, lan: str, body: Callable[[Container], None], **detail
+) -> None:
     """A router fault between its conntrack dumps and begin/end events."""
     _, container = ctx.router(lan)
     conntrack_dump(ctx, lan, "before", fault)
@@ -131,7 +133,7 @@ def router_reboot(ctx: FaultContext, router: str, down_s: float) -> None:
 
 def nat_rebind(ctx: FaultContext, router: str) -> None:
     rebind = (
-        f"for p in tcp udp; do iptables -w -t nat -I POSTROUTING 1 -s \"$LAN_SUBNET\" -o \"$WAN\" "
+        f'for p in tcp udp; do iptables -w -t nat -I POSTROUTING 1 -s "$LAN_SUBNET" -o "$WAN" '
         f"-p $p -j MASQUERADE --to-ports {REBIND_PORTS} --random; done; conntrack -F"
     )
     _router_fault(ctx, "nat_rebind", router, lambda c: router_exec(c, rebind), ports=REBIND_PORTS)
@@ -161,13 +163,16 @@ def partition(ctx: FaultContext, between: list[list[str]]) -> None:
                     f"iptables -w -A {PARTITION_CHAIN} -s {ctx.seen_address(peer)} -j DROP",
                 )
             ]
+            hook = "iptables -w -C {0} -j {1} 2>/dev/null || iptables -w -I {0} -j {1}"
             script = [
                 f"iptables -w -N {PARTITION_CHAIN} 2>/dev/null || true",
-                f"iptables -w -C INPUT -j {PARTITION_CHAIN} 2>/dev/null || iptables -w -I INPUT -j {PARTITION_CHAIN}",
-                f"iptables -w -C OUTPUT -j {PARTITION_CHAIN} 2>/dev/null || iptables -w -I OUTPUT -j {PARTITION_CHAIN}",
+                hook.format("INPUT", PARTITION_CHAIN),
+                hook.format("OUTPUT", PARTITION_CHAIN),
                 *drops,
             ]
-            run_in_netns(ctx.testbed.container(name), ["sh", "-c", "\n".join(script)], ctx.project, net_admin=True)
+            run_in_netns(
+                ctx.testbed.container(name), ["sh", "-c", "\n".join(script)], ctx.project, net_admin=True
+            )
             ctx.partitioned.add(name)
 
 
@@ -233,7 +238,9 @@ def restart(ctx: FaultContext, target: str) -> None:
         while container.attrs["State"].get("Health", {}).get("Status") != "healthy":
             if time.monotonic() > deadline:
                 logs = container.logs(tail=20).decode(errors="replace")
-                raise EngineError(f"relay {target} not healthy {RELAY_BACK_S:.0f} s after its restart:\n{logs}")
+                raise EngineError(
+                    f"relay {target} not healthy {RELAY_BACK_S:.0f} s after its restart:\n{logs}"
+                )
             time.sleep(0.5)
             container.reload()
     ctx.timeline.record("fault", target, fault="restart", phase="end")

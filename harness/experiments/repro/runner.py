@@ -69,7 +69,9 @@ class Player:
         start = time.monotonic()
         cid = self.testbed.client(node).upload(random_data(size, self.rng))
         self.cids[as_] = cid
-        self.timeline.record("upload", as_, node=node, bytes=size, cid=cid, seconds=round(time.monotonic() - start, 2))
+        self.timeline.record(
+            "upload", as_, node=node, bytes=size, cid=cid, seconds=round(time.monotonic() - start, 2)
+        )
 
     def download(self, node: str, dataset: str, id: str, background: bool, timeout_s: float) -> None:
         cid = self.cids[dataset]
@@ -84,7 +86,9 @@ class Player:
         start, received, error = time.monotonic(), 0, None
         try:
             client = CodexClient(self.testbed.plan.nodes[node].api_url, timeout_s)  # its own session
-            with client.request("GET", f"/data/{cid}/network/stream", stream=True, timeout=timeout_s) as response:
+            with client.request(
+                "GET", f"/data/{cid}/network/stream", stream=True, timeout=timeout_s
+            ) as response:
                 if response.status_code != 200:
                     raise CodexApiError("GET", response.url, response.status_code, response.text[:300])
                 for part in response.iter_content(CHUNK):
@@ -218,7 +222,9 @@ def run_once(
     folder = out / f"{scenario.name}-seed{seed}-{os.getpid()}-{int(time.time())}"
     evidence = folder / "evidence"
     evidence.mkdir(parents=True, exist_ok=True)
-    with Testbed.up(topology, deadline_s=deadline_s, build=build, log=lambda line: echo(f"  {line}")) as testbed:
+    with Testbed.up(
+        topology, deadline_s=deadline_s, build=build, log=lambda line: echo(f"  {line}")
+    ) as testbed:
         timeline.start()
         player = Player(scenario, testbed, timeline, evidence, seed)
         try:
