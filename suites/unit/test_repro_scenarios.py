@@ -529,3 +529,14 @@ def test_every_action_and_expectation_kind_has_arguments_and_loads(tmp_path: Pat
     assert [e.kind for e in loaded.expect] == list(scenario.EXPECTATIONS)
     assert all(set(s.args) == set(scenario.ACTIONS[s.action]) for s in loaded.steps)
     assert all(set(e.args) == set(scenario.EXPECTATIONS[e.kind]) for e in loaded.expect)
+
+
+def test_another_seed_is_the_topology_s_too(tmp_path: Path) -> None:
+    file = tmp_path / "relay-limit.yaml"
+    file.write_text(FULL)
+
+    reseeded = scenario.load(file).with_seed(42)
+
+    assert (reseeded.seed, reseeded.topology.seed) == (42, 42)
+    with pytest.raises(ValueError, match="a seed is a whole number from 0 to 4294967295"):
+        reseeded.with_seed(-1)

@@ -72,6 +72,13 @@ class Scenario:
     steps: tuple[Step, ...]
     expect: tuple[Expectation, ...]
 
+    def with_seed(self, seed: int) -> Scenario:
+        """The scenario under another seed (`--seed`), its topology's too: every draw follows it."""
+        low, high = SEED_RANGE
+        if isinstance(seed, bool) or not isinstance(seed, int) or not low <= seed <= high:
+            raise ValueError(f"a seed is a whole number from {low} to {high}, not {seed!r}")
+        return replace(self, seed=seed, topology=replace(self.topology, seed=seed))
+
 
 class _Check(loader.Checker):
     """The topology loader's accessors, raising ScenarioError; `prefix` is where in the scenario
