@@ -45,6 +45,11 @@ class TopologyError(TestbedError):
         super().__init__(f"{self.file}: {self.key_path or '<top level>'}: {self.problem}")
 
 
+class ScenarioError(TopologyError):
+    """A repro scenario file (harness/experiments/repro) is malformed; like a topology error, it
+    names the file, the key path (`steps[3].download.node`) and what is wrong."""
+
+
 class EngineError(TestbedError):
     """The Docker engine or compose CLI is missing or failed."""
 

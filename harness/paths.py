@@ -10,6 +10,7 @@ from harness.labels import check_project
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = REPO_ROOT / "images"
 TOPOLOGIES_DIR = REPO_ROOT / "compose" / "topologies"
+SCENARIOS_DIR = REPO_ROOT / "compose" / "scenarios"  # repro scenarios (harness/experiments/repro)
 TEMPLATES_DIR = REPO_ROOT / "compose" / "templates"
 
 

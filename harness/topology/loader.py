@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,12 +204,12 @@ def _construct_mapping(loader: _BoundedLoader, node: yaml.MappingNode, deep: boo
 _BoundedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def resolve_path(name_or_path: str | Path) -> Path:
-    """`basic` means compose/topologies/basic.yaml; anything else is a path."""
+def resolve_path(name_or_path: str | Path, folder: Path = TOPOLOGIES_DIR) -> Path:
+    """`basic` means compose/topologies/basic.yaml (`folder`/basic.yaml); anything else is a path."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         return candidate
-    return TOPOLOGIES_DIR / f"{name_or_path}.yaml"
+    return folder / f"{name_or_path}.yaml"
 
 
 class _Checker:
@@ -277,6 +278,11 @@ class _Checker:
             raise self.fail(path, f"{excerpt(given)} is out of range: {allowed}")
 
 
+# The public name of the accessors, for files that hold topology parts (harness/experiments/repro's
+# scenarios): they subclass it, and their `fail` decides the error class and the key path.
+Checker = _Checker
+
+
 def _load_network(check: _Checker, name: str, raw: Any) -> Network:
     path = f"networks.{name}"
     check.name(name, path)
@@ -293,8 +299,8 @@ def _load_network(check: _Checker, name: str, raw: Any) -> Network:
     nat = check.choice(data["nat"], NAT_PROFILES, f"{path}.nat")
     hairpin = check.flag(data.get("hairpin", False), f"{path}.hairpin")
     pcap = check.flag(data.get("pcap", False), f"{path}.pcap")
-    if hairpin and nat not in ("full-cone", "restricted-cone", "port-forward"):
-        raise check.fail(f"{path}.hairpin", f"needs a profile that forwards to a LAN host, not {nat}")
+    if hairpin and (problem := hairpin_problem(nat)):
+        raise check.fail(f"{path}.hairpin", problem)
     timeout = data.get("udp_timeout", 10 if nat == "short-udp-timeout" else None)
     if timeout is not None:
         check.whole(timeout, UDP_TIMEOUT_RANGE_S, "a whole number of seconds", f"{path}.udp_timeout")
@@ -310,6 +316,18 @@ def _load_network(check: _Checker, name: str, raw: Any) -> Network:
         tcp_timeout=tcp_timeout,
         pcap=pcap,
     )
+
+
+def hairpin_problem(nat: str | None) -> str | None:
+    """Why a LAN behind this NAT profile cannot hairpin; None when it can."""
+    if nat in ("full-cone", "restricted-cone", "port-forward"):
+        return None
+    return f"needs a profile that forwards to a LAN host, not {nat}"
+
+
+def parse_link(check: Checker, raw: Any, path: str) -> Link:
+    """A `link:` mapping at `path` (a node's, or a scenario's `links:` entry), by the same rules."""
+    return _load_link(check, raw, path)
 
 
 def _load_link(check: _Checker, raw: Any, path: str) -> Link:
@@ -649,7 +667,7 @@ def _check_capacity(check: _Checker, topology: Topology) -> None:
             )
 
 
-def _load_description(check: _Checker, data: dict) -> str:
+def load_description(check: Checker, data: dict) -> str:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise check.fail("description", f"must be a string, got {type(description).__name__}")
@@ -660,8 +678,15 @@ def _load_description(check: _Checker, data: dict) -> str:
 
 def parse(text: str, file: Path) -> Topology:
     check = _Checker(file)
-    data = check.mapping(_read_yaml(check, text), "")
+    return parse_data(check, _read_yaml(check, text))
+
+
+def parse_data(check: Checker, document: Any) -> Topology:
+    """A topology from a document read already (a scenario's inline `topology:`): errors go through
+    `check`, which names the file and where in it the topology sits."""
+    data = check.mapping(document, "")
     check.keys(data, TOP_KEYS, "")
+    file = check.file
     name = check.name(data.get("name", file.stem), "name")
     networks = _load_networks(check, data)
     kinds = _node_kinds(check, data, networks)
@@ -680,7 +705,7 @@ def parse(text: str, file: Path) -> Topology:
         source=file,
         networks=networks,
         nodes=nodes,
-        description=_load_description(check, data),
+        description=load_description(check, data),
         peering=check.choice(data.get("peering", "mesh"), PEERING_MODES, "peering"),
         healthcheck_interval=check.whole(interval, HEALTHCHECK_RANGE_S, seconds, "healthcheck_interval"),
         status=status,
@@ -689,31 +714,41 @@ def parse(text: str, file: Path) -> Topology:
     )
     _check_references(check, topology)
     _check_capacity(check, topology)
-    check_relay_clients(topology)
+    check_relay_clients(topology, check)
     return topology
 
 
-def check_relay_clients(topology: Topology) -> None:
+def check_relay_clients(topology: Topology, check: Checker | None = None) -> None:
     """Only the reference node reserves on a testbed relay (its --relay-info-url client); an
-    upstream image finds relays itself. Checked again once a build is selected for the nodes."""
+    upstream image finds relays itself. Checked again once a build is selected for the nodes.
+    Errors go through `check` (by default: the topology's file)."""
+    check = check or _Checker(topology.source)
     for node in topology.nodes.values():
         if node.relay and node.image is not None:
-            raise TopologyError(
-                topology.source,
+            raise check.fail(
                 f"nodes.{node.name}.relay",
                 f"reserving on a testbed relay is the reference node's client; {excerpt(node.image)} "
                 "finds its relays itself (give the node no relay:, or no image:)",
             )
 
 
-def load(name_or_path: str | Path) -> Topology:
-    file = resolve_path(name_or_path)
+def read_document(check: Checker, missing: Callable[[], str]) -> Any:
+    """The YAML document in `check.file`, read bounded; `missing()` says why there is no such file."""
     try:
-        with file.open() as stream:
+        with check.file.open() as stream:
             text = stream.read(MAX_FILE_CHARS + 1)  # enough to refuse an oversized file
     except FileNotFoundError:
-        available = ", ".join(sorted(p.stem for p in TOPOLOGIES_DIR.glob("*.yaml")))
-        raise TopologyError(file, "", f"no such topology file (built-in topologies: {available})") from None
+        raise check.fail("", missing()) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise TopologyError(file, "", f"cannot read: {exc}") from None
-    return parse(text, file)
+        raise check.fail("", f"cannot read: {exc}") from None
+    return _read_yaml(check, text)
+
+
+def load(name_or_path: str | Path) -> Topology:
+    check = _Checker(resolve_path(name_or_path))
+
+    def missing() -> str:
+        available = ", ".join(sorted(p.stem for p in TOPOLOGIES_DIR.glob("*.yaml")))
+        return f"no such topology file (built-in topologies: {available})"
+
+    return parse_data(check, read_document(check, missing))

@@ -164,7 +164,7 @@ def test_the_core_imports_no_experiment_and_experiments_no_private_name() -> Non
         if package != "experiments":
             assert "experiments" not in top, f"{package} imports an experiment at import time"
             assert "experiments" not in lazy or package == "cli", f"{package} runs an experiment"
-    for path in (HARNESS / "experiments").glob("*.py"):
+    for path in (HARNESS / "experiments").rglob("*.py"):
         for node, _ in _imports(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("harness"):
                 private = [alias.name for alias in node.names if alias.name.startswith("_")]
