@@ -236,10 +236,10 @@ def cmd_repro(args: argparse.Namespace) -> int:
         print(f"== {played.name}: run {number + 1} of {args.repeat}, seed {seed}")
         run = runner.run_once(played, seed, build, out, deadline_s=args.deadline)
         runs.append(run.verdicts)
-        print(verdict.format_verdicts(played.expect, [run.verdicts]))
+        print(verdict.format_verdicts([run.verdicts]))
         print(f"evidence: {run.bundle}")
     if args.repeat > 1:
-        print(verdict.format_verdicts(played.expect, runs))
+        print(verdict.format_verdicts(runs))
     return verdict.exit_code(runs)
 
 

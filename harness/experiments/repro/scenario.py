@@ -26,7 +26,7 @@ from harness.topology.model import Topology
 
 TOP_KEYS = {"name", "description", "field", "topology", "seed", "links", "routers", "steps", "expect"}
 STEP_KEYS = {"at", "after", "name"}  # besides its one action
-ROUTER_KEYS = {"udp_timeout", "pcap", "hairpin"}  # the LAN settings a scenario may change
+ROUTER_KEYS = {"udp_timeout", "tcp_timeout", "pcap", "hairpin"}  # the LAN settings a scenario may change
 MAX_STEPS = 500
 MAX_EXPECT = 50
 MAX_FIELD = 20  # upstream references
@@ -411,11 +411,10 @@ def _apply_routers(check: _Check, topology: Topology, raw: Any) -> Topology:
         changes: dict[str, Any] = {
             key: check.flag(data[key], f"{path}.{key}") for key in ("pcap", "hairpin") if key in data
         }
-        if "udp_timeout" in data:
-            seconds = "a whole number of seconds"
-            changes["udp_timeout"] = check.whole(
-                data["udp_timeout"], UDP_TIMEOUT_RANGE_S, seconds, f"{path}.udp_timeout"
-            )
+        for key in ("udp_timeout", "tcp_timeout"):
+            if key in data:
+                seconds = "a whole number of seconds"
+                changes[key] = check.whole(data[key], UDP_TIMEOUT_RANGE_S, seconds, f"{path}.{key}")
         if changes.get("hairpin") and (problem := loader.hairpin_problem(lan.nat)):
             raise check.fail(f"{path}.hairpin", problem)
         networks[name] = replace(lan, **changes)

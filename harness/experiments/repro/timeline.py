@@ -19,6 +19,7 @@ are seconds since `start()`; node names are the topology's):
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -60,6 +61,7 @@ class Timeline:
         self._clock = clock
         self._t0: float | None = None
         self._events: list[Event] = []
+        self._lock = threading.Lock()  # the sampler, downloads and capture windows record too
 
     def start(self) -> None:
         self._t0 = self._clock()
@@ -69,11 +71,18 @@ class Timeline:
             raise RuntimeError("Timeline.record before Timeline.start")
         if kind not in KINDS:
             raise ValueError(f"event kind {kind!r} is not one of {', '.join(KINDS)}")
-        event = Event(round(self._clock() - self._t0, 3), kind, subject, detail)
-        self._events.append(event)
-        if self._echo is not None:
-            self._echo(self.format(event))
+        with self._lock:
+            event = Event(round(self._clock() - self._t0, 3), kind, subject, detail)
+            self._events.append(event)
+            if self._echo is not None:
+                self._echo(self.format(event))
         return event
+
+    def elapsed(self) -> float:
+        """Seconds since start()."""
+        if self._t0 is None:
+            raise RuntimeError("Timeline.elapsed before Timeline.start")
+        return self._clock() - self._t0
 
     @property
     def events(self) -> tuple[Event, ...]:
