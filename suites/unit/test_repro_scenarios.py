@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import cli
 from harness.errors import ScenarioError, TopologyError
 from harness.experiments.repro import scenario
 from harness.topology.model import Link, Shaping
@@ -540,3 +541,25 @@ def test_another_seed_is_the_topology_s_too(tmp_path: Path) -> None:
     assert (reseeded.seed, reseeded.topology.seed) == (42, 42)
     with pytest.raises(ValueError, match="a seed is a whole number from 0 to 4294967295"):
         reseeded.with_seed(-1)
+
+
+def test_the_cli_names_a_broken_scenario_and_creates_nothing(
+    tmp_path: Path, no_engine: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "broken.yaml"
+    file.write_text(FULL.replace("size: 30MiB", "size: lots"))
+
+    code = cli.main(["repro", str(file)])
+
+    assert code == 1
+    error = capsys.readouterr().err
+    assert f"testbed repro: {file}: steps[0].upload.size:" in error
+    assert no_engine == [], "nothing may touch an engine before the scenario is whole"
+
+
+def test_every_scenario_of_the_gallery_loads_and_says_where_it_comes_from() -> None:
+    names = scenario.available()
+    assert len(names) >= 6
+    for name in names:
+        loaded = scenario.load(name)
+        assert loaded.description.strip() and loaded.expect, name

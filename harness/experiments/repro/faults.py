@@ -18,9 +18,9 @@ What each one does, and what it stands for:
 - `nat_rebind {router}`: existing mappings move to new external ports (outbound flows are
   translated to another port range from now on, and the table is flushed), as a carrier NAT
   that rebinds.
-- `conntrack_full {router, for_s}`: new flows are dropped, existing ones go on — what a full
-  table does (the kernel's "nf_conntrack: table full, dropping packet"); emulated with a
-  conntrack-state rule, because the table's size is the host's, not the router's.
+- `conntrack_full {router, for_s}`: new flows are dropped (for for_s, or to the end), existing
+  ones go on — what a full table does (the kernel's "nf_conntrack: table full, dropping
+  packet"); emulated with a conntrack-state rule: the table's size is the host's, not the router's.
 - `kill {target}` (SIGKILL), `pause {target, for_s}` (frozen, its sockets open), `restart
   {target}` (stopped, started; a node is back when it answers, announces and holds its
   reservation again): a node or a relay.
@@ -139,13 +139,15 @@ def nat_rebind(ctx: FaultContext, router: str) -> None:
     _router_fault(ctx, "nat_rebind", router, lambda c: router_exec(c, rebind), ports=REBIND_PORTS)
 
 
-def conntrack_full(ctx: FaultContext, router: str, for_s: float) -> None:
+def conntrack_full(ctx: FaultContext, router: str, for_s: float | None) -> None:
+    """New flows dropped for `for_s` (None: until the run ends, when the router goes with it)."""
     rule = '-i "$LAN" -m conntrack --ctstate NEW -j DROP'
 
     def full(container: Container) -> None:
         router_exec(container, f"iptables -w -I FORWARD 1 {rule}")
-        time.sleep(for_s)
-        router_exec(container, f"iptables -w -D FORWARD {rule}")
+        if for_s is not None:
+            time.sleep(for_s)
+            router_exec(container, f"iptables -w -D FORWARD {rule}")
 
     _router_fault(ctx, "conntrack_full", router, full, for_s=for_s)
 

@@ -41,6 +41,7 @@ class Run:
     """One run's outcome: its verdicts, its timeline, and the bundle that holds the evidence."""
 
     seed: int
+    project: str  # the testbed it ran on (gone when the run returns)
     verdicts: list[verdict.Verdict]
     timeline: Timeline
     bundle: Path
@@ -247,7 +248,7 @@ def run_once(
     with contextlib.suppress(ImportError):  # the plot needs the load extra (matplotlib)
         bundle.plot_timeline(timeline.events, evidence / "timeline.png")
     archive = bundle.write_bundle(folder.with_suffix(".tar.gz"), scenario.source, {"evidence": evidence})
-    return Run(seed, verdicts, timeline, archive)
+    return Run(seed, testbed.plan.project, verdicts, timeline, archive)
 
 
 class ChangesOnly:

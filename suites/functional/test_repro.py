@@ -1,0 +1,87 @@
+"""`testbed repro`: a scenario's faults really happen, its verdicts follow what happened, and its
+evidence bundle holds what a user attaches to an upstream issue."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from harness.experiments.repro import runner, scenario
+from harness.sweep import leftovers
+
+pytestmark = [pytest.mark.repro, pytest.mark.faults, pytest.mark.nat]
+
+# A member behind a port-restricted NAT and a public seed: a partition ends a download, healing
+# lets the next one through, a NAT flush and a capture window leave their evidence.
+MECHANICS = """
+name: fault-mechanics
+description: partition, heal, NAT flush and a capture window, each observable
+topology:
+  networks:
+    wan: {kind: wan}
+    home: {kind: lan, nat: port-restricted}
+  nodes:
+    seed: {kind: codex}
+    member: {kind: codex, network: home, flags: {block-retries: 5}}
+steps:
+  - upload: {node: seed, size: 512KiB, as: first}
+  - upload: {node: seed, size: 512KiB, as: second}
+  - capture: {router: home, seconds: 8}
+  - partition: {between: [[member], [seed]]}
+  - name: cut-off
+    download: {node: member, dataset: first, timeout_s: 15}
+  - heal: {}
+  - nat_flush: {router: home}
+  - name: healed
+    download: {node: member, dataset: second, timeout_s: 60}
+expect:
+  - says: a partitioned member cannot download
+    download_fails: {download: cut-off}
+  - says: once healed, it can
+    download_completes: {download: healed, within_s: 60}
+"""
+
+
+def members(bundle: Path) -> set[str]:
+    with tarfile.open(bundle) as archive:
+        return {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+
+
+def test_faults_happen_and_the_verdicts_follow_them(tmp_path: Path) -> None:
+    file = tmp_path / "fault-mechanics.yaml"
+    file.write_text(MECHANICS)
+    lines: list[str] = []
+    run = runner.run_once(scenario.load(file), 3, None, tmp_path / "out", echo=lines.append)
+    assert [v.reproduced for v in run.verdicts] == [True, True], [v.because for v in run.verdicts]
+    faults = [(e.detail["fault"], e.detail["phase"]) for e in run.timeline.events if e.kind == "fault"]
+    for fault in ("partition", "nat_flush", "capture"):
+        assert (fault, "begin") in faults and (fault, "end") in faults, faults
+    inside = members(run.bundle)
+    assert {
+        "fault-mechanics.yaml",
+        "MANIFEST.txt",
+        "evidence/timeline.json",
+        "evidence/verdicts.txt",
+    } <= inside
+    assert {"evidence/testbed/member.log", "evidence/metrics.jsonl", "evidence/timeline.png"} <= inside
+    assert any(name.startswith("evidence/captures/") and name.endswith(".pcap") for name in inside), inside
+    flushes = sorted(
+        name for name in inside if name.startswith("evidence/conntrack/") and "nat_flush" in name
+    )
+    assert [name.rsplit("-", 1)[1] for name in flushes] == ["after.txt", "before.txt"], flushes
+    assert any("partition" in line for line in lines), "the timeline is printed as it happens"
+
+
+def test_relay_limit_scenario_reproduces_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    played = scenario.load("relay-limit-ends-download")
+    run = runner.run_once(played, played.seed, None, tmp_path, echo=lambda _: None)
+    assert all(v.reproduced for v in run.verdicts), [v.because for v in run.verdicts]
+    with tarfile.open(run.bundle) as archive:
+        top = run.bundle.name.removesuffix(".tar.gz")
+        timeline = json.loads(archive.extractfile(f"{top}/evidence/timeline.json").read())  # type: ignore[union-attr]
+    samples = [e for e in timeline if e["kind"] == "sample" and e["subject"] == "member"]
+    assert samples and all(e["detail"]["reserved"] for e in samples[:3]), "member held its reservation"
+    assert leftovers(run.project) == {"containers": 0, "networks": 0, "volumes": 0}
