@@ -516,6 +516,7 @@ def test_every_action_and_expectation_kind_has_arguments_and_loads(tmp_path: Pat
             for kind, args in {
                 "download_fails": "{download: fetch, within_s: 60}",
                 "download_completes": "{download: fetch}",
+                "download_slow": "{download: fetch, slower_than_s: 120}",
                 "stays_relayed": "{node: alice, peer: bob}",
                 "goes_direct": "{node: alice, peer: bob, within_s: 30}",
                 "reservation_lost": "{node: bob, within_s: 20, after: kill-13}",

@@ -106,6 +106,16 @@ COMPLETED_AT_50 = [download(2.0, "begin"), download(50.0, "end", ok=True)]
         ),
         ("download_completes", FAILED_AT_83, {}, False, "download fetch ended failed at 83.2 s"),
         ("download_completes", [download(2.0, "begin")], {}, False, "download fetch never ended"),
+        (
+            "download_slow",
+            COMPLETED_AT_50,
+            {"slower_than_s": 30},
+            True,
+            "48.0 s after it began, later than 30 s",
+        ),
+        ("download_slow", COMPLETED_AT_50, {"slower_than_s": 60}, False, "completed at 50.0 s"),
+        ("download_slow", FAILED_AT_83, {"slower_than_s": 600}, True, "ended failed at 83.2 s"),
+        ("download_slow", [download(2.0, "begin")], {"slower_than_s": 5}, False, "never ended"),
     ],
 )
 def test_a_download_outcome(

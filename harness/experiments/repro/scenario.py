@@ -366,6 +366,7 @@ ACTIONS: dict[str, dict[str, _Arg]] = {
 EXPECTATIONS: dict[str, dict[str, _Arg]] = {
     "download_fails": _DOWNLOAD_OUTCOME,
     "download_completes": _DOWNLOAD_OUTCOME,
+    "download_slow": {"download": _Arg(_Reader.download), "slower_than_s": _DURATION},
     "stays_relayed": {"node": _CODEX, "peer": _CODEX},
     "goes_direct": {"node": _CODEX, "peer": _CODEX, "within_s": _WITHIN},
     "reservation_lost": {

@@ -51,6 +51,16 @@ def _download_ended(args: dict, events: Sequence[Event], ok: bool) -> Outcome:
     return True, f"{told}{_within(within_s)}{error}"
 
 
+def _download_slow(args: dict, events: Sequence[Event]) -> Outcome:
+    """Not whole within `slower_than_s` of its begin: it failed, or it completed later."""
+    name, limit = args["download"], args["slower_than_s"]
+    completed, because = _download_ended({"download": name, "within_s": limit}, events, ok=True)
+    if completed:
+        return False, because
+    ended = any(e.kind == "download" and e.subject == name and e.detail.get("phase") == "end" for e in events)
+    return ended, because
+
+
 def _samples(events: Sequence[Event], *nodes: str) -> list[Event]:
     return [e for e in events if e.kind == "sample" and e.subject in nodes]
 
@@ -136,6 +146,7 @@ def _reservation_kept(args: dict, events: Sequence[Event]) -> Outcome:
 JUDGES: dict[str, Callable[[dict, Sequence[Event]], Outcome]] = {
     "download_fails": lambda args, events: _download_ended(args, events, ok=False),
     "download_completes": lambda args, events: _download_ended(args, events, ok=True),
+    "download_slow": _download_slow,
     "stays_relayed": _stays_relayed,
     "goes_direct": _goes_direct,
     "reservation_lost": _reservation_lost,
