@@ -14,7 +14,7 @@ FUNCTIONAL_MARKERS ?= not slow and not real_codex and not real_status_go
 BUILD := $(if $(CODEX_IMAGE),--codex-image $(CODEX_IMAGE)) $(if $(CODEX_IMPL),--impl $(CODEX_IMPL)) \
 	$(if $(CODEX_STRICT),--strict-reference)
 
-.PHONY: setup images testbed-up testbed-down testbed-status test test-unit test-functional test-other-contract lint clean doctor bench load
+.PHONY: setup images testbed-up testbed-down testbed-status test test-unit test-functional test-other-contract lint clean doctor bench load repro
 PROFILE ?= release
 
 # Everything ci/bootstrap-python.sh installs from: a change to any of them reinstalls the venv.
@@ -95,7 +95,11 @@ doctor: $(STAMP)
 load: images
 	$(BIN)/testbed load --profile $(PROFILE) $(if $(LOAD_WORKERS),--workers $(LOAD_WORKERS)) $(BUILD)
 
-## bench: cold and warm bring-up timings against bare compose (writes bench-results/)
+## repro: replay a field-failure scenario, SCENARIO=<name in compose/scenarios/> [REPEAT=N] [SEED=S]
+repro: images
+	$(BIN)/testbed repro $(SCENARIO) $(if $(REPEAT),--repeat $(REPEAT)) $(if $(SEED),--seed $(SEED)) $(BUILD)
+
+## bench: bring-up timings against bare compose, BlockExchange throughput, link-stage accuracy (writes bench-results/)
 bench: setup
 	$(BIN)/python -m suites.bench.spine
 	$(BIN)/python -m suites.bench.blockexchange
