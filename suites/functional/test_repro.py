@@ -35,6 +35,7 @@ steps:
     download: {node: member, dataset: first, timeout_s: 15}
   - heal: {}
   - nat_flush: {router: home}
+  - connect: {node: member, peer: seed}
   - name: healed
     download: {node: member, dataset: second, timeout_s: 60}
 expect:
