@@ -2,10 +2,10 @@
 
 One run is one fresh testbed of the scenario's topology (its links and router settings applied,
 its seed set), so runs never share state. While the steps play, a sampler thread watches every
-storage node through the public contract — whether it announces a relayed address (it holds a
-reservation), and, for the pairs the expectations name, whether their TCP connection is direct
-(the kernel's sockets: a connection to where the WAN sees the peer) — and records what it saw
-on the timeline, which the verdicts read.
+storage node through the public contract and its kernel — whether it holds a reservation (it
+announces a relayed address while its kernel holds a TCP connection to its relay), and, for the
+pairs the expectations name, whether their TCP connection is direct (a connection to where the
+WAN sees the peer) — and records what it saw on the timeline, which the verdicts read.
 """
 
 from __future__ import annotations
@@ -136,30 +136,51 @@ class Player:
         time.sleep(seconds)  # the scenario's own time passing, not a readiness wait
 
     # -- observation --------------------------------------------------------------------------------
-    def direct_peers(self, node: str) -> list[str]:
+    def peers_of(self, node: str) -> set[str]:
+        """The peers whose connection to `node` a step or an expectation asks about."""
+        return {peer for a, b in self.watched for n, peer in ((a, b), (b, a)) if n == node}
+
+    def remote_ips(self, node: str) -> set[str]:
+        """Where `node`'s TCP connections go, as its kernel sees them."""
+        project = self.testbed.plan.project
+        return {c.remote_ip for c in sockets.established(self.testbed.container(node), project)}
+
+    def direct_peers(self, node: str, remote: set[str] | None = None) -> list[str]:
         """The watched peers `node` holds a TCP connection to, at the address the WAN sees them."""
-        peers = {peer for a, b in self.watched for n, peer in ((a, b), (b, a)) if n == node}
+        peers = self.peers_of(node)
         if not peers:
             return []
-        plan = self.testbed.plan
-        remote = {c.remote_ip for c in sockets.established(self.testbed.container(node), plan.project)}
-        return sorted(peer for peer in peers if plan.seen_as(peer) in remote)
+        remote = self.remote_ips(node) if remote is None else remote
+        return sorted(peer for peer in peers if self.testbed.plan.seen_as(peer) in remote)
 
     def sample(self) -> None:
-        """What every node shows now, on the timeline; its metrics into the metrics series."""
-        series = {"t_s": round(self.timeline.elapsed(), 2)}
-        for node, planned in self.testbed.plan.nodes.items():
-            reserved: bool | None = None
-            direct: list[str] = []
+        """What every node shows now, on the timeline; its metrics into the metrics series.
+
+        A node holds its reservation when it announces a relayed address *and* its kernel holds
+        a TCP connection to its relay: an announcement alone can outlive the reservation (a
+        node that does not withdraw it when its relay goes), and both are the public contract."""
+        series: dict = {"t_s": round(self.timeline.elapsed(), 2)}
+        plan = self.testbed.plan
+        for node, planned in plan.nodes.items():
+            announced: bool | None = None
+            remote: set[str] | None = None
             with contextlib.suppress(Exception):  # a killed or paused node is "unknown", not a crash
-                reserved = bool(circuit_addresses(self.sampling[node].debug_info(timeout_s=3)))
+                announced = bool(circuit_addresses(self.sampling[node].debug_info(timeout_s=3)))
             with contextlib.suppress(Exception):
                 series[node] = scrape(planned.metrics_url, timeout_s=3)
-            with contextlib.suppress(Exception):
-                direct = self.direct_peers(node)
-            if self.testbed.plan.nodes[node].relay is None:
-                reserved = None  # it never asked for one
-            self.timeline.record("sample", node, reserved=reserved, direct_peers=direct, relayed_peers=[])
+            if planned.relay or self.peers_of(node):
+                with contextlib.suppress(Exception):
+                    remote = self.remote_ips(node)
+            detail: dict = {"reserved": None}
+            if planned.relay is not None and announced is not None and remote is not None:
+                connected = plan.relays[planned.relay].ip in remote
+                detail = {
+                    "reserved": announced and connected,
+                    "announced": announced,
+                    "relay_connected": connected,
+                }
+            direct = self.direct_peers(node, remote) if remote is not None else []
+            self.timeline.record("sample", node, **detail, direct_peers=direct, relayed_peers=[])
         with (self.faults.evidence / "metrics.jsonl").open("a") as out:
             out.write(json.dumps(series) + "\n")
 
