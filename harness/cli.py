@@ -351,8 +351,8 @@ def _netem_detail(client: docker.DockerClient, base: str) -> str:
     probe = "ip link add p type dummy && tc qdisc add dev p root netem delay 1ms && echo yes || echo no"
     output = client.containers.run(base, ["sh", "-c", probe], cap_add=["NET_ADMIN"], remove=True)
     if output.decode().strip().endswith("yes"):
-        return "available: link delay, jitter and loss can be emulated"
-    return "not in this kernel (CONFIG_NET_SCH_NETEM): links can be rate-limited, not delayed"
+        return "available: link delay, jitter, loss and reordering are netem's"
+    return "not in this kernel (CONFIG_NET_SCH_NETEM): link conditions run in link stages (NFQUEUE)"
 
 
 def _image_checks(client: docker.DockerClient) -> list[tuple[str, str, str]]:
