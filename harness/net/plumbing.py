@@ -10,14 +10,15 @@ import os
 import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import docker
 from docker.models.containers import Container
 
-from harness.errors import EngineError
+from harness.errors import EngineError, TopologyError
 from harness.imagerefs import base_image_ref
 from harness.labels import LABEL_NODE, plan_labels, project_filter, resource_labels
-from harness.topology.model import Link, Shaping
+from harness.topology.model import Link, Shaping, Topology
 from harness.topology.plan import Plan
 from harness.waits import wait_until
 
@@ -121,6 +122,26 @@ def netem_available(container: Container, project: str) -> bool:
         )
     finally:
         run_in_netns(container, ["sh", "-c", "ip link del tbprobe 2>/dev/null; true"], project, True)
+
+
+ALLOWED_CONGESTION = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+
+
+def check_tcp_congestion(topology: Topology) -> None:
+    """A container may make only the kernel's *allowed* congestion controls its default (the
+    kernel refuses the others in a network namespace of its own): say so before anything is
+    created. (Where the engine's kernel is not this host's, the file is absent: no check.)"""
+    wanted = topology.tcp_congestion
+    if not wanted or not ALLOWED_CONGESTION.exists():
+        return
+    allowed = ALLOWED_CONGESTION.read_text().split()
+    if wanted not in allowed:
+        raise TopologyError(
+            topology.source,
+            "tcp_congestion",
+            f"{wanted} is not one a container may choose on this kernel (allowed: {', '.join(allowed)}); "
+            f"the host's administrator can add it: sysctl net.ipv4.tcp_allowed_congestion_control",
+        )
 
 
 def _link_arg(shaping: Shaping) -> str:

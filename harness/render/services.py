@@ -10,7 +10,7 @@ Every service drops all capabilities and runs with `no-new-privileges`; routers 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from harness.render.conditions import (
     Announces,
@@ -156,6 +156,9 @@ def services(plan: Plan) -> list[ServiceSpec]:
     specs = [_node(node, _dials(plan, node.name), interval) for node in plan.nodes.values()]
     specs += [_status(peer, interval) for peer in plan.status.values()]
     specs += [_relay(relay, wan) for relay in plan.relays.values()]
+    if plan.tcp_congestion:  # the TCP of every endpoint (routers only forward)
+        sysctl = {"net.ipv4.tcp_congestion_control": plan.tcp_congestion}
+        specs = [replace(spec, sysctls={**spec.sysctls, **sysctl}) for spec in specs]
     classified = {router.name for router in plan.lan_routers}
     specs += [_router(router, router.name in classified) for router in plan.routers.values()]
     if plan.stun:

@@ -28,6 +28,7 @@ from harness.topology.model import (
     RELAY_PROFILES,
     REPO_KINDS,
     STATUS_ROLES,
+    TCP_CONGESTION,
     Link,
     Network,
     Node,
@@ -86,7 +87,9 @@ IMAGE_RE = re.compile(
 )
 
 REFERENCE = "reference"  # `impl: reference`: the reference node (or peer) built here
-TOP_KEYS = {"name", "description", "networks", "nodes", "peering", "healthcheck_interval", "seed"}
+TOP_KEYS = {
+    "name", "description", "networks", "nodes", "peering", "healthcheck_interval", "seed", "tcp_congestion"
+}  # fmt: skip
 SEED_RANGE = (0, 2**32 - 1)
 NETWORK_KEYS = {"kind", "nat", "hairpin", "udp_timeout", "tcp_timeout", "pcap"}
 NODE_KEYS = {
@@ -711,6 +714,11 @@ def parse_data(check: Checker, document: Any) -> Topology:
         status=status,
         relays=relays,
         seed=check.whole(data.get("seed", 0), SEED_RANGE, "a whole number", "seed"),
+        tcp_congestion=(
+            check.choice(data["tcp_congestion"], TCP_CONGESTION, "tcp_congestion")
+            if "tcp_congestion" in data
+            else None
+        ),
     )
     _check_references(check, topology)
     _check_capacity(check, topology)

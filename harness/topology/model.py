@@ -28,6 +28,7 @@ NAT_PROFILES = (
 )
 # Carrier-grade NAT: the LAN's home router (port-restricted) uplinks to a carrier network in
 # 100.64.0.0/10, whose CGN router applies this profile towards the WAN.
+TCP_CONGESTION = ("reno", "cubic", "bbr")  # what a topology may ask the kernel for
 CGN_PROFILES = {"cgnat": "port-restricted", "cgnat-symmetric": "symmetric"}
 HOME_ROUTER_PROFILE = "port-restricted"
 REFERENCE_IMAGES = {"codex": "codex-ref", "status": "status-ref", "relay": "relay"}
@@ -182,6 +183,7 @@ class Topology:
     status: dict[str, StatusPeer] = field(default_factory=dict)
     relays: dict[str, Relay] = field(default_factory=dict)
     seed: int = 0  # seeds every random draw the testbed makes (link conditions), so a run repeats
+    tcp_congestion: str | None = None  # every endpoint's TCP congestion control; None: the kernel's
 
     def edges(self) -> list[tuple[str, str]]:
         """Connections the testbed makes, (dialer, target): all pairs for `mesh`, plus each node's

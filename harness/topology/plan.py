@@ -193,6 +193,7 @@ class Plan:
     healthcheck_interval: int = HEALTHCHECK_INTERVAL_S
     seed: int = 0  # the topology's: seeds the link stages' draws
     link_stage_image: str = ""  # the link stages' image, when a node's link has conditions
+    tcp_congestion: str | None = None  # the topology's: every endpoint's TCP congestion control
 
     @property
     def containers(self) -> list[str]:
@@ -255,6 +256,7 @@ class Plan:
             healthcheck_interval=raw.get("healthcheck_interval", HEALTHCHECK_INTERVAL_S),
             seed=raw.get("seed", 0),
             link_stage_image=raw.get("link_stage_image", ""),
+            tcp_congestion=raw.get("tcp_congestion"),
         )
 
 
@@ -479,6 +481,7 @@ def make_plan(
         healthcheck_interval=topology.healthcheck_interval,
         seed=topology.seed,
         link_stage_image=image_refs.get("linkstage", ""),
+        tcp_congestion=topology.tcp_congestion,
     )
 
 

@@ -8,9 +8,14 @@ from pathlib import Path
 import pytest
 
 from harness.errors import PoolConfigError, PoolExhaustedError, TopologyError
+from harness.net import plumbing
+from harness.render.services import services
 from harness.testbed import Testbed
 from harness.topology import loader, subnets
 from harness.topology.model import Link, Shaping
+from harness.topology.plan import make_plan
+
+IMAGES = {"codex-ref": "codex-img", "relay": "relay-img"}
 
 VALID_NODE = "    kind: codex\n"
 
@@ -153,6 +158,11 @@ CASES = {
         "seed: -1\nnodes:\n  a: {kind: codex}\n",
         "seed",
         "must be a whole number from 0 to 4294967295; got -1",
+    ),
+    "bad-tcp-congestion": (
+        "tcp_congestion: vegas\nnodes:\n  a: {kind: codex}\n",
+        "tcp_congestion",
+        "must be one of reno, cubic, bbr",
     ),
     "bad-log-level": (
         "nodes:\n  codex-1:\n" + VALID_NODE + "    log_level: loud\n",
@@ -416,6 +426,31 @@ def test_link_keys_shape_both_directions_and_up_down_override_them(tmp_path: Pat
         down=Shaping(rate="8mbit", delay_ms=20, loss_pct=2, reorder_pct=5),
     )
     assert link.conditioned and "linkstage" in topology.images()
+
+
+def test_a_congestion_control_the_kernel_refuses_containers_is_named_before_anything_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_engine: list[str]
+) -> None:
+    allowed = tmp_path / "tcp_allowed_congestion_control"
+    allowed.write_text("reno bbr\n")
+    monkeypatch.setattr(plumbing, "ALLOWED_CONGESTION", allowed)
+    file = tmp_path / "t.yaml"
+    file.write_text("tcp_congestion: cubic\nnodes:\n  a: {kind: codex}\n")
+    with pytest.raises(
+        TopologyError, match=r"tcp_congestion: cubic is not one a container may choose.*reno, bbr"
+    ):
+        Testbed.up(file)
+    assert no_engine == []
+
+
+def test_every_endpoint_gets_the_topology_s_congestion_control(tmp_path: Path) -> None:
+    file = tmp_path / "t.yaml"
+    file.write_text("tcp_congestion: reno\nnodes:\n  a: {kind: codex}\n  r: {kind: relay}\n")
+    plan = make_plan(loader.load(file), [ipaddress.IPv4Network("11.200.9.0/24")], IMAGES, project="p")
+    assert {s.name: s.sysctls.get("net.ipv4.tcp_congestion_control") for s in services(plan)} == {
+        "a": "reno",
+        "r": "reno",
+    }
 
 
 def test_upstream_image_node_keeps_its_image() -> None:

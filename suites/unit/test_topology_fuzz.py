@@ -86,6 +86,7 @@ TOP_VALUES = {
     "peering": st.sampled_from(PEERING_MODES),
     "healthcheck_interval": st.integers(1, 3600),
     "seed": st.integers(0, 2**32 - 1),
+    "tcp_congestion": st.sampled_from(["reno", "cubic", "bbr"]),
 }
 HOSTILE = st.one_of(
     st.sampled_from(
