@@ -25,7 +25,7 @@ topology:
     home: {kind: lan, nat: port-restricted}
   nodes:
     seed: {kind: codex}
-    member: {kind: codex, network: home, flags: {block-retries: 5}}
+    member: {kind: codex, network: home, flags: {block-retries: 30}}
 steps:
   - upload: {node: seed, size: 512KiB, as: first}
   - upload: {node: seed, size: 512KiB, as: second}
@@ -68,11 +68,15 @@ def test_faults_happen_and_the_verdicts_follow_them(tmp_path: Path) -> None:
         "evidence/verdicts.txt",
     } <= inside
     assert {"evidence/testbed/member.log", "evidence/metrics.jsonl", "evidence/timeline.png"} <= inside
-    assert any(name.startswith("evidence/captures/") and name.endswith(".pcap") for name in inside), inside
+    [capture] = [name for name in inside if name.startswith("evidence/captures/")]
+    assert capture.endswith(".pcap")
+    assert all(e.kind != "note" or "capture" not in e.detail["text"] for e in run.timeline.events)
+    window = [e.t_s for e in run.timeline.events if e.kind == "fault" and e.detail["fault"] == "capture"]
+    assert window[1] - window[0] >= 8, "the capture window stayed open its 8 s"
     flushes = sorted(
         name for name in inside if name.startswith("evidence/conntrack/") and "nat_flush" in name
     )
-    assert [name.rsplit("-", 1)[1] for name in flushes] == ["after.txt", "before.txt"], flushes
+    assert [name.rsplit("-", 1)[1] for name in flushes] == ["before.txt", "after.txt"], flushes
     assert any("partition" in line for line in lines), "the timeline is printed as it happens"
 
 

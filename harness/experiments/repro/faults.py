@@ -25,7 +25,7 @@ What each one does, and what it stands for:
   {target}` (stopped, started; a node is back when it answers, announces and holds its
   reservation again): a node or a relay.
 - `capture {router, seconds}`: a pcap of both router legs for the next `seconds`, while the
-  timeline goes on (a helper with NET_RAW).
+  timeline goes on (a helper with NET_RAW, and SETUID/SETGID for tcpdump's user switch).
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ from harness.topology.plan import RouterPlan
 from .timeline import Timeline
 
 PARTITION_CHAIN = "TESTBED-PARTITION"
+CAPTURE = "/tmp/capture.pcap"
+TIMED_OUT = 124  # `timeout`'s exit status: the capture window closed as planned
 REBIND_PORTS = "20000-29999"
 ROUTER_SCRIPT = "/usr/local/bin/nat-router"
 
@@ -254,10 +256,25 @@ def capture(ctx: FaultContext, router: str, seconds: float) -> None:
     _, target = ctx.router(router)
     helper = docker.from_env().containers.run(
         base_image_ref(),
-        ["timeout", str(seconds), "tcpdump", "-i", "any", "-n", "-s", "200", "-U", "-w", "/tmp/capture.pcap"],
+        # -Z root: tcpdump stays root, so `timeout` (which holds no CAP_KILL) can end it
+        [
+            "timeout",
+            str(seconds),
+            "tcpdump",
+            "-Z",
+            "root",
+            "-i",
+            "any",
+            "-n",
+            "-s",
+            "200",
+            "-U",
+            "-w",
+            CAPTURE,
+        ],
         network_mode=f"container:{target.id}",
         cap_drop=["ALL"],
-        cap_add=["NET_RAW", "NET_ADMIN"],
+        cap_add=["NET_RAW", "NET_ADMIN", "SETUID", "SETGID"],  # tcpdump's setuid/setgroups to root
         security_opt=["no-new-privileges:true"],
         labels=resource_labels(ctx.project, "helper"),
         detach=True,
@@ -267,7 +284,10 @@ def capture(ctx: FaultContext, router: str, seconds: float) -> None:
 
     def collect() -> None:
         try:
-            helper.wait(timeout=seconds + 30)
+            status = helper.wait(timeout=seconds + 30)["StatusCode"]
+            if status != TIMED_OUT:  # tcpdump itself stopped: say why, keep what it wrote
+                logs = helper.logs().decode(errors="replace")[-500:]
+                ctx.timeline.record("note", router, text=f"capture ended early ({status}): {logs}")
             for path in copy_out(helper, "/tmp", ctx.evidence / "captures", prefix=name):
                 ctx.timeline.record("capture", router, file=str(path.relative_to(ctx.evidence)))
         finally:
