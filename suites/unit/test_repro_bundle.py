@@ -92,11 +92,11 @@ EVENTS = [
     Event(2.0, "download", "fetch", {"node": "codex-2", "dataset": "a", "phase": "begin"}),
     Event(3.0, "download", "early", {"node": "codex-1", "dataset": "a", "phase": "begin"}),
     Event(4.0, "download", "early", {"phase": "end", "ok": True, "error": None, "bytes": 9, "seconds": 1}),
-    Event(5.0, "sample", "codex-1", {"reserved": True, "direct_peers": [], "relayed_peers": ["codex-2"]}),
-    Event(5.0, "sample", "codex-2", {"reserved": None, "direct_peers": [], "relayed_peers": ["codex-1"]}),
+    Event(5.0, "sample", "codex-1", {"reserved": True, "direct_peers": []}),
+    Event(5.0, "sample", "codex-2", {"reserved": None, "direct_peers": []}),
     Event(10.0, "fault", "home", {"fault": "router_reboot", "phase": "begin", "down_s": 10}),
     Event(12.0, "fault", "relay", {"fault": "kill", "phase": "begin"}),
-    Event(15.0, "sample", "codex-1", {"reserved": False, "direct_peers": ["codex-2"], "relayed_peers": []}),
+    Event(15.0, "sample", "codex-1", {"reserved": False, "direct_peers": ["codex-2"]}),
     Event(20.0, "fault", "home", {"fault": "router_reboot", "phase": "end", "down_s": 10}),
     Event(
         83.2, "download", "fetch", {"phase": "end", "ok": False, "error": "reset", "bytes": 0, "seconds": 81}

@@ -52,10 +52,8 @@ def test_events_are_timed_from_the_start_and_echoed_as_lines() -> None:
             "  83.2 s  download   fetch end  ok=False  error='stream reset'  seconds=81.5",
         ),
         (
-            Event(
-                5.0, "sample", "codex-1", {"reserved": None, "direct_peers": ["codex-2"], "relayed_peers": []}
-            ),
-            "   5.0 s  sample     codex-1  reserved=None  direct_peers=codex-2  relayed_peers=-",
+            Event(5.0, "sample", "codex-1", {"reserved": None, "direct_peers": ["codex-2"]}),
+            "   5.0 s  sample     codex-1  reserved=None  direct_peers=codex-2",
         ),
         (Event(0.0, "note", "run", {}), "   0.0 s  note       run"),
     ],
@@ -70,7 +68,7 @@ def test_a_saved_timeline_reads_back_whole() -> None:
     timeline.start()
     timeline.record("upload", "archive", node="codex-1", bytes=1024, cid="zDv", seconds=0.5)
     clock.now += 3
-    timeline.record("sample", "codex-1", reserved=True, direct_peers=[], relayed_peers=["codex-2"])
+    timeline.record("sample", "codex-1", reserved=True, direct_peers=[])
 
     assert Timeline.from_json(timeline.to_json()).events == timeline.events
 

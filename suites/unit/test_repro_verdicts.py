@@ -32,7 +32,7 @@ def download(t_s: float, phase: str, ok: bool | None = None, error: str | None =
 
 
 def sample(t_s: float, node: str, reserved: bool | None = True, direct: tuple[str, ...] = ()) -> Event:
-    detail = {"reserved": reserved, "direct_peers": list(direct), "relayed_peers": []}
+    detail = {"reserved": reserved, "direct_peers": list(direct)}
     return Event(t_s, "sample", node, detail)
 
 

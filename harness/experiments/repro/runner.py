@@ -47,10 +47,6 @@ class Run:
     bundle: Path
 
 
-def random_data(size: int, rng: random.Random) -> bytes:
-    return rng.randbytes(size)
-
-
 class Player:
     """Plays one scenario's steps on one testbed."""
 
@@ -67,7 +63,7 @@ class Player:
     # -- workload ---------------------------------------------------------------------------------
     def upload(self, node: str, size: int, as_: str) -> None:
         start = time.monotonic()
-        cid = self.testbed.client(node).upload(random_data(size, self.rng))
+        cid = self.testbed.client(node).upload(self.rng.randbytes(size))  # the seed decides the bytes
         self.cids[as_] = cid
         self.timeline.record(
             "upload", as_, node=node, bytes=size, cid=cid, seconds=round(time.monotonic() - start, 2)
@@ -180,7 +176,7 @@ class Player:
                     "relay_connected": connected,
                 }
             direct = self.direct_peers(node, remote) if remote is not None else []
-            self.timeline.record("sample", node, **detail, direct_peers=direct, relayed_peers=[])
+            self.timeline.record("sample", node, **detail, direct_peers=direct)
         with (self.faults.evidence / "metrics.jsonl").open("a") as out:
             out.write(json.dumps(series) + "\n")
 

@@ -12,7 +12,7 @@ are seconds since `start()`; node names are the topology's):
               phase ("begin" | "end"), and the action's arguments
 - `sample`    subject: a codex node; detail: reserved (bool, None when unknown or it has no
               relay; with a relay also what it is made of: announced, relay_connected),
-              direct_peers and relayed_peers (node names): an observation made every 2 s
+              direct_peers (node names): an observation made every 2 s
 - `capture`   subject: the LAN whose router captured; detail: file
 - `note`      subject: anything; detail: text
 """
