@@ -33,7 +33,7 @@ from .scenario import Scenario, Step
 from .timeline import Timeline
 
 SAMPLE_INTERVAL_S = 2.0
-CHUNK = 1 << 20
+CHUNK = 1 << 16  # small: `bytes` of a failed download says how far it got
 
 
 @dataclass
