@@ -2,6 +2,9 @@
 
 Service images stay unprivileged and need no `ip` binary (upstream nim-codex images have none):
 the helper (the base image, which carries iproute2) gets NET_ADMIN for one command and is removed.
+A link with delay, jitter, loss or reordering on a kernel without netem gets the one long-lived
+helper: its link stage (images/linkstage, docs/links.md), which lives as long as the node's
+namespace and goes with the project's teardown.
 """
 
 from __future__ import annotations
