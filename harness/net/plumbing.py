@@ -26,6 +26,28 @@ from harness.topology.plan import Plan
 from harness.waits import wait_until
 
 
+def start_helper(
+    target: Container,
+    command: list[str],
+    labels: dict[str, str],
+    caps: tuple[str, ...] = (),
+    image: str | None = None,
+    client: docker.DockerClient | None = None,
+) -> Container:
+    """A detached helper in `target`'s network namespace: every capability dropped but `caps`, no
+    new privileges, the base image unless `image` is given."""
+    return (client or docker.from_env()).containers.run(
+        image or base_image_ref(),
+        command,
+        network_mode=f"container:{target.id}",
+        cap_drop=["ALL"],
+        cap_add=list(caps),
+        security_opt=["no-new-privileges:true"],
+        labels=labels,
+        detach=True,
+    )
+
+
 def run_in_netns(
     target: Container,
     command: list[str],
@@ -36,17 +58,8 @@ def run_in_netns(
 ) -> str:
     """Run `command` in `target`'s network namespace; returns its output, raises on failure.
     `client` is the engine to start the helper on (the local one unless given: tests fake it)."""
-    client = client or docker.from_env()
-    helper = client.containers.run(
-        base_image_ref(),
-        command,
-        network_mode=f"container:{target.id}",
-        cap_drop=["ALL"],
-        cap_add=["NET_ADMIN"] if net_admin else [],
-        security_opt=["no-new-privileges:true"],
-        labels=resource_labels(project, "helper"),
-        detach=True,
-    )
+    caps = ("NET_ADMIN",) if net_admin else ()
+    helper = start_helper(target, command, resource_labels(project, "helper"), caps, client=client)
     try:
         status = helper.wait(timeout=timeout_s)["StatusCode"]
         output = helper.logs().decode(errors="replace")
@@ -61,7 +74,7 @@ def run_in_netns(
     return output
 
 
-def _dev_of(ip: str) -> str:
+def dev_of(ip: str) -> str:
     """Shell: set $dev to the interface holding `ip` (docker does not keep interface order)."""
     return rf"dev=$(ip -o -4 addr | awk '/ {ip}\//{{print $2}}')"
 
@@ -98,7 +111,7 @@ def shape(container: Container, ip: str, link: Link, project: str, netem: bool) 
     redirected to. Without netem the qdiscs carry the rates only (a link stage the conditions)."""
     script = [
         "set -e",
-        _dev_of(ip),
+        dev_of(ip),
         "ip link show ifb0 >/dev/null 2>&1 || ip link add ifb0 type ifb",
         "ip link set ifb0 up",
         "tc qdisc del dev $dev ingress 2>/dev/null || true",
@@ -186,15 +199,13 @@ def start_link_stage(
         all=True, filters={"label": [f"{LABEL_NODE}={name}", project_filter(plan.project)["label"]]}
     ):
         old.remove(force=True)  # a restarted node has a new namespace: the old stage holds the gone one
-    stage = client.containers.run(
-        plan.link_stage_image,
+    stage = start_helper(
+        target,
         link_stage_command(plan.nodes[node].ip, plan.nodes[node].link, link_stage_seed(plan, node)),  # type: ignore[arg-type]
-        network_mode=f"container:{target.id}",
-        cap_drop=["ALL"],
-        cap_add=["NET_ADMIN", "NET_RAW"],
-        security_opt=["no-new-privileges:true"],
-        labels=plan_labels(plan, "link-stage") | {LABEL_NODE: name},
-        detach=True,
+        plan_labels(plan, "link-stage") | {LABEL_NODE: name},
+        ("NET_ADMIN", "NET_RAW"),
+        image=plan.link_stage_image,
+        client=client,
     )
 
     def bound() -> bool:  # it prints its conditions once its queues are bound and rules set
@@ -236,7 +247,7 @@ def route_scripts(plan: Plan) -> dict[str, list[str]]:
         wan = next(n for n in plan.networks.values() if n.kind == "wan")
         prefix = wan.subnet.split("/")[1]
         scripts[plan.stun.name].append(
-            f"{_dev_of(plan.stun.ip)}; "
+            f"{dev_of(plan.stun.ip)}; "
             f"ip addr show dev $dev | grep -q ' {plan.stun.alt_ip}/' || "
             f"ip addr add {plan.stun.alt_ip}/{prefix} dev $dev"
         )

@@ -238,6 +238,15 @@ class _Checker:
                 )
                 raise self.fail(f"{path}.{key}" if path else str(key), "unknown key" + extra)
 
+    def byte_size(
+        self, value: Any, bounds: tuple[int, int], example: str, bounds_text: str, path: str
+    ) -> tuple[int, str]:
+        """A byte count (`31457280`, `30MiB`, `1GiB`) within `bounds`: (bytes, as written)."""
+        match = self.matches(value, BYTES_RE, f"a byte size like {example}", path)
+        size = int(match[1]) * BYTE_UNITS[(match[2] or "").lower()]
+        self.in_range(size, bounds, match[0], bounds_text, path)
+        return size, match[0]
+
     def count(self, count: int, limit: int, what: str, path: str) -> None:
         if count > limit:
             raise self.fail(path, f"declares {count} {what}; the limit is {limit}")
@@ -515,11 +524,8 @@ def _load_relay(check: _Checker, name: str, data: dict) -> Relay:
 def _load_quota(check: _Checker, data: dict, path: str) -> str | None:
     if "storage_quota" not in data:
         return None
-    what = "a byte size like 1073741824, 512MiB or 20GiB"
-    match = check.matches(data["storage_quota"], BYTES_RE, what, path)
-    size = int(match[1]) * BYTE_UNITS[(match[2] or "").lower()]
-    check.in_range(size, QUOTA_RANGE_BYTES, match[0], "1 byte to 1 PiB", path)
-    return match[0]
+    example = "1073741824, 512MiB or 20GiB"
+    return check.byte_size(data["storage_quota"], QUOTA_RANGE_BYTES, example, "1 byte to 1 PiB", path)[1]
 
 
 def _load_ttl(check: _Checker, data: dict, path: str) -> str | None:

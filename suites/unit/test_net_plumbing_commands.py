@@ -10,7 +10,7 @@ import pytest
 
 from harness.errors import EngineError
 from harness.net import plumbing
-from harness.net.plumbing import _dev_of, _qdiscs, _rate_bps, route_scripts
+from harness.net.plumbing import _qdiscs, _rate_bps, dev_of, route_scripts
 from harness.topology import loader
 from harness.topology.model import Link, Shaping
 from harness.topology.plan import make_plan
@@ -37,7 +37,7 @@ def test_a_rate_without_a_known_unit_is_refused() -> None:
 
 
 def test_the_interface_is_found_by_the_address_it_holds() -> None:
-    assert _dev_of("10.213.5.10") == r"dev=$(ip -o -4 addr | awk '/ 10.213.5.10\//{print $2}')"
+    assert dev_of("10.213.5.10") == r"dev=$(ip -o -4 addr | awk '/ 10.213.5.10\//{print $2}')"
 
 
 def test_an_unshaped_link_only_clears_the_root_qdisc() -> None:

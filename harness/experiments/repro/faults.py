@@ -42,11 +42,10 @@ from docker.models.containers import Container
 
 from harness.engine.files import copy_out
 from harness.errors import EngineError
-from harness.imagerefs import base_image_ref
 from harness.labels import resource_labels
-from harness.net.plumbing import plumb, run_in_netns
+from harness.net.plumbing import dev_of, plumb, run_in_netns, start_helper
 from harness.testbed import Testbed
-from harness.topology.plan import RouterPlan
+from harness.waits import NotYet, wait_until
 
 from .timeline import Timeline
 
@@ -71,19 +70,15 @@ class FaultContext:
     def project(self) -> str:
         return self.testbed.plan.project
 
-    def router(self, lan: str) -> tuple[RouterPlan, Container]:
+    def router(self, lan: str) -> Container:
         """The router in front of LAN `lan` (a CGNAT LAN's home router)."""
         router = next(r for r in self.testbed.plan.lan_routers if r.lan == lan)
-        return router, self.testbed.container(router.name)
+        return self.testbed.container(router.name)
 
     def seen_address(self, name: str) -> str:
         """Where the WAN sees a node or relay."""
         plan = self.testbed.plan
         return plan.seen_as(name) if name in plan.nodes else plan.relays[name].ip
-
-    def own_address(self, name: str) -> str:
-        plan = self.testbed.plan
-        return plan.nodes[name].ip if name in plan.nodes else plan.relays[name].ip
 
 
 def router_exec(container: Container, script: str) -> str:
@@ -97,7 +92,7 @@ def router_exec(container: Container, script: str) -> str:
 
 
 def conntrack_dump(ctx: FaultContext, lan: str, when: str, fault: str) -> None:
-    _, container = ctx.router(lan)
+    container = ctx.router(lan)
     dump = router_exec(container, "conntrack -L 2>/dev/null || true")
     path = ctx.evidence / "conntrack" / f"{ctx.timeline.elapsed():08.2f}-{fault}-{lan}-{when}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +103,7 @@ def _router_fault(
     ctx: FaultContext, fault: str, lan: str, body: Callable[[Container], None], **detail
 ) -> None:
     """A router fault between its conntrack dumps and begin/end events."""
-    _, container = ctx.router(lan)
+    container = ctx.router(lan)
     conntrack_dump(ctx, lan, "before", fault)
     ctx.timeline.record("fault", lan, fault=fault, phase="begin", **detail)
     body(container)
@@ -193,12 +188,12 @@ def heal(ctx: FaultContext) -> None:
 
 
 def link_flap(ctx: FaultContext, node: str, down_s: float) -> None:
-    ip = ctx.own_address(node)
     container = ctx.testbed.container(node)
     ctx.timeline.record("fault", node, fault="link_flap", phase="begin", down_s=down_s)
-    dev = rf"dev=$(ip -o -4 addr | awk '/ {ip}\//{{print $2}}')"
+    dev = dev_of(ctx.testbed.plan.nodes[node].ip)
+    flap = f"{dev}; ip link set $dev down; sleep {down_s}; ip link set $dev up"
     run_in_netns(
-        container, ["sh", "-c", f"{dev}; ip link set $dev down; sleep {down_s}; ip link set $dev up"],
+        container, ["sh", "-c", flap],
         ctx.project, net_admin=True, timeout_s=down_s + 60,
     )  # fmt: skip
     plumb(ctx.testbed.plan, {node: container})  # its routes went with the link; its shaping stays
@@ -238,46 +233,33 @@ def restart(ctx: FaultContext, target: str) -> None:
         container = ctx.testbed.container(target)
         container.restart(timeout=10)
         plumb(ctx.testbed.plan, {target: container})
-        deadline = time.monotonic() + RELAY_BACK_S
-        while container.attrs["State"].get("Health", {}).get("Status") != "healthy":
-            if time.monotonic() > deadline:
-                logs = container.logs(tail=20).decode(errors="replace")
-                raise EngineError(
-                    f"relay {target} not healthy {RELAY_BACK_S:.0f} s after its restart:\n{logs}"
-                )
-            time.sleep(0.5)
+
+        def healthy() -> bool:
             container.reload()
+            if container.attrs["State"].get("Health", {}).get("Status") == "healthy":
+                return True
+            raise NotYet(f"relay {target} not healthy yet")
+
+        wait_until(
+            f"relay {target} to be healthy after its restart",
+            healthy,
+            RELAY_BACK_S,
+            culprit=lambda: container.logs(tail=20).decode(errors="replace"),
+        )
     ctx.timeline.record("fault", target, fault="restart", phase="end")
 
 
 def capture(ctx: FaultContext, router: str, seconds: float) -> None:
     """Both legs of the router for the next `seconds`, while the timeline goes on: a helper in its
     namespace (NET_RAW for tcpdump); the file joins the evidence when the window closes."""
-    _, target = ctx.router(router)
-    helper = docker.from_env().containers.run(
-        base_image_ref(),
-        # -Z root: tcpdump stays root, so `timeout` (which holds no CAP_KILL) can end it
-        [
-            "timeout",
-            str(seconds),
-            "tcpdump",
-            "-Z",
-            "root",
-            "-i",
-            "any",
-            "-n",
-            "-s",
-            "200",
-            "-U",
-            "-w",
-            CAPTURE,
-        ],
-        network_mode=f"container:{target.id}",
-        cap_drop=["ALL"],
-        cap_add=["NET_RAW", "NET_ADMIN", "SETUID", "SETGID"],  # tcpdump's setuid/setgroups to root
-        security_opt=["no-new-privileges:true"],
-        labels=resource_labels(ctx.project, "helper"),
-        detach=True,
+    target = ctx.router(router)
+    # -Z root: tcpdump stays root, so `timeout` (which holds no CAP_KILL) can end it
+    tcpdump = ["tcpdump", "-Z", "root", "-i", "any", "-n", "-s", "200", "-U", "-w", CAPTURE]
+    helper = start_helper(
+        target,
+        ["timeout", str(seconds), *tcpdump],
+        resource_labels(ctx.project, "helper"),
+        ("NET_RAW", "NET_ADMIN", "SETUID", "SETGID"),  # tcpdump's setuid/setgroups to root
     )
     ctx.timeline.record("fault", router, fault="capture", phase="begin", seconds=seconds)
     name = f"{ctx.timeline.elapsed():08.2f}-{router}-"

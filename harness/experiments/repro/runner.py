@@ -54,7 +54,7 @@ class Player:
         self.scenario, self.testbed, self.timeline = scenario, testbed, timeline
         self.faults = FaultContext(testbed, timeline, evidence)
         self.rng = random.Random(seed)
-        self.cids: dict[str, str] = {}
+        self.datasets: dict[str, tuple[str, int]] = {}  # name -> (cid, bytes)
         self.downloads: dict[str, threading.Thread] = {}
         self.watched = watched_pairs(scenario)
         # the sampler's own clients (a requests session is not shared between threads)
@@ -64,22 +64,21 @@ class Player:
     def upload(self, node: str, size: int, as_: str) -> None:
         start = time.monotonic()
         cid = self.testbed.client(node).upload(self.rng.randbytes(size))  # the seed decides the bytes
-        self.cids[as_] = cid
+        self.datasets[as_] = (cid, size)
         self.timeline.record(
             "upload", as_, node=node, bytes=size, cid=cid, seconds=round(time.monotonic() - start, 2)
         )
 
     def download(self, node: str, dataset: str, id: str, background: bool, timeout_s: float) -> None:
-        cid = self.cids[dataset]
-        thread = threading.Thread(target=self._fetch, args=(node, dataset, id, cid, timeout_s), daemon=True)
+        thread = threading.Thread(target=self._fetch, args=(node, dataset, id, timeout_s), daemon=True)
         self.timeline.record("download", id, node=node, dataset=dataset, phase="begin")
         thread.start()
         self.downloads[id] = thread
         if not background:
             thread.join()
 
-    def _fetch(self, node: str, dataset: str, id: str, cid: str, timeout_s: float) -> None:
-        start, received, error = time.monotonic(), 0, None
+    def _fetch(self, node: str, dataset: str, id: str, timeout_s: float) -> None:
+        (cid, expected), start, received, error = self.datasets[dataset], time.monotonic(), 0, None
         try:
             client = CodexClient(self.testbed.plan.nodes[node].api_url, timeout_s)  # its own session
             with client.request(
@@ -93,17 +92,12 @@ class Player:
                         raise TimeoutError(f"not whole after {timeout_s:.0f} s")
         except Exception as exc:  # the failure is the observation: record it, don't raise
             error = f"{type(exc).__name__}: {exc}"[:300]
-        expected = self.expected_size(dataset)
         if error is None and received != expected:
             error = f"stream ended after {received} of {expected} bytes"
         self.timeline.record(
             "download", id, node=node, dataset=dataset, phase="end", ok=error is None, error=error,
             bytes=received, seconds=round(time.monotonic() - start, 2),
         )  # fmt: skip
-
-    def expected_size(self, dataset: str) -> int:
-        upload = next(e for e in self.timeline.events if e.kind == "upload" and e.subject == dataset)
-        return upload.detail["bytes"]
 
     def await_(self, download: str) -> None:
         self.downloads[download].join()

@@ -21,7 +21,7 @@ from typing import Any
 from harness.errors import ScenarioError, excerpt
 from harness.paths import SCENARIOS_DIR, TOPOLOGIES_DIR
 from harness.topology import loader
-from harness.topology.loader import BYTE_UNITS, BYTES_RE, CONTROL_RE, SEED_RANGE, UDP_TIMEOUT_RANGE_S
+from harness.topology.loader import CONTROL_RE, SEED_RANGE, UDP_TIMEOUT_RANGE_S
 from harness.topology.model import Topology
 
 TOP_KEYS = {"name", "description", "field", "topology", "seed", "links", "routers", "steps", "expect"}
@@ -263,11 +263,8 @@ class _Reader:
         return self.check.flag(value, path)
 
     def size(self, value: Any, path: str) -> int:
-        what = "a byte size like 31457280, 30MiB, 512KiB or 1GiB"
-        match = self.check.matches(value, BYTES_RE, what, path)
-        size = int(match[1]) * BYTE_UNITS[(match[2] or "").lower()]
-        self.check.in_range(size, UPLOAD_RANGE_BYTES, match[0], "1 byte to 1 TiB", path)
-        return size
+        example = "31457280, 30MiB, 512KiB or 1GiB"
+        return self.check.byte_size(value, UPLOAD_RANGE_BYTES, example, "1 byte to 1 TiB", path)[0]
 
     def duration(self, value: Any, path: str) -> float:
         return _seconds(self.check, value, path, 0, DURATION_MAX_S, above=True)
