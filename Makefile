@@ -91,9 +91,11 @@ doctor: $(STAMP)
 	$(BIN)/testbed doctor
 
 ## load: the release gate (PROFILE=release by default; ci is the short form; LOAD_WORKERS=N for
-## Locust as a master and N worker containers); exit 2 on a breach
+## Locust as a master and N worker containers; BASELINE_IMAGE=<last release> for an A/B run
+## against the build under test); exit 2 on a breach or a regression
 load: images
-	$(BIN)/testbed load --profile $(PROFILE) $(if $(LOAD_WORKERS),--workers $(LOAD_WORKERS)) $(BUILD)
+	$(BIN)/testbed load --profile $(PROFILE) $(if $(LOAD_WORKERS),--workers $(LOAD_WORKERS)) \
+		$(if $(BASELINE_IMAGE),--baseline-image $(BASELINE_IMAGE)) $(BUILD)
 
 ## repro: replay a field-failure scenario, SCENARIO=<name in compose/scenarios/> [REPEAT=N] [SEED=S]
 repro: images

@@ -303,8 +303,10 @@ def cmd_contract(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    """The release gate: exit 0 when every threshold held, 2 when one was breached."""
-    from harness.experiments import load  # Locust runs in a subprocess; matplotlib only to plot
+    """The release gate: exit 0 when it held, 2 when a threshold was breached or (A/B, with
+    --baseline-image) the candidate is worse than the baseline."""
+    from harness.experiments import abgate, load  # Locust runs in a subprocess; matplotlib to plot
+    from harness.experiments.profiles import load_profile
 
     if missing := load.missing_extra():
         print(
@@ -313,16 +315,43 @@ def cmd_load(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if args.baseline_image and (args.baseline or args.threshold):
+        print(
+            "--baseline-image compares two builds in one run: --baseline and --threshold are for "
+            "single-build runs",
+            file=sys.stderr,
+        )
+        return 1
     overrides = {}
     for item in args.threshold:
         key, _, value = item.partition("=")
         overrides[key] = float(value)
-    profile = load.load_profile(args.profile, overrides, args.workers)
-    baseline = Path(args.baseline) if args.baseline else None
-    run_dir, passed = load.run_gate(profile, baseline, build=selection.from_arguments(args))
+    profile = load_profile(args.profile, overrides, args.workers)
+    candidate = selection.from_arguments(args)
+    if args.baseline_image:
+        baseline_build = selection.baseline_of(candidate, args.baseline_image)
+        run_dir, passed = abgate.run_ab(profile, candidate, baseline_build)
+    else:
+        baseline = Path(args.baseline) if args.baseline else None
+        run_dir, passed = load.run_gate(profile, baseline, build=candidate)
     print((run_dir / "summary.md").read_text())
     print(f"reports: {run_dir}")
     return 0 if passed else 2
+
+
+def cmd_experiment_blockexchange(args: argparse.Namespace) -> int:
+    from harness.experiments import load  # the extra: the report plots with matplotlib
+    from harness.experiments.bx import report
+
+    if missing := load.missing_extra():
+        print(f"experiments need the load extra: pip install 'codex-testbed[load]' ({', '.join(missing)})")
+        return 1
+    build = selection.from_arguments(args)
+    builds = [build] + [selection.baseline_of(build, image) for image in args.compare_image or []]
+    folder = report.run(args.experiments or list(report.EXPERIMENTS), builds, args.samples)
+    print((folder / "report.md").read_text())
+    print(f"reports: {folder}")
+    return 0
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -521,9 +550,34 @@ def build_parser() -> argparse.ArgumentParser:
     selection.add_arguments(p)
     p.set_defaults(func=cmd_repro)
 
+    p = sub.add_parser("experiment", help="run an experiment; a table, a plot and results.json")
+    experiments = p.add_subparsers(dest="experiment", required=True)
+    e = experiments.add_parser(
+        "blockexchange", help="prefetch interference, duplicates by timing, single-request latency by RTT"
+    )
+    e.add_argument(
+        "experiments", nargs="*", choices=["interference", "duplicates", "latency", []],
+        help="which (default: all three)",
+    )  # fmt: skip
+    e.add_argument("--samples", type=int, default=40, help="timed requests per condition")
+    e.add_argument(
+        "--compare-image", action="append", metavar="IMAGE",
+        help="run the same experiments on this image too, side by side "
+        f"({selection.REFERENCE!r}: the reference node)",
+    )  # fmt: skip
+    selection.add_arguments(e)
+    e.set_defaults(func=cmd_experiment_blockexchange)
+
     p = sub.add_parser("load", help="run a load profile against its topology; fail on a breached threshold")
     p.add_argument("--profile", default="release", help="a profile in suites/load/profiles.yaml")
     p.add_argument("--baseline", help="results.json of an earlier run to compare with")
+    p.add_argument(
+        "--baseline-image",
+        metavar="IMAGE",
+        help="A/B: run the same load on this build (the last release) and on the candidate "
+        f"(--codex-image), interleaved, and gate on their ratios; {selection.REFERENCE!r}: the "
+        "reference node",
+    )
     p.add_argument("--threshold", action="append", default=[], help="override, e.g. min_mb_s=50")
     p.add_argument(
         "--workers", type=int, help="run Locust as a master and N worker containers in the topology"

@@ -46,6 +46,14 @@ class BuildUnderTest:
         return selected
 
 
+REFERENCE = "reference"  # as an image argument: the reference node, built here
+
+
+def baseline_of(candidate: BuildUnderTest, image: str) -> BuildUnderTest:
+    """The build an A/B run compares the candidate with: the same contract, another image."""
+    return replace(candidate, image=None if image == REFERENCE else image)
+
+
 # `--codex-image` and `--impl`, as every command that brings nodes up (and pytest) takes them.
 OPTIONS: list[tuple[tuple[str, ...], dict]] = [
     (

@@ -23,20 +23,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from harness.clients.codex import dialable_addresses
 from harness.engine import images
-from harness.errors import TestbedError
+from harness.experiments.bx.probe import bx_peer
 from harness.experiments.locust_run import Fleet, LocustRun, run_on_host
-from harness.paths import REPO_ROOT, artifacts_dir
+from harness.experiments.profiles import Profile
+from harness.paths import artifacts_dir
 from harness.selection import BuildUnderTest
 from harness.testbed import Testbed
 
-PROFILES = REPO_ROOT / "suites" / "load" / "profiles.yaml"
 CEILING_SECONDS = 8
 CEILING_FILE_BYTES = 1024 * 1024
 # BlockExchange counters, after the node's metric prefix (`codex_` or `storage_`, its profile's).
@@ -54,32 +50,6 @@ def missing_extra() -> list[str]:
     """The modules of the `load` extra this interpreter lacks (found, not imported: importing
     Locust monkey-patches the process with gevent)."""
     return [name for name in EXTRA_MODULES if importlib.util.find_spec(name) is None]
-
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    topology: str
-    users: int
-    spawn_rate: float
-    run_time_s: int
-    mix: dict[str, int]
-    sizes: list[list[int]]
-    thresholds: dict[str, float]
-    downloaders_on: list[str] | None = None
-    workers: int = 0  # 0: Locust runs on the host; N: a master and N workers as containers
-
-
-def load_profile(name: str, overrides: dict[str, float] | None = None, workers: int | None = None) -> Profile:
-    """A profile of suites/load/profiles.yaml, with thresholds and the worker count overridden."""
-    profiles = yaml.safe_load(PROFILES.read_text())
-    if name not in profiles:
-        raise TestbedError(f"{PROFILES}: no load profile {name!r} (profiles: {', '.join(profiles)})")
-    raw = dict(profiles[name])
-    raw["thresholds"] = {**raw["thresholds"], **(overrides or {})}
-    if workers is not None:
-        raw["workers"] = workers
-    return Profile(name=name, **raw)
 
 
 def _stats(run_dir: Path, prefix: str) -> dict[str, dict[str, str]]:
@@ -121,11 +91,6 @@ def measure_ceiling(run_dir: Path, users: int, execute: Execute, server: Abstrac
         execute(LocustRun("ceiling", ["CeilingUser"], users, users, CEILING_SECONDS), config, run_dir)
     row = _stats(run_dir, "ceiling")["ceiling"]
     return {"req_s": float(row["Requests/s"]), "mb_s": _bytes(row) / CEILING_SECONDS / 1e6}
-
-
-def _bx_peer(testbed: Testbed, node: str) -> dict:
-    info = testbed.client(node).debug_info()
-    return {"peer": info["id"], "addrs": dialable_addresses(info)}
 
 
 def _block_counters(testbed: Testbed) -> dict[str, float]:
@@ -260,6 +225,68 @@ def summary(profile: Profile, results: dict, breaches: list[str], baseline: dict
     return "\n".join(lines) + "\n"
 
 
+LoadGenerator = tuple[Execute, AbstractContextManager[str]]  # how Locust runs, the ceiling's server
+
+
+def generator(testbed: Testbed, profile: Profile, run_dir: Path) -> LoadGenerator:
+    """How Locust runs against `testbed` (host process, or worker containers on its WAN) and the
+    static server of the generator's ceiling."""
+    if profile.workers:
+        image = images.ensure_images({"loadgen"}, log=lambda _: None)["loadgen"]
+        fleet = Fleet(testbed, profile.workers, image)
+        return fleet.run, fleet.static_server()
+    return run_on_host, loopback_static_server(run_dir)
+
+
+def measure(
+    testbed: Testbed, profile: Profile, execute: Execute, run_dir: Path, prefix: str, run_time_s: int
+) -> dict:
+    """One Locust run of the profile's load against `testbed`: its numbers (Locust's CSVs under
+    `prefix`, the nodes' BlockExchange counters before and after)."""
+    before = _block_counters(testbed)
+    config = {
+        "nodes": {name: node.api_url for name, node in testbed.plan.nodes.items()},
+        "sizes": profile.sizes,
+        "mix": profile.mix,
+        "downloaders_on": profile.downloaders_on,
+    }
+    if "BlockExchange" in profile.mix:
+        config["bx_peers"] = {name: bx_peer(testbed, name) for name in testbed.plan.nodes}
+    run = LocustRun(prefix, list(profile.mix), profile.users, profile.spawn_rate, run_time_s)
+    execute(run, config, run_dir)
+    after = _block_counters(testbed)
+    stats = _stats(run_dir, prefix)
+    counted = [
+        row for name, row in stats.items() if name in ("upload", "download", "want-have", "want-block")
+    ]
+    requests_total = sum(int(row["Request Count"]) for row in counted)
+    failures = sum(int(row["Failure Count"]) for row in counted)
+    ttfb = stats.get("ttfb", {})
+    received = after["received"] - before["received"]
+    duplicates = after["duplicates"] - before["duplicates"]
+    return {
+        "download_mb_s": _bytes(stats["download"]) / run_time_s / 1e6 if "download" in stats else 0.0,
+        "requests_s": sum(float(row["Requests/s"]) for row in counted),
+        "p50_ttfb_ms": float(ttfb.get("50%") or 0),
+        "p95_ttfb_ms": float(ttfb.get("95%") or 0),
+        "requests": requests_total,
+        "failures": failures,
+        "error_ratio": failures / requests_total if requests_total else 1.0,
+        "blocks_received": received,
+        "duplicate_blocks": duplicates,
+        "duplicate_ratio": duplicates / received if received else 0.0,
+        "bx_want_have_p95_ms": float(stats.get("want-have", {}).get("95%") or 0),
+        "bx_want_block_p95_ms": float(stats.get("want-block", {}).get("95%") or 0),
+        "bx_requests_s": sum(
+            float(stats[n]["Requests/s"]) for n in ("want-have", "want-block") if n in stats
+        ),
+    }
+
+
+def generator_name(profile: Profile) -> str:
+    return f"{profile.workers} worker containers" if profile.workers else "host"
+
+
 def run_gate(
     profile: Profile,
     baseline_file: Path | None = None,
@@ -270,52 +297,14 @@ def run_gate(
     run_dir = out or artifacts_dir("load") / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
     with Testbed.up(profile.topology, log=lambda _: None, build=build or BuildUnderTest()) as testbed:
-        execute: Execute
-        if profile.workers:
-            fleet = Fleet(
-                testbed, profile.workers, images.ensure_images({"loadgen"}, log=lambda _: None)["loadgen"]
-            )
-            execute, server = fleet.run, fleet.static_server()
-        else:
-            execute, server = run_on_host, loopback_static_server(run_dir)
+        execute, server = generator(testbed, profile, run_dir)
         ceiling = measure_ceiling(run_dir, profile.users, execute, server)
-        before = _block_counters(testbed)
-        config = {
-            "nodes": {name: node.api_url for name, node in testbed.plan.nodes.items()},
-            "sizes": profile.sizes,
-            "mix": profile.mix,
-            "downloaders_on": profile.downloaders_on,
-        }
-        if "BlockExchange" in profile.mix:
-            config["bx_peers"] = {name: _bx_peer(testbed, name) for name in testbed.plan.nodes}
-        run = LocustRun("run", list(profile.mix), profile.users, profile.spawn_rate, profile.run_time_s)
-        execute(run, config, run_dir)
-        after = _block_counters(testbed)
-    stats = _stats(run_dir, "run")
-    counted = [
-        row for name, row in stats.items() if name in ("upload", "download", "want-have", "want-block")
-    ]
-    requests_total = sum(int(row["Request Count"]) for row in counted)
-    failures = sum(int(row["Failure Count"]) for row in counted)
-    ttfb = stats.get("ttfb", {})
-    received = after["received"] - before["received"]
+        measured = measure(testbed, profile, execute, run_dir, "run", profile.run_time_s)
     results = {
         "profile": profile.name,
-        "generator": f"{profile.workers} worker containers" if profile.workers else "host",
-        "download_mb_s": _bytes(stats["download"]) / profile.run_time_s / 1e6 if "download" in stats else 0.0,
-        "requests_s": sum(float(row["Requests/s"]) for row in counted),
-        "p50_ttfb_ms": float(ttfb.get("50%") or 0),
-        "p95_ttfb_ms": float(ttfb.get("95%") or 0),
-        "requests": requests_total,
-        "failures": failures,
-        "error_ratio": failures / requests_total if requests_total else 1.0,
-        "duplicate_ratio": (after["duplicates"] - before["duplicates"]) / received if received else 0.0,
+        "generator": generator_name(profile),
+        **measured,
         "generator_ceiling": ceiling,
-        "bx_want_have_p95_ms": float(stats.get("want-have", {}).get("95%") or 0),
-        "bx_want_block_p95_ms": float(stats.get("want-block", {}).get("95%") or 0),
-        "bx_requests_s": sum(
-            float(stats[n]["Requests/s"]) for n in ("want-have", "want-block") if n in stats
-        ),
     }
     breaches = evaluate(profile, results)
     results["breaches"] = breaches

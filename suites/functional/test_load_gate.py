@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
+
+from harness.engine import images
 
 pytestmark = [pytest.mark.load, pytest.mark.timing]
 
@@ -63,3 +68,33 @@ def test_distributed_mode_runs_the_profile_on_worker_containers() -> None:
         assert "Got quit message from master" in (reports / f"run-worker-{worker}-locust.log").read_text()
     assert results["generator_ceiling"]["mb_s"] > results["download_mb_s"], "measured by the same workers"
     assert "generator: 2 worker containers" in out
+
+
+@pytest.fixture(scope="module")
+def slowed_build() -> Iterator[str]:
+    """A build the A/B gate must find slower: the reference node with one wantBlock in flight
+    per peer instead of 128 (set through the era's environment fallback of its own flag). Named
+    beside the reference image, in the same namespace, so image cleanup takes it too."""
+    reference = images.ensure_images({"codex-ref"}, log=lambda _: None)["codex-ref"]
+    tag = f"{reference.rsplit(':', 1)[0]}-slowed:inflight-1"
+    dockerfile = f"FROM {reference}\nENV STORAGE_MAX_INFLIGHT_PER_PEER=1\n"
+    client = docker.from_env()
+    client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, labels=images.LABEL, rm=True)
+    yield tag
+    client.images.remove(tag, force=True)
+
+
+def test_the_ab_gate_flags_a_slowed_build_against_the_reference(slowed_build: str) -> None:
+    code, out, reports = run_gate(
+        "--profile", "ci", "--impl", "logos-storage",
+        "--codex-image", slowed_build, "--baseline-image", "reference",
+    )  # fmt: skip
+
+    assert code == 2, out
+    assert "A/B: FAIL (the candidate is worse: download throughput" in out
+    results = json.loads((reports / "results.json").read_text())
+    [throughput] = [c for c in results["comparisons"] if c["metric"] == "download_mb_s"]
+    assert throughput["verdict"] == "WORSE" and throughput["high"] < 0.9, throughput
+    assert [r["order"][0] for r in results["rounds"]] == ["candidate", "baseline"] * 2, "ABBA"
+    for name in ("ab.png", "summary.md", "r1-candidate_stats.csv", "r4-baseline_stats.csv"):
+        assert (reports / name).stat().st_size > 0, name

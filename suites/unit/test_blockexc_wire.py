@@ -29,6 +29,11 @@ def test_block_address_bytes() -> None:
     assert BlockAddress.of_cid(BLOCK).encode() == b"\x08\x00" + b"\x22" + bytes([len(BLOCK)]) + BLOCK
 
 
+def test_an_address_reads_as_text_cids_as_upstream_prints_it() -> None:
+    assert str(LEAF) == f"treeCid: {Cid.from_bytes(TREE)}, index: 300"
+    assert str(BlockAddress.of_cid(BLOCK)) == f"cid: {Cid.from_bytes(BLOCK)}"
+
+
 @pytest.mark.parametrize(
     "encoded",
     [

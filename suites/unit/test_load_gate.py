@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import TestbedError
-from harness.experiments.load import evaluate, load_profile, summary
+from harness.experiments.load import evaluate, summary
+from harness.experiments.profiles import load_profile
 
 GOOD_THRESHOLDS = ("p95_ttfb_ms", "max_error_ratio", "min_mb_s", "max_duplicate_ratio", "p95_want_block_ms")
 GOOD = {

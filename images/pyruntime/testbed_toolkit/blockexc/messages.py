@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from testbed_toolkit.cid import Cid
 from testbed_toolkit.protobuf import (
     LENGTH_DELIMITED,
     DecodeError,
@@ -46,6 +47,11 @@ class BlockAddress(NamedTuple):
     @classmethod
     def of_cid(cls, cid: bytes) -> BlockAddress:
         return cls(False, cid=cid)
+
+    def __str__(self) -> str:  # as upstream's `$`: CIDs as text, not bytes (error answers carry it)
+        if self.leaf:
+            return f"treeCid: {Cid.from_bytes(self.tree_cid)}, index: {self.index}"
+        return f"cid: {Cid.from_bytes(self.cid)}"
 
     def encode(self) -> bytes:
         out = varint_field(1, int(self.leaf))
