@@ -244,6 +244,21 @@ CASES = {
         "steps[1].pause.for_s",
         "must be a number of seconds more than 0",
     ),
+    "mapping-timeout-none": (
+        steps("mapping_timeout: {router: home-a}"),
+        "steps[1].mapping_timeout",
+        "give tcp_s, udp_s or both",
+    ),
+    "mapping-timeout-a-fraction": (
+        steps("mapping_timeout: {router: home-a, tcp_s: 2.5}"),
+        "steps[1].mapping_timeout.tcp_s",
+        "must be a whole number of seconds from 1 to 86400; got 2.5",
+    ),
+    "address-change-unknown-router": (
+        steps("address_change: {router: home-c}"),
+        "steps[1].address_change.router",
+        "a LAN of the topology",
+    ),
     "partition-one-side": (
         steps("partition: {between: [[alice, bob]]}"),
         "steps[1].partition.between",
@@ -506,6 +521,8 @@ def test_every_action_and_expectation_kind_has_arguments_and_loads(tmp_path: Pat
         + "  - router_reboot: {router: home-b, down_s: 10}\n"
         + "  - nat_rebind: {router: home-b}\n"
         + "  - conntrack_full: {router: home-a, for_s: 20}\n"
+        + "  - mapping_timeout: {router: home-a, tcp_s: 30, udp_s: 20}\n"
+        + "  - address_change: {router: home-b}\n"
         + "  - kill: {target: relay}\n"
         + "  - pause: {target: seed, for_s: 4}\n"
         + "  - restart: {target: relay}\n"
@@ -519,7 +536,7 @@ def test_every_action_and_expectation_kind_has_arguments_and_loads(tmp_path: Pat
                 "download_slow": "{download: fetch, slower_than_s: 120}",
                 "stays_relayed": "{node: alice, peer: bob}",
                 "goes_direct": "{node: alice, peer: bob, within_s: 30}",
-                "reservation_lost": "{node: bob, within_s: 20, after: kill-13}",
+                "reservation_lost": "{node: bob, within_s: 20, after: kill-15}",
                 "reservation_kept": "{node: alice}",
             }.items()
         )

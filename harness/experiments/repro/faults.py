@@ -18,6 +18,15 @@ What each one does, and what it stands for:
 - `nat_rebind {router}`: existing mappings move to new external ports (outbound flows are
   translated to another port range from now on, and the table is flushed), as a carrier NAT
   that rebinds.
+- `mapping_timeout {router, tcp_s, udp_s}`: from now on the router keeps an idle mapping only
+  this long (an nftables conntrack timeout policy on every flow it tracks: TCP established, UDP
+  both ways); the table is flushed, so existing flows come back under the policy when the inside
+  sends next (inbound packets before that are dropped, as after `nat_flush`).
+- `address_change {router}`: the router's uplink address changes, as a home line's after the
+  provider reassigns it: the old address is gone, the new one (from the top of the uplink's
+  subnet, below what the load fleet uses) translates every flow from now on, the table is
+  flushed. The harness's plan keeps the planned address: later partitions and the sampler's
+  direct-connection check still know the router by it.
 - `conntrack_full {router, for_s}`: new flows are dropped (for for_s, or to the end), existing
   ones go on — what a full table does (the kernel's "nf_conntrack: table full, dropping
   packet"); emulated with a conntrack-state rule: the table's size is the host's, not the router's.
@@ -31,6 +40,7 @@ What each one does, and what it stands for:
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +55,7 @@ from harness.errors import EngineError
 from harness.labels import resource_labels
 from harness.net.plumbing import dev_of, plumb, run_in_netns, start_helper
 from harness.testbed import Testbed
+from harness.topology.plan import RouterPlan
 from harness.waits import NotYet, wait_until
 
 from .timeline import Timeline
@@ -54,6 +65,9 @@ CAPTURE = "/tmp/capture.pcap"
 TIMED_OUT = 124  # `timeout`'s exit status: the capture window closed as planned
 REBIND_PORTS = "20000-29999"
 ROUTER_SCRIPT = "/usr/local/bin/nat-router"
+TIMEOUT_TABLE = "testbed_mapping_timeout"
+WAN_IFACE_FILE = "/run/testbed-wan-iface"  # the uplink's interface, once its address has changed
+SPARE_FROM_TOP = 64  # address_change takes uplink addresses this far below the subnet's top
 
 
 @dataclass
@@ -75,6 +89,9 @@ class FaultContext:
         router = next(r for r in self.testbed.plan.lan_routers if r.lan == lan)
         return self.testbed.container(router.name)
 
+    def router_plan(self, lan: str) -> RouterPlan:
+        return next(r for r in self.testbed.plan.lan_routers if r.lan == lan)
+
     def seen_address(self, name: str) -> str:
         """Where the WAN sees a node or relay."""
         plan = self.testbed.plan
@@ -83,7 +100,10 @@ class FaultContext:
 
 def router_exec(container: Container, script: str) -> str:
     """Run `script` in the router with its NAT functions and settings (nat-router sourced)."""
-    prelude = f'. {ROUTER_SCRIPT}; WAN=$(iface_of "$WAN_IP"); LAN=$(iface_of "$LAN_IP"); '
+    prelude = (
+        f'. {ROUTER_SCRIPT}; WAN=$(cat {WAN_IFACE_FILE} 2>/dev/null || iface_of "$WAN_IP"); '
+        'LAN=$(iface_of "$LAN_IP"); '
+    )
     code, output = container.exec_run(["bash", "-c", prelude + script])
     text = output.decode(errors="replace")
     if code != 0:
@@ -134,6 +154,58 @@ def nat_rebind(ctx: FaultContext, router: str) -> None:
         f"-p $p -j MASQUERADE --to-ports {REBIND_PORTS} --random; done; conntrack -F"
     )
     _router_fault(ctx, "nat_rebind", router, lambda c: router_exec(c, rebind), ports=REBIND_PORTS)
+
+
+def mapping_timeout_rules(tcp_s: int | None, udp_s: int | None) -> str:
+    """The nftables table that gives every flow tracked from now on the shorter idle timeouts."""
+    objects, statements = [], []
+    for proto, seconds, policy in (
+        ("tcp", tcp_s, "established: {s}"),
+        ("udp", udp_s, "unreplied: {s}, replied: {s}"),
+    ):
+        if seconds is not None:
+            objects.append(
+                f"  ct timeout {proto}-short {{ protocol {proto}; l3proto ip; "
+                f"policy = {{ {policy.format(s=seconds)} }}; }}"
+            )
+            statements.append(f'    meta l4proto {proto} ct timeout set "{proto}-short"')
+    # after conntrack (-200) has made the flow's entry, before it confirms it: the policy sticks
+    chain = ["  chain pre { type filter hook prerouting priority filter; policy accept;", *statements, "  }"]
+    return "\n".join([f"table ip {TIMEOUT_TABLE} {{", *objects, *chain, "}"])
+
+
+def mapping_timeout(ctx: FaultContext, router: str, tcp_s: int | None, udp_s: int | None) -> None:
+    script = (
+        f"nft delete table ip {TIMEOUT_TABLE} 2>/dev/null; "
+        f"nft -f - <<'NFT'\n{mapping_timeout_rules(tcp_s, udp_s)}\nNFT\nconntrack -F"
+    )
+    _router_fault(ctx, "mapping_timeout", router, lambda c: router_exec(c, script), tcp_s=tcp_s, udp_s=udp_s)
+
+
+def spare_uplink_address(ctx: FaultContext, lan: str) -> tuple[str, int]:
+    """An uplink address no container has (and its prefix length), one per router."""
+    planned = ctx.router_plan(lan)
+    subnet = ipaddress.ip_network(ctx.testbed.plan.networks[planned.wan_network].subnet)
+    index = [r.lan for r in ctx.testbed.plan.lan_routers].index(lan)
+    return str(subnet.broadcast_address - SPARE_FROM_TOP - index), subnet.prefixlen
+
+
+def address_change_script(new: str, prefix: int) -> str:
+    """Replace every address of the uplink by `new`; the route to the CGN (if any) comes back."""
+    return (
+        f'echo "$WAN" > {WAN_IFACE_FILE}; '
+        "for a in $(ip -o -4 addr show dev \"$WAN\" | awk '{print $4}'); do "
+        'ip addr del "$a" dev "$WAN"; done; '
+        f'ip addr add {new}/{prefix} dev "$WAN"; '
+        'if [ -n "${UPSTREAM_GATEWAY:-}" ]; then ip route replace default via "$UPSTREAM_GATEWAY"; fi; '
+        "conntrack -F"
+    )
+
+
+def address_change(ctx: FaultContext, router: str) -> None:
+    new, prefix = spare_uplink_address(ctx, router)
+    script = address_change_script(new, prefix)
+    _router_fault(ctx, "address_change", router, lambda c: router_exec(c, script), address=new)
 
 
 def conntrack_full(ctx: FaultContext, router: str, for_s: float | None) -> None:
@@ -290,6 +362,8 @@ FAULTS: dict[str, Callable[..., None]] = {
     "router_reboot": router_reboot,
     "nat_rebind": nat_rebind,
     "conntrack_full": conntrack_full,
+    "mapping_timeout": mapping_timeout,
+    "address_change": address_change,
     "kill": kill,
     "pause": pause,
     "restart": restart,

@@ -175,6 +175,8 @@ class _Reader:
         args = self.args(ACTIONS[action], data[action], f"{path}.{action}")
         if action == "download" and args["id"] is None:
             args["id"] = name
+        if action == "mapping_timeout" and args["tcp_s"] is None and args["udp_s"] is None:
+            raise check.fail(f"{path}.{action}", "give tcp_s, udp_s or both: the new idle lifetimes")
         step = Step(
             index, name, action, args, self._start(data, "at", path), self._start(data, "after", path)
         )
@@ -272,6 +274,10 @@ class _Reader:
     def timeout(self, value: Any, path: str) -> float:
         return _seconds(self.check, value, path, 1, DURATION_MAX_S)
 
+    def mapping_seconds(self, value: Any, path: str) -> int:
+        """A mapping's idle lifetime: whole seconds, as the LAN's own tcp_timeout and udp_timeout."""
+        return self.check.whole(value, UDP_TIMEOUT_RANGE_S, "a whole number of seconds", path)
+
     def dataset(self, value: Any, path: str) -> str:
         name = self.check.name(value, path)
         if name not in self.datasets:
@@ -353,6 +359,12 @@ ACTIONS: dict[str, dict[str, _Arg]] = {
     "router_reboot": {"router": _ROUTER, "down_s": _DURATION},
     "nat_rebind": {"router": _ROUTER},
     "conntrack_full": {"router": _ROUTER, "for_s": _Arg(_Reader.duration, optional=True)},
+    "mapping_timeout": {  # at least one of the two
+        "router": _ROUTER,
+        "tcp_s": _Arg(_Reader.mapping_seconds, optional=True),
+        "udp_s": _Arg(_Reader.mapping_seconds, optional=True),
+    },
+    "address_change": {"router": _ROUTER},
     "kill": {"target": _TARGET},
     "pause": {"target": _TARGET, "for_s": _DURATION},
     "restart": {"target": _TARGET},
