@@ -117,6 +117,8 @@ def _router(router: RouterPlan, classified: bool) -> ServiceSpec:
         environment["UPSTREAM_GATEWAY"] = router.upstream
     if router.pcap:
         environment["PCAP_DIR"] = PCAP_DIR
+    if router.port_mapping:
+        environment["PORT_MAPPING"] = router.port_mapping
     sysctls = {
         "net.ipv4.ip_forward": "1",
         "net.ipv4.conf.all.rp_filter": "0",

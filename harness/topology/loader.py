@@ -25,6 +25,7 @@ from harness.topology.model import (
     NETWORK_KINDS,
     NODE_KINDS,
     PEERING_MODES,
+    PORT_MAPPING,
     RELAY_PROFILES,
     REPO_KINDS,
     STATUS_ROLES,
@@ -91,7 +92,7 @@ TOP_KEYS = {
     "name", "description", "networks", "nodes", "peering", "healthcheck_interval", "seed", "tcp_congestion"
 }  # fmt: skip
 SEED_RANGE = (0, 2**32 - 1)
-NETWORK_KEYS = {"kind", "nat", "hairpin", "udp_timeout", "tcp_timeout", "pcap"}
+NETWORK_KEYS = {"kind", "nat", "hairpin", "udp_timeout", "tcp_timeout", "pcap", "port_mapping"}
 NODE_KEYS = {
     "kind",
     "impl",
@@ -302,7 +303,7 @@ def _load_network(check: _Checker, name: str, raw: Any) -> Network:
     check.keys(data, NETWORK_KEYS, path)
     kind = check.choice(data.get("kind", "wan"), NETWORK_KINDS, f"{path}.kind")
     if kind == "wan":
-        for key in ("nat", "hairpin", "udp_timeout", "tcp_timeout", "pcap"):
+        for key in ("nat", "hairpin", "udp_timeout", "tcp_timeout", "pcap", "port_mapping"):
             if key in data:
                 raise check.fail(f"{path}.{key}", "only a lan has a NAT; the wan is the public side")
         return Network(name=name, kind=kind)
@@ -319,6 +320,13 @@ def _load_network(check: _Checker, name: str, raw: Any) -> Network:
     tcp_timeout = data.get("tcp_timeout")
     if tcp_timeout is not None:
         check.whole(tcp_timeout, TCP_TIMEOUT_RANGE_S, "a whole number of seconds", f"{path}.tcp_timeout")
+    port_mapping = data.get("port_mapping")
+    if port_mapping is not None:
+        port_mapping = check.choice(port_mapping, PORT_MAPPING, f"{path}.port_mapping")
+        if nat in FORWARDING_PROFILES:
+            raise check.fail(
+                f"{path}.port_mapping", f"{nat} forwards by itself already: give a masquerading profile"
+            )
     return Network(
         name=name,
         kind=kind,
@@ -327,12 +335,16 @@ def _load_network(check: _Checker, name: str, raw: Any) -> Network:
         udp_timeout=timeout,
         tcp_timeout=tcp_timeout,
         pcap=pcap,
+        port_mapping=port_mapping,
     )
+
+
+FORWARDING_PROFILES = ("full-cone", "restricted-cone", "port-forward")  # DNAT of their own
 
 
 def hairpin_problem(nat: str | None) -> str | None:
     """Why a LAN behind this NAT profile cannot hairpin; None when it can."""
-    if nat in ("full-cone", "restricted-cone", "port-forward"):
+    if nat in FORWARDING_PROFILES:
         return None
     return f"needs a profile that forwards to a LAN host, not {nat}"
 

@@ -30,6 +30,9 @@ NAT_PROFILES = (
 # 100.64.0.0/10, whose CGN router applies this profile towards the WAN.
 TCP_CONGESTION = ("reno", "cubic", "bbr")  # what a topology may ask the kernel for
 CGN_PROFILES = {"cgnat": "port-restricted", "cgnat-symmetric": "symmetric"}
+# A LAN router's answer to UPnP IGD and NAT-PMP/PCP port-mapping requests (miniupnpd): `grant`
+# maps, `refuse` answers "not authorized", `broken` maps and reports it, but forwards nothing.
+PORT_MAPPING = ("grant", "refuse", "broken")
 HOME_ROUTER_PROFILE = "port-restricted"
 REFERENCE_IMAGES = {"codex": "codex-ref", "status": "status-ref", "relay": "relay"}
 STUN_SERVICE = "stun"  # the NAT referee's service, added to a topology with a LAN
@@ -49,6 +52,7 @@ class Network:
     udp_timeout: int | None = None  # seconds; conntrack's UDP mapping lifetime on the router
     tcp_timeout: int | None = None  # seconds; an established TCP mapping's idle lifetime on it
     pcap: bool = False  # the router captures both legs (headers); copied into the artifacts
+    port_mapping: str | None = None  # one of PORT_MAPPING: the router serves UPnP / NAT-PMP / PCP
 
     @property
     def cgn(self) -> bool:

@@ -96,6 +96,7 @@ class RouterPlan:
     tcp_timeout: int | None
     forward_ports: tuple[int, ...]
     pcap: bool = False  # capture on both legs into PCAP_DIR
+    port_mapping: str | None = None  # grant | refuse | broken: miniupnpd answers the LAN
 
 
 @dataclass(frozen=True)
@@ -513,6 +514,7 @@ def _routers_of(
         tcp_timeout=lan.tcp_timeout,
         forward_ports=(LISTEN_PORT, DISC_PORT) if lan.nat == "port-forward" else (),
         pcap=lan.pcap,
+        port_mapping=lan.port_mapping,  # a CGNAT LAN's home router: the mapping is on the carrier side
     )
     wan = next(n.name for n in networks.values() if n.kind == "wan")
     if not lan.cgn:

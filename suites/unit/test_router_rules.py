@@ -266,3 +266,30 @@ def test_the_script_applies_nat_rules_once_after_the_sourced_guard() -> None:
     assert [n for n, line in enumerate(lines) if line.strip() == "nat_rules"] == [
         lines.index("nat_rules", guard)
     ]
+
+
+def upnp_conf(mode: str) -> subprocess.CompletedProcess[str]:
+    """miniupnpd's configuration as the router writes it for `mode` (cat, and nothing else, real)."""
+    program = f'source "$1"; WAN={WAN} LAN={LAN}; upnp_conf'
+    env = {"PORT_MAPPING": mode, "LAN_SUBNET": "10.213.40.0/24"}
+    return bash(program, env, Path("/nonexistent"))
+
+
+@pytest.mark.parametrize("mode", ["grant", "broken"])
+def test_a_mapping_router_lets_lan_hosts_map_unprivileged_ports_and_nothing_else(mode: str) -> None:
+    run = upnp_conf(mode)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert {f"ext_ifname={WAN}", f"listening_ip={LAN}", "enable_natpmp=yes", "secure_mode=yes"} <= set(lines)
+    assert lines[-2:] == ["allow 1024-65535 10.213.40.0/24 1024-65535", "deny 0-65535 0.0.0.0/0 0-65535"]
+
+
+def test_a_refusing_router_denies_every_request() -> None:
+    lines = upnp_conf("refuse").stdout.splitlines()
+    assert not [line for line in lines if line.startswith("allow")]
+    assert lines[-1] == "deny 0-65535 0.0.0.0/0 0-65535"
+
+
+def test_an_unknown_port_mapping_mode_is_an_error() -> None:
+    run = upnp_conf("sometimes")
+    assert run.returncode == 1 and "unknown PORT_MAPPING 'sometimes'" in run.stdout

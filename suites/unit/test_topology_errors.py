@@ -92,6 +92,23 @@ CASES = {
         "networks.home.hairpin",
         "needs a profile that forwards to a LAN host, not symmetric",
     ),
+    "port-mapping-unknown-mode": (
+        "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: port-restricted, port_mapping: yes}\n"
+        "nodes:\n  a: {kind: codex, network: home}\n",
+        "networks.home.port_mapping",
+        "must be one of grant, refuse, broken",
+    ),
+    "port-mapping-forwarding-nat": (
+        "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: full-cone, port_mapping: grant}\n"
+        "nodes:\n  a: {kind: codex, network: home}\n",
+        "networks.home.port_mapping",
+        "full-cone forwards by itself already",
+    ),
+    "port-mapping-on-the-wan": (
+        "networks:\n  wan: {kind: wan, port_mapping: grant}\n",
+        "networks.wan.port_mapping",
+        "only a lan has a NAT",
+    ),
     "pcap-not-bool": (
         "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: symmetric, pcap: yes please}\n"
         "nodes:\n  a: {kind: codex, network: home}\n",

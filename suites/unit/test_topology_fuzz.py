@@ -25,6 +25,7 @@ from harness.topology import loader
 from harness.topology.model import (
     NAT_PROFILES,
     PEERING_MODES,
+    PORT_MAPPING,
     RELAY_PROFILES,
     REPO_KINDS,
     STATUS_ROLES,
@@ -80,6 +81,7 @@ NETWORK_VALUES = {
     "udp_timeout": st.integers(1, 600),
     "tcp_timeout": st.integers(1, 600),
     "pcap": st.booleans(),
+    "port_mapping": st.sampled_from(PORT_MAPPING),
 }
 TOP_VALUES = {
     "description": st.text(max_size=30),
