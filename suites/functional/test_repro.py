@@ -14,16 +14,8 @@ from harness.sweep import leftovers
 
 pytestmark = [pytest.mark.repro, pytest.mark.faults, pytest.mark.nat]
 
-# A member behind a port-restricted NAT and a public seed: a partition ends a download, healing
-# lets the next one through, a NAT flush and a capture window leave their evidence. Whether a
-# node recovers a connection that a fault cut is what scenarios observe, not what this test of
-# the faults may rest on: the partition stays shorter than the nodes' patience (after a long one
-# the reference node keeps sending on the dead connection), and the flush comes after the
-# traffic (flushed between heal and the healed download, CI once saw that download answer 404:
-# the member's wants went nowhere; with no DHT it had no other way to the seed).
-MECHANICS = """
-name: fault-mechanics
-description: partition, heal, NAT flush and a capture window, each observable
+# The testbed of both scenarios below: a member behind a port-restricted NAT and a public seed.
+MEMBER_AND_SEED = """
 topology:
   networks:
     wan: {kind: wan}
@@ -31,7 +23,22 @@ topology:
   nodes:
     seed: {kind: codex}
     member: {kind: codex, network: home, flags: {block-retries: 30}}
-steps:
+"""
+
+# A partition ends a download, healing lets the next one through, a NAT flush and a capture
+# window leave their evidence. Whether a node recovers a connection that a fault cut is what
+# scenarios observe, not what this test of the faults may rest on: the partition stays shorter
+# than the nodes' patience (after a long one the reference node keeps sending on the dead
+# connection), and the flush comes after the traffic (flushed between heal and the healed
+# download, CI once saw that download answer 404: the member's wants went nowhere; with no DHT
+# it had no other way to the seed).
+MECHANICS = (
+    """
+name: fault-mechanics
+description: partition, heal, NAT flush and a capture window, each observable
+"""
+    + MEMBER_AND_SEED.lstrip()
+    + """steps:
   - upload: {node: seed, size: 512KiB, as: first}
   - upload: {node: seed, size: 512KiB, as: second}
   - capture: {router: home, seconds: 8}
@@ -49,6 +56,7 @@ expect:
   - says: once healed, it can
     download_completes: {download: healed, within_s: 60}
 """
+)
 
 
 def members(bundle: Path) -> set[str]:
@@ -61,7 +69,7 @@ def test_faults_happen_and_the_verdicts_follow_them(tmp_path: Path) -> None:
     file.write_text(MECHANICS)
     lines: list[str] = []
     run = runner.run_once(scenario.load(file), 3, None, tmp_path / "out", echo=lines.append)
-    assert [v.reproduced for v in run.verdicts] == [True], [v.because for v in run.verdicts]
+    assert [v.reproduced for v in run.verdicts] == [True, True], [v.because for v in run.verdicts]
     faults = [(e.detail["fault"], e.detail["phase"]) for e in run.timeline.events if e.kind == "fault"]
     for fault in ("partition", "nat_flush", "capture"):
         assert (fault, "begin") in faults and (fault, "end") in faults, faults
@@ -101,17 +109,13 @@ def test_relay_limit_scenario_reproduces_and_leaves_nothing_behind(tmp_path: Pat
 # final NAT flush keeps the table as it was just before, for the assertions. Whether a node gets
 # its downloads going again after the change is a scenario's question (the reference node does
 # not: a download after the reconnect still fails, its pending wants stay on the dead connection).
-UPLINK = """
+UPLINK = (
+    """
 name: uplink-faults
 description: short mapping timeouts, then a new uplink address, each visible in the NAT table
-topology:
-  networks:
-    wan: {kind: wan}
-    home: {kind: lan, nat: port-restricted}
-  nodes:
-    seed: {kind: codex}
-    member: {kind: codex, network: home, flags: {block-retries: 30}}
-steps:
+"""
+    + MEMBER_AND_SEED.lstrip()
+    + """steps:
   - upload: {node: seed, size: 256KiB, as: first}
   - upload: {node: seed, size: 256KiB, as: second}
   - mapping_timeout: {router: home, tcp_s: 5, udp_s: 5}
@@ -127,6 +131,7 @@ expect:
   - says: a download under 5 s mapping timeouts still completes (its traffic keeps the mapping)
     download_completes: {download: short-timeouts, within_s: 60}
 """
+)
 
 
 def conntrack_entries(bundle: Path, fault: str, when: str) -> list[str]:
