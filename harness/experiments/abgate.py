@@ -82,6 +82,10 @@ def compare_ratio(metric: str, rounds: list[dict], tolerance: float, confidence:
     pairs = [(r["candidate"][metric], r["baseline"][metric]) for r in rounds]
     logs = [math.log(g) for c, b in pairs if (g := goodness(metric, c, b)) is not None]
     measured = [(c, b) for c, b in pairs if c > 0 and b > 0]
+    if RATIO_METRICS[metric][2] == HIGHER_IS_BETTER and any(c <= 0 < b for c, b in pairs):
+        # a round in which the candidate delivered nothing where the baseline did: no ratio needed
+        baseline = statistics.median(b for _, b in pairs)
+        return Comparison(metric, baseline, 0.0, len(pairs), WORSE, tolerance)
     if len(logs) < 2:
         return Comparison(metric, 0.0, 0.0, len(logs), NOT_MEASURED, tolerance)
     ratio = math.exp(statistics.fmean(logs))
@@ -167,10 +171,10 @@ def comparison_row(c: Comparison) -> str:
     unit = RATIO_METRICS[c.metric][1]
     form = "{:.2f} " + unit if unit == "MB/s" else "{:.0f} " + unit
     limit = f"interval < 1, ratio < {1 - c.limit:.2f}"
-    return (
-        f"| {words(c.metric)} | {form.format(c.baseline)} | {form.format(c.candidate)} | {c.ratio:.3f} "
-        f"| {c.low:.3f} to {c.high:.3f} | {limit} | {c.verdict} |"
-    )
+    values = f"| {words(c.metric)} | {form.format(c.baseline)} | {form.format(c.candidate)} "
+    if c.ratio is None:  # a round without any delivery
+        return values + f"| | | nothing delivered in a round | {c.verdict} |"
+    return values + f"| {c.ratio:.3f} | {c.low:.3f} to {c.high:.3f} | {limit} | {c.verdict} |"
 
 
 def summary(profile: Profile, builds: dict[str, BuildUnderTest], rounds: list[dict], comparisons) -> str:

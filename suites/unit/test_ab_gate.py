@@ -88,6 +88,15 @@ def test_faster_and_quicker_is_better_not_worse() -> None:
     assert found["download_mb_s"] == found["p95_ttfb_ms"] == abgate.BETTER
 
 
+def test_a_candidate_that_delivers_nothing_in_a_round_is_worse() -> None:
+    dead = rounds(
+        [numbers(20, 700), numbers(0, 0), numbers(20, 700), numbers(20, 700)], [numbers(20, 700)] * 4
+    )
+    throughput = abgate.compare(dead, PLAN)[0]
+    assert throughput.verdict == abgate.WORSE and throughput.ratio is None
+    assert abgate.comparison_row(throughput).endswith("| WORSE |")
+
+
 def test_a_metric_measured_in_neither_build_is_not_measured() -> None:
     no_bx = rounds(
         [{**numbers(20, 700), "bx_want_block_p95_ms": 0.0}] * 4,
