@@ -302,18 +302,26 @@ def cmd_contract(args: argparse.Namespace) -> int:
     return 0 if passed == len(results) else 1
 
 
+def _lacks_load_extra(command: str) -> bool:
+    """Say so (and which modules are missing) when the `load` extra is not installed."""
+    from harness.experiments import load  # finds the modules without importing them
+
+    if missing := load.missing_extra():
+        print(
+            f"{command} needs the load extra: pip install 'codex-testbed[load]' "
+            f"({', '.join(missing)} not installed)",
+            file=sys.stderr,
+        )
+    return bool(missing)
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     """The release gate: exit 0 when it held, 2 when a threshold was breached or (A/B, with
     --baseline-image) the candidate is worse than the baseline."""
     from harness.experiments import abgate, load  # Locust runs in a subprocess; matplotlib to plot
     from harness.experiments.profiles import load_profile
 
-    if missing := load.missing_extra():
-        print(
-            "testbed load needs the load extra: pip install 'codex-testbed[load]' "
-            f"({', '.join(missing)} not installed)",
-            file=sys.stderr,
-        )
+    if _lacks_load_extra("testbed load"):
         return 1
     if args.baseline_image and (args.baseline or args.threshold):
         print(
@@ -340,11 +348,15 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment_blockexchange(args: argparse.Namespace) -> int:
-    from harness.experiments import load  # the extra: the report plots with matplotlib
-    from harness.experiments.bx import report
+    from harness.experiments.bx import report  # the report plots with matplotlib: the load extra
 
-    if missing := load.missing_extra():
-        print(f"experiments need the load extra: pip install 'codex-testbed[load]' ({', '.join(missing)})")
+    if _lacks_load_extra("testbed experiment"):
+        return 1
+    if unknown := sorted(set(args.experiments) - set(report.EXPERIMENTS)):
+        print(
+            f"no experiment {', '.join(unknown)} (experiments: {', '.join(report.EXPERIMENTS)})",
+            file=sys.stderr,
+        )
         return 1
     build = selection.from_arguments(args)
     builds = [build] + [selection.baseline_of(build, image) for image in args.compare_image or []]
@@ -555,10 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = experiments.add_parser(
         "blockexchange", help="prefetch interference, duplicates by timing, single-request latency by RTT"
     )
-    e.add_argument(
-        "experiments", nargs="*", choices=["interference", "duplicates", "latency", []],
-        help="which (default: all three)",
-    )  # fmt: skip
+    e.add_argument("experiments", nargs="*", help="interference, duplicates, latency (default: all three)")
     e.add_argument("--samples", type=int, default=40, help="timed requests per condition")
     e.add_argument(
         "--compare-image", action="append", metavar="IMAGE",

@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from harness.engine import images
+from harness.experiments.bx.common import counters
 from harness.experiments.bx.probe import bx_peer
 from harness.experiments.locust_run import Fleet, LocustRun, run_on_host
 from harness.experiments.profiles import Profile
@@ -35,12 +36,6 @@ from harness.testbed import Testbed
 
 CEILING_SECONDS = 8
 CEILING_FILE_BYTES = 1024 * 1024
-# BlockExchange counters, after the node's metric prefix (`codex_` or `storage_`, its profile's).
-DUPLICATES = (
-    "block_exchange_duplicate_blocks_received_total",
-    "block_exchange_spurious_blocks_received_total",
-)
-RECEIVED = "block_exchange_blocks_received_total"
 Execute = Callable[[LocustRun, dict, Path], None]  # runs Locust on the host or on a Fleet
 # What the `load` extra (`pip install 'codex-testbed[load]'`) adds to the core's dependencies.
 EXTRA_MODULES = ("locust", "matplotlib")
@@ -94,11 +89,12 @@ def measure_ceiling(run_dir: Path, users: int, execute: Execute, server: Abstrac
 
 
 def _block_counters(testbed: Testbed) -> dict[str, float]:
+    """Blocks received, and those of them duplicate or spurious, summed over the nodes."""
     totals = {"received": 0.0, "duplicates": 0.0}
-    for name, node in testbed.plan.nodes.items():
-        samples, prefix = testbed.metrics(name), node.profile.metric_prefix
-        totals["received"] += samples.get(prefix + RECEIVED, 0)
-        totals["duplicates"] += sum(samples.get(prefix + counter, 0) for counter in DUPLICATES)
+    for name in testbed.plan.nodes:
+        found = counters(testbed, name)
+        totals["received"] += found["received"]
+        totals["duplicates"] += found["duplicate"] + found["spurious"]
     return totals
 
 
