@@ -27,7 +27,7 @@ from harness.render.compose import render
 from harness.testbed import DEFAULT_DEADLINE_S, Testbed, down_project
 from harness.topology import loader, subnets
 from harness.topology.loader import TOPOLOGIES_DIR
-from harness.topology.plan import NodePlan, Plan, capabilities_of, make_plan, new_project_name
+from harness.topology.plan import NodePlan, Plan, StatusPlan, capabilities_of, make_plan, new_project_name
 
 CLI_PROJECTS = "cli-projects"
 
@@ -56,11 +56,15 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
+def _storage_of(peer: StatusPlan) -> str:
+    return "embedded storage" if peer.embedded else f"storage on {peer.codex}"
+
+
 def describe(plan: Plan) -> str:
     rows = [["NODE", "IMPL", "IMAGE", "ADDRESS", "API"]]
     rows += [[n.name, n.impl, n.image, n.ip, n.api_url] for n in plan.nodes.values()]
     rows += [
-        [p.name, "status", p.image, p.ip, f"{p.url}/statusgo/... ({p.role} of {p.codex})"]
+        [p.name, "status", p.image, p.ip, f"{p.url}/statusgo/... ({p.role}, {_storage_of(p)})"]
         for p in plan.status.values()
     ]
     return _table(rows)

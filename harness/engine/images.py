@@ -195,16 +195,18 @@ SERVICE_IMAGES = {
     for image in (
         # The Python runtime the four Python images share: the venv (py-libp2p, trio, hypercorn,
         # starlette, ...) and testbed_toolkit (identity, libp2p host, protobuf codec, CIDs/Merkle,
-        # BlockExchange wire format, NAT helpers, serving). None of the four builds FROM another, so
-        # a change to one's folder changes only that one's tag; a change here changes all four.
+        # BlockExchange wire format, NAT helpers, serving). Only the status peer builds FROM another
+        # (the node it embeds), so a change to one's folder changes only the tags of that image and
+        # what embeds it; a change here changes all four.
         ServiceImage("pyruntime"),
         ServiceImage("codex-ref", parent="pyruntime"),
         ServiceImage("router"),
         ServiceImage("stun"),
         # Link conditions on kernels without netem (harness.net.plumbing.start_link_stage).
         ServiceImage("linkstage"),
-        # The reference status-go peer: the runtime plus httpx and statusref.
-        ServiceImage("status-ref", parent="pyruntime"),
+        # The reference status-go peer: the reference node (status-go embeds its storage node)
+        # plus httpx and statusref; a change to the node changes the peer's tag too.
+        ServiceImage("status-ref", parent="codex-ref"),
         # The circuit relay v2 (hop) on the runtime's py-libp2p and testbed_toolkit.
         ServiceImage("relay", parent="pyruntime"),
         # Locust master/workers for distributed load: the runtime (trio, py-libp2p and

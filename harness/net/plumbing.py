@@ -230,8 +230,8 @@ def wan_only(plan: Plan) -> list[str]:
     """The services that sit on the WAN alone. Everything they talk to is on their own subnet
     (and the host reaches them on it), so they need no default route: plumbing removes docker's,
     and nothing they send can head off the bridge even without the host firewall guard."""
-    names = [node.name for node in plan.nodes.values() if not node.gateway]
-    names += [*plan.relays, *plan.status, *([plan.stun.name] if plan.stun else [])]
+    names = [peer.name for peer in [*plan.nodes.values(), *plan.status.values()] if not peer.gateway]
+    names += [*plan.relays, *([plan.stun.name] if plan.stun else [])]
     return names
 
 
@@ -240,9 +240,9 @@ def route_scripts(plan: Plan) -> dict[str, list[str]]:
     scripts: dict[str, list[str]] = {
         name: ["ip route del default 2>/dev/null || true"] for name in wan_only(plan)
     }
-    for node in plan.nodes.values():
-        if node.gateway:
-            scripts[node.name] = [f"ip route replace default via {node.gateway}"]
+    for peer in [*plan.nodes.values(), *plan.status.values()]:
+        if peer.gateway:
+            scripts[peer.name] = [f"ip route replace default via {peer.gateway}"]
     if plan.stun:
         wan = next(n for n in plan.networks.values() if n.kind == "wan")
         prefix = wan.subnet.split("/")[1]

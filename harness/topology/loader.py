@@ -109,7 +109,8 @@ NODE_KEYS = {
     "flags",
 }
 RELAY_KEYS = {"kind", "profile", "env"}
-STATUS_KEYS = {"kind", "role", "codex", "impl", "image", "env"}
+STATUS_KEYS = {"kind", "role", "codex", "network", "relay", "storage", "impl", "image", "env"}
+EMBEDDED_ONLY_KEYS = ("network", "relay", "storage")  # what a peer paired with a separate node has not
 SHAPING_KEYS = {"rate", "delay_ms", "jitter_ms", "loss_pct", "reorder_pct"}
 LINK_KEYS = SHAPING_KEYS | {"up", "down"}  # top-level keys: both directions; up/down: one
 TOO_MANY_NODES = f"more than {MAX_YAML_NODES} YAML nodes (values, lists, mappings), aliases expanded"
@@ -501,29 +502,85 @@ def _check_ports(check: _Checker, env: dict[str, str], kind: str, path: str) -> 
         owners[port] = key
 
 
-def _load_status_peer(check: _Checker, name: str, data: dict, nodes: dict[str, Node], networks) -> StatusPeer:
+def _load_status_peer(
+    check: _Checker, name: str, data: dict, nodes: dict[str, Node], networks: dict[str, Network], wan: str
+) -> StatusPeer:
     path = f"nodes.{name}"
     check.keys(data, STATUS_KEYS, path)
-    for key in ("role", "codex"):
-        if key not in data:
-            raise check.fail(f"{path}.{key}", "is required for a status peer")
+    if "role" not in data:
+        raise check.fail(f"{path}.role", "is required for a status peer")
     role = check.choice(data["role"], STATUS_ROLES, f"{path}.role")
-    codex = check.name(data["codex"], f"{path}.codex")
-    if codex not in nodes:
-        raise check.fail(f"{path}.codex", f"names {codex!r}, which is not a codex node")
-    if networks[nodes[codex].network].kind != "wan":
-        raise check.fail(
-            f"{path}.codex", "status peers behind a NAT are not supported yet: pair with a WAN node"
-        )
     if "impl" in data:  # a status peer is the reference one or a status-backend image
         check.choice(data["impl"], (REFERENCE,), f"{path}.impl")
+    codex = _load_separate_node(check, data, nodes, networks, path)
+    network = nodes[codex].network if codex else check.name(data.get("network", wan), f"{path}.network")
+    if network not in networks:
+        raise check.fail(f"{path}.network", f"undefined network {network!r} (defined: {', '.join(networks)})")
+    if networks[network].nat in FORWARDING_PROFILES:
+        raise check.fail(
+            f"{path}.network",
+            f"{network!r} forwards its ports to one storage node ({networks[network].nat}); "
+            "put status peers on the WAN or behind a NAT without forwarding",
+        )
     return StatusPeer(
         name=name,
         role=role,
+        network=network,
         codex=codex,
         image=_load_image(check, data, path),
         env=_load_env(check, data, "status", path),
+        storage=_load_storage_config(check, data, f"{path}.storage"),
+        relay=check.name(data["relay"], f"{path}.relay") if "relay" in data else None,
     )
+
+
+def _load_separate_node(
+    check: _Checker, data: dict, nodes: dict[str, Node], networks: dict[str, Network], path: str
+) -> str | None:
+    """`codex:`, the separate storage node of the proof-of-concept form, or None (embedded)."""
+    if "codex" not in data:
+        return None
+    codex = check.name(data["codex"], f"{path}.codex")
+    if codex not in nodes:
+        raise check.fail(f"{path}.codex", f"names {codex!r}, which is not a codex node")
+    for key in EMBEDDED_ONLY_KEYS:
+        if key in data:
+            raise check.fail(
+                f"{path}.{key}",
+                f"is for an embedded storage node; this peer uses {codex!r} (sits on its network, "
+                "uses its config): drop codex: to embed the storage",
+            )
+    if networks[nodes[codex].network].kind != "wan":
+        raise check.fail(
+            f"{path}.codex",
+            "a separate storage node behind a NAT is not supported: drop codex: to embed the storage",
+        )
+    return codex
+
+
+def _load_storage_config(check: _Checker, data: dict, path: str) -> dict:
+    """`storage:`, an embedded node's libstorage config: the node's long CLI option names
+    (status-go passes them as JSON keys), each a string, number, true/false or a list of strings."""
+    raw = check.mapping(data.get("storage", {}), path)
+    config = {}
+    for key, value in raw.items():
+        where = f"{path}.{excerpt(key)}"
+        if not isinstance(key, str) or not FLAG_RE.fullmatch(key):
+            raise check.fail(
+                where, "a key is the node's long CLI option without its dashes, like block-retries"
+            )
+        if key.endswith("-port") or key == "data-dir":
+            raise check.fail(where, "the testbed chooses the embedded node's ports and data dir")
+        scalar = (str, int, bool)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            config[key] = list(value)
+        elif isinstance(value, scalar) and not isinstance(value, float):
+            config[key] = value
+        else:
+            raise check.fail(
+                where, f"must be a string, a number, true/false or a list of strings, got {excerpt(value)}"
+            )
+    return config
 
 
 def _load_relay(check: _Checker, name: str, data: dict) -> Relay:
@@ -664,13 +721,15 @@ def _check_references(check: _Checker, topology: Topology) -> None:
             if peer not in nodes or peer == node.name:
                 what = "itself" if peer == node.name else f"undefined node {peer!r}"
                 raise check.fail(f"nodes.{node.name}.peers[{i}]", f"names {what}")
-    paired = Counter(peer.codex for peer in topology.status.values())
+    paired = Counter(peer.codex for peer in topology.status.values() if peer.codex)
     for peer in topology.status.values():
-        if paired[peer.codex] > 1:
+        if peer.relay is not None and peer.relay not in topology.relays:
+            raise check.fail(f"nodes.{peer.name}.relay", f"names {peer.relay!r}, which is not a relay node")
+        if peer.codex and paired[peer.codex] > 1:
             raise check.fail(
                 f"nodes.{peer.name}.codex", f"{peer.codex!r} is already paired with another status peer"
             )
-    used = {node.network for node in nodes.values()}
+    used = {peer.network for peer in [*nodes.values(), *topology.status.values()]}
     for lan in (n for n in networks.values() if n.kind == "lan" and n.name not in used):
         raise check.fail(f"networks.{lan.name}", "a lan needs at least one node behind its router")
 
@@ -716,7 +775,9 @@ def parse_data(check: Checker, document: Any) -> Topology:
     if not nodes:
         raise check.fail("nodes", "declares no codex node")
     status = {
-        n: _load_status_peer(check, n, d, nodes, networks) for n, (k, d) in kinds.items() if k == "status"
+        n: _load_status_peer(check, n, d, nodes, networks, wan)
+        for n, (k, d) in kinds.items()
+        if k == "status"
     }
     relays = {n: _load_relay(check, n, d) for n, (k, d) in kinds.items() if k == "relay"}
     interval = data.get("healthcheck_interval", HEALTHCHECK_INTERVAL_S)
@@ -755,6 +816,13 @@ def check_relay_clients(topology: Topology, check: Checker | None = None) -> Non
                 f"nodes.{node.name}.relay",
                 f"reserving on a testbed relay is the reference node's client; {excerpt(node.image)} "
                 "finds its relays itself (give the node no relay:, or no image:)",
+            )
+    for peer in topology.status.values():
+        if peer.relay and peer.image is not None:
+            raise check.fail(
+                f"nodes.{peer.name}.relay",
+                f"reserving on a testbed relay is the reference node's client; {excerpt(peer.image)} "
+                "embeds a storage node that finds its relays itself (give the peer no relay:, or no image:)",
             )
 
 

@@ -161,14 +161,23 @@ class Relay:
 
 @dataclass(frozen=True)
 class StatusPeer:
-    """A status-go peer (`kind: status`), paired with the Codex node that stores its archives; it
-    sits on that node's network."""
+    """A status-go peer (`kind: status`). As status-go ships it, the peer runs its storage node in
+    its own process (libstorage), configured by `storage` (the node's CLI option names), on any
+    network, reserving on `relay` if given. With `codex`, it uses that separate node over REST
+    instead (status-go's first proof of concept) and sits on that node's network."""
 
     name: str
     role: str  # owner (controls a community) or member
-    codex: str
+    network: str
+    codex: str | None = None  # a separate storage node; None: the storage is embedded
     image: str | None = None  # a status-backend image; None means the reference peer
     env: dict[str, str] = field(default_factory=dict)
+    storage: dict[str, str | int | bool | list[str]] = field(default_factory=dict)
+    relay: str | None = None  # a circuit relay the embedded storage node reserves a slot on
+
+    @property
+    def embedded(self) -> bool:
+        return self.codex is None
 
     @property
     def reference_image(self) -> str | None:

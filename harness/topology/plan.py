@@ -37,6 +37,7 @@ from harness.topology.model import (
     Link,
     Network,
     Node,
+    StatusPeer,
     Topology,
 )
 
@@ -44,7 +45,7 @@ STUN_PORT = 3478
 STATUS_PORT = 3333  # status-backend --address
 CHAT_PORT = 30303
 RELAY_PORT = 4001
-RELAY_INFO_PORT = 8082  # the reference peer's chat transport (gossipsub)
+RELAY_INFO_PORT = 8082  # the testbed relay's /info (where a reference node learns what to reserve on)
 FIRST_HOST = 10  # .1 is docker's bridge; on a LAN, .2 is the router
 LAN_ROUTER_HOST = 2
 PCAP_DIR = "/pcap"  # where a router with `pcap: true` writes lan.pcap and wan.pcap
@@ -158,16 +159,23 @@ class RelayPlan:
 
 @dataclass(frozen=True)
 class StatusPlan:
-    """A status-go peer: the status-backend HTTP surface on STATUS_PORT, its Codex node's API in env."""
+    """A status-go peer: the status-backend HTTP surface on STATUS_PORT; its storage node embedded
+    (its libstorage config in env, STATUS_STORAGE_CONFIG) or, with `codex`, a separate node's API
+    in env (CODEX_API_URL)."""
 
     name: str
     image: str
     reference: bool
     role: str
-    codex: str
+    codex: str | None
     network: str
     ip: str
     env: dict[str, str]
+    gateway: str | None = None  # its router's LAN address when it sits behind a NAT
+
+    @property
+    def embedded(self) -> bool:
+        return self.codex is None
 
     @property
     def kind(self) -> str:
@@ -319,6 +327,24 @@ def _node_env(
     return {**ordered, **node.env}
 
 
+def storage_config(peer: StatusPeer, ip: str, relay_info_url: str | None) -> dict:
+    """An embedded storage node's libstorage config (the node's CLI option names as keys, as
+    status-go passes them): a fixed listen port and its own address announced, as a storage
+    node's; `/metrics` on, the one surface of it the harness can read (libstorage serves no
+    REST); the topology's `storage:` goes last and wins."""
+    config = {
+        "listen-port": LISTEN_PORT,
+        "nat": f"extip:{ip}",
+        "log-level": "info",
+        "metrics": True,
+        "metrics-address": "0.0.0.0",
+        "metrics-port": METRICS_PORT,
+    }
+    if relay_info_url:
+        config["relay-info-url"] = relay_info_url  # the reference node's relay client
+    return {**config, **peer.storage}
+
+
 def _bridge_name(project: str, network: str) -> str:
     """A host bridge name (at most 15 characters) unique to this project's LAN."""
     return "tb" + hashlib.sha256(f"{project}/{network}".encode()).hexdigest()[:10]
@@ -337,7 +363,7 @@ def address_demand(topology: Topology) -> Counter[str]:
     lans = topology.lans
     demand[topology.wan.name] += (2 if lans else 0) + len(lans) + len(topology.relays)
     demand.update(node.network for node in topology.nodes.values())
-    demand.update(topology.nodes[peer.codex].network for peer in topology.status.values())
+    demand.update(peer.network for peer in topology.status.values())
     demand.update(topology.carriers)
     return demand
 
@@ -440,27 +466,36 @@ def make_plan(
         )
     status = {}
     for peer in topology.status.values():
-        codex = nodes[peer.codex]
-        ip = free_hosts.take(codex.network)
+        ip = free_hosts.take(peer.network)
+        behind_nat = networks[peer.network].kind == "lan"
+        relay_info = relays[peer.relay].info_url if peer.relay else None
+        storage = (
+            {"CODEX_API_URL": nodes[peer.codex].api_url}
+            if peer.codex
+            else {"STATUS_STORAGE_CONFIG": json.dumps(storage_config(peer, ip, relay_info))}
+        )
         status[peer.name] = StatusPlan(
             name=peer.name,
             image=peer.image or image_refs[peer.reference_image],  # type: ignore[index]
             reference=peer.image is None,
             role=peer.role,
             codex=peer.codex,
-            network=codex.network,
+            network=peer.network,
             ip=ip,
             env={
-                "CODEX_API_URL": codex.api_url,
+                **storage,
                 "STATUS_CHAT_PORT": str(CHAT_PORT),
                 "STATUS_ANNOUNCE_IP": ip,
                 "STATUS_ROLE": peer.role,
                 **peer.env,
             },
+            gateway=_lan_host(networks[peer.network], LAN_ROUTER_HOST) if behind_nat else None,
         )
     routers = {}
     for lan in topology.lans:
-        first_node = next(n for n in nodes.values() if n.network == lan.name)
+        # what a forwarding profile forwards to: its first storage node (status peers, which may
+        # be alone on a LAN, sit only behind profiles that forward nothing)
+        first_node = next(n for n in [*nodes.values(), *status.values()] if n.network == lan.name)
         routers.update(
             _routers_of(
                 lan, networks, image_refs["router"], router_wan_ips[lan.name], first_node.ip, free_hosts

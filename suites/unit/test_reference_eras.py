@@ -15,9 +15,9 @@ import httpx
 import pytest
 import trio
 from codexref import VERSION, config, debuginfo
-from codexref.__main__ import serve_rest
 from codexref.api import build_app
 from codexref.era import CODEX, LOGOS, NAT_KEYS, Era
+from codexref.lifecycle import serve_rest
 from codexref.node import Node
 from libp2p.connection_types import ConnectionType
 from libp2p.peer.id import ID

@@ -74,6 +74,12 @@ NODE_VALUES = {
     "link": links,
 }
 STATUS_VALUES = {"impl": st.just("reference"), "image": images, "env": envs}  # besides role, codex
+storage_values = st.one_of(
+    st.text(max_size=8), st.integers(0, 10**6), st.booleans(), st.lists(st.text(max_size=8))
+)
+STORAGE_CONFIG = st.dictionaries(
+    st.sampled_from(["block-retries", "log-level", "nat", "bootstrap-node"]), storage_values
+)
 RELAY_VALUES = {"profile": st.sampled_from(RELAY_PROFILES), "env": envs}
 NETWORK_VALUES = {
     "nat": st.sampled_from(NAT_PROFILES),
@@ -154,6 +160,14 @@ def documents(draw: st.DrawFn) -> dict:
     for i, partner in enumerate(partners):
         role = draw(st.sampled_from(STATUS_ROLES))
         nodes[f"peer-{i}"] = {"kind": "status", "role": role, "codex": partner, **_some(draw, STATUS_VALUES)}
+    for i in range(draw(st.integers(0, 2))):  # embedded storage: on any network, maybe a relay
+        peer = {"kind": "status", "role": draw(st.sampled_from(STATUS_ROLES)), **_some(draw, STATUS_VALUES)}
+        peer["network"] = draw(st.sampled_from(["wan", *lans]))
+        if draw(st.booleans()):
+            peer["storage"] = draw(STORAGE_CONFIG)
+        if relays and draw(st.booleans()):
+            peer["relay"] = draw(st.sampled_from(relays))
+        nodes[f"embedded-{i}"] = peer
     return {"name": draw(names), **_some(draw, TOP_VALUES), "networks": networks, "nodes": nodes}
 
 
@@ -263,7 +277,7 @@ def test_a_topology_file_becomes_a_plan_or_a_bounded_topology_error(text: str, w
 
 def test_the_fuzz_grammar_covers_every_key_the_loader_knows() -> None:
     assert {*NODE_VALUES, "kind", "network", "peers", "relay"} == loader.NODE_KEYS
-    assert {*STATUS_VALUES, "kind", "role", "codex"} == loader.STATUS_KEYS
+    assert {*STATUS_VALUES, "kind", "role", "codex", "network", "storage", "relay"} == loader.STATUS_KEYS
     assert {*RELAY_VALUES, "kind"} == loader.RELAY_KEYS
     assert {*NETWORK_VALUES, "kind"} == loader.NETWORK_KEYS
     assert {*TOP_VALUES, "name", "networks", "nodes"} == loader.TOP_KEYS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -13,17 +14,30 @@ from hypercorn.trio import serve
 from testbed_toolkit.serving import hypercorn_config, stop_on_signals
 
 from statusref.api import SignalHub, build_app
-from statusref.codex import Codex
+from statusref.embedded import EmbeddedStorage
 from statusref.messenger import Messenger
+from statusref.storage import RestStorage, Storage, StorageError
 
 log = logging.getLogger("status-backend")
 
 
-async def run(address: str) -> None:
+def storage_from_env(data_dir: Path) -> Storage:
+    """The storage node in this process, configured by `STATUS_STORAGE_CONFIG` (a libstorage
+    config: the node's CLI option names as keys); a separate node over REST only when
+    `CODEX_API_URL` names one (status-go's first proof of concept)."""
+    if url := os.environ.get("CODEX_API_URL"):
+        return RestStorage(url)
+    config = json.loads(os.environ.get("STATUS_STORAGE_CONFIG") or "{}")
+    if not isinstance(config, dict):
+        raise StorageError("STATUS_STORAGE_CONFIG: not a JSON object")
+    return EmbeddedStorage({"data-dir": str(data_dir / "storage"), **config})
+
+
+async def run(address: str, storage: Storage, data_dir: Path) -> None:
     hub = SignalHub()
     messenger = Messenger(
-        data_dir=Path(os.environ.get("STATUS_DATA_DIR", "/usr/status-user")),
-        codex=Codex(os.environ.get("CODEX_API_URL", "http://127.0.0.1:8080/api/codex/v1")),
+        data_dir=data_dir,
+        storage=storage,
         emit=hub.emit,
         chat_port=int(os.environ.get("STATUS_CHAT_PORT", "30303")),
         announce_ip=os.environ.get("STATUS_ANNOUNCE_IP", "127.0.0.1"),
@@ -47,7 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("libp2p", "multiaddr", "hypercorn", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    trio.run(run, args.address)
+    data_dir = Path(os.environ.get("STATUS_DATA_DIR", "/usr/status-user"))
+    try:
+        storage = storage_from_env(data_dir)
+    except (StorageError, ValueError) as exc:
+        print(f"status-backend: {exc}", file=sys.stderr)
+        return 1
+    trio.run(run, args.address, storage, data_dir)
     return 0
 
 

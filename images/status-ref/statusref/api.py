@@ -17,6 +17,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from statusref.messenger import Messenger, RpcError
+from statusref.storage import StorageError
 
 log = logging.getLogger("api")
 VERSION = "statusref-0.1"
@@ -101,6 +102,8 @@ def build_app(messenger: Messenger, hub: SignalHub, system: trio.Nursery) -> Sta
             result = await dispatch(messenger, request.get("method", ""), request.get("params") or [])
         except RpcError as exc:
             return {"jsonrpc": "2.0", "id": request_id, "error": {"code": exc.code, "message": str(exc)}}
+        except StorageError as exc:  # the storage node refused, or is not running
+            return {"jsonrpc": "2.0", "id": request_id, "error": {"code": -32000, "message": str(exc)}}
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             return {
                 "jsonrpc": "2.0",
@@ -146,12 +149,13 @@ async def _interval(messenger: Messenger, seconds) -> None:
 
 
 async def _debug(messenger: Messenger) -> dict:
-    info = await messenger.codex.debug()
-    return {"id": info["id"], "addrs": info["addrs"], "spr": info["spr"]}
+    """status-go's LogosStorageDebugInfo: the storage node's id, addrs, spr, announceAddresses, table."""
+    info = await messenger.storage.debug()
+    return {key: info.get(key) for key in ("id", "addrs", "spr", "announceAddresses", "table")}
 
 
 async def _connect(messenger: Messenger, peer_id: str, addrs: list[str]) -> None:
-    await messenger.codex.connect(peer_id, addrs)
+    await messenger.storage.connect(peer_id, addrs)
 
 
 async def _publish_link(messenger: Messenger, community_id: str, link: str, clock: int) -> None:
@@ -182,8 +186,8 @@ RPC: dict[str, Callable[..., Awaitable]] = {
     "wakuext_getDownloadedMessageArchiveIDs": lambda m, community_id: _value(
         m.store.archive_ids(community_id)
     ),
-    "wakuext_enableLogosStorageCommunityHistoryArchiveProtocol": lambda m, overrides=None: _value(
-        m.set_archive_support(True)
+    "wakuext_enableLogosStorageCommunityHistoryArchiveProtocol": lambda m, overrides=None: (
+        m.enable_storage_archives(overrides)
     ),
     "wakuext_disableCommunityHistoryArchiveProtocol": lambda m: _value(m.set_archive_support(False)),
     "wakuext_debug": _debug,

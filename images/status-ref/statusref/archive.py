@@ -1,8 +1,8 @@
-"""Community History Archives over Codex: the control node's loop and the member's download/import.
+"""Community History Archives over Logos Storage: the control node's loop and the member's download/import.
 
 Follows status-go's archive manager for Logos Storage (status-go.md sections 1.2, 2.3, 2.4):
 windows of one interval, empty windows skipped, chunks of at most `max_archive_bytes`, one
-WakuMessageArchive per chunk uploaded to the peer's own Codex node, an index keyed by Keccak-256
+WakuMessageArchive per chunk uploaded to the peer's storage node, an index keyed by Keccak-256
 archive IDs uploaded after them; its CID is the archive link. Members fetch the index from the
 network with a timeout (retried once), then every missing archive newest first (trigger +
 `exists` polling), record it unimported, and import one archive per tick after the initial delay.
@@ -15,11 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpx
 import trio
 
-from statusref.codex import CodexError
 from statusref.protobufs import ArchiveIndex, ArchiveMetadata, IndexEntry, WakuMessage, WakuMessageArchive
+from statusref.storage import StorageError, StorageTimeout
 
 if TYPE_CHECKING:
     from statusref.messenger import Messenger
@@ -88,7 +87,7 @@ class OwnerArchiver:
             await trio.sleep(self.messenger.archive_settings.interval_s)
 
     async def create_and_seed(self) -> None:
-        store, codex, emit = self.messenger.store, self.messenger.codex, self.messenger.emit
+        store, storage, emit = self.messenger.store, self.messenger.storage, self.messenger.emit
         settings = self.messenger.archive_settings
         emit("community.creatingHistoryArchives", self.event)
         info = store.archive_info(self.community_id)
@@ -101,7 +100,7 @@ class OwnerArchiver:
             raw = store.waku_messages(self.community_id, window_start, window_end)
             for chunk in chunks([WakuMessage.decode(r) for r in raw], settings.max_archive_bytes):
                 archive = WakuMessageArchive(ArchiveMetadata(window_start, window_end, topics), tuple(chunk))
-                cid = await codex.upload(archive.encode(), "archive-data.bin")
+                cid = await storage.upload(archive.encode(), "archive-data.bin")
                 entry = IndexEntry(archive.metadata, cid)
                 index.add(entry)
                 created.append(entry)
@@ -109,12 +108,12 @@ class OwnerArchiver:
         if not created:
             emit("community.noHistoryArchivesCreated", self.event)
             return
-        index_cid = await codex.upload(index.encode(), "archive-index.bin")
+        index_cid = await storage.upload(index.encode(), "archive-index.bin")
         previous = info["last_archive_link"]
         clock = int(time.time() * 1000)
         store.update_archive_info(self.community_id, last_archive_link=index_cid, archive_link_clock=clock)
         if previous and previous != index_cid:
-            await codex.remove(previous)  # unseed the superseded index
+            await storage.remove(previous)  # unseed the superseded index
         log.info(
             "%s: %d archives created, index %s (%d entries)",
             self.community_id,
@@ -128,10 +127,10 @@ class OwnerArchiver:
 
     async def _previous_index(self, link: str) -> ArchiveIndex:
         """The last index, extended, when it is still held locally; a fresh one otherwise."""
-        codex = self.messenger.codex
-        if link and await codex.has_cid(link):
+        storage = self.messenger.storage
+        if link and await storage.has_cid(link):
             try:
-                return ArchiveIndex.decode(await codex.local_download(link))
+                return ArchiveIndex.decode(await storage.local_download(link))
             except (ValueError, KeyError, AttributeError) as exc:
                 log.warning("previous index %s unreadable (%s): starting a fresh one", link, exc)
         return ArchiveIndex()
@@ -161,7 +160,7 @@ class MemberDownload:
         with self.cancel_scope:
             try:
                 index = await self._fetch_index()
-            except (httpx.TimeoutException, CodexError, ValueError, KeyError, AttributeError) as exc:
+            except (StorageError, ValueError, KeyError, AttributeError) as exc:
                 log.error(
                     "%s: index %s download failed: %s: %s",
                     self.community_id,
@@ -181,12 +180,12 @@ class MemberDownload:
     async def _fetch_index(self) -> ArchiveIndex:
         timeout = self.messenger.archive_settings.download_timeout_s
         try:
-            data = await self.messenger.codex.download_network(self.link, timeout)
-        except httpx.TimeoutException:
+            data = await self.messenger.storage.download_network(self.link, timeout)
+        except StorageTimeout:
             log.warning(
                 "%s: index %s timed out after %.0f s, retrying once", self.community_id, self.link, timeout
             )
-            data = await self.messenger.codex.download_network(self.link, timeout)
+            data = await self.messenger.storage.download_network(self.link, timeout)
         return ArchiveIndex.decode(data)
 
     async def _fetch_archives(self, index: ArchiveIndex) -> None:
@@ -202,15 +201,15 @@ class MemberDownload:
                     nursery.start_soon(self._fetch_archive, archive_id, entry)
 
     async def _fetch_archive(self, archive_id: str, entry: IndexEntry) -> None:
-        settings, codex = self.messenger.archive_settings, self.messenger.codex
+        settings, storage = self.messenger.archive_settings, self.messenger.storage
         try:
-            manifest = await codex.trigger_download(entry.cid, timeout=30)
+            manifest = await storage.trigger_download(entry.cid, timeout=30)
             if manifest.get("cid") != entry.cid:
-                raise CodexError(f"manifest CID {manifest.get('cid')} does not match {entry.cid}")
+                raise StorageError(f"manifest CID {manifest.get('cid')} does not match {entry.cid}")
             with trio.fail_after(settings.polling_timeout_s):
-                while not await codex.has_cid(entry.cid):
+                while not await storage.has_cid(entry.cid):
                     await trio.sleep(settings.polling_interval_s)
-        except (trio.TooSlowError, httpx.TimeoutException, CodexError) as exc:
+        except (trio.TooSlowError, StorageError) as exc:
             # As status-go: logged and not counted; the download still "completes".
             log.error(
                 "%s: archive %s (%s) not downloaded: %s",
@@ -235,7 +234,7 @@ async def import_archives(messenger: Messenger, community_id: str) -> None:
     await trio.sleep_until(messenger.import_ready_at)
     rows = store.archives_to_import(community_id)
     for row in rows:
-        archive = WakuMessageArchive.decode(await messenger.codex.local_download(row["cid"]))
+        archive = WakuMessageArchive.decode(await messenger.storage.local_download(row["cid"]))
         messenger.emit("community.importingHistoryArchiveMessages", {"communityId": community_id})
         messages = list(archive.messages)
         for start in range(0, len(messages), IMPORT_CHUNK):

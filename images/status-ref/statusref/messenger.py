@@ -20,8 +20,8 @@ import trio
 from coincurve import PrivateKey
 
 from statusref.archive import ArchiveSettings, MemberDownload, OwnerArchiver, import_archives
-from statusref.codex import Codex
 from statusref.protobufs import WakuMessage
+from statusref.storage import Storage
 from statusref.store import Store
 from statusref.transport import ChatTransport, hexkey, keccak256, open_message, sign_message
 
@@ -44,13 +44,13 @@ class Messenger:
     def __init__(
         self,
         data_dir: Path,
-        codex: Codex,
+        storage: Storage,
         emit: Callable[[str, dict], None],
         chat_port: int,
         announce_ip: str,
     ) -> None:
         self.data_dir = data_dir
-        self.codex = codex
+        self.storage = storage
         self.emit = emit
         self.chat_port = chat_port
         self.announce_ip = announce_ip
@@ -62,6 +62,7 @@ class Messenger:
         self.archive_settings = ArchiveSettings()
         self.import_ready_at = 0.0
         self.downloads: dict[str, MemberDownload] = {}
+        self.storage_running: tuple[trio.CancelScope, trio.Event] | None = None
         self.owner_loops: dict[str, trio.CancelScope] = {}
 
     # -- accounts --------------------------------------------------------------------------------
@@ -88,6 +89,10 @@ class Messenger:
         ):
             if option in request:
                 store.put(name, float(request[option]))
+        # status-go: LogosStorageConfig.Enabled, and BootstrapNodes = [logosStorageConfigBootstrapNode]
+        store.put("storageEnabled", bool(request.get("logosStorageConfigEnabled", False)))
+        if bootstrap := request.get("logosStorageConfigBootstrapNode"):
+            store.put("storageOverrides", {"NodeConfig.BootstrapNodes": json.dumps([bootstrap])})
         self.store = store
         return self._account()
 
@@ -123,7 +128,7 @@ class Messenger:
     async def logout(self) -> None:
         if self.scope:
             self.scope.cancel()
-        self.scope = self.nursery = self.transport = None
+        self.scope = self.nursery = self.transport = self.storage_running = None
         self.downloads.clear()
         self.owner_loops.clear()
 
@@ -131,6 +136,8 @@ class Messenger:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
+                if self.store.get("storageEnabled"):
+                    await self.start_storage()
                 await nursery.start(self.transport.run, self.on_message)
                 for address in self.store.get("chatPeers", []):
                     nursery.start_soon(self._redial, address)
@@ -142,6 +149,42 @@ class Messenger:
                         nursery.start_soon(import_archives, self, row["id"])  # resume unimported
                 nursery.start_soon(self._republish_descriptions)
                 task_status.started(scope)
+
+    # -- storage ----------------------------------------------------------------------------------
+    async def _storage_task(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        stopped = trio.Event()
+        with trio.CancelScope() as scope:
+            self.storage_running = (scope, stopped)
+            try:
+                await self.storage.run(task_status=task_status)
+            finally:
+                stopped.set()
+
+    async def start_storage(self) -> None:
+        """(Re)start the storage node with the stored overrides, as status-go's SetOnline."""
+        await self.stop_storage()
+        self.storage.configure(self.store.get("storageOverrides", {}))
+        await self.nursery.start(self._storage_task)
+
+    async def stop_storage(self) -> None:
+        if self.storage_running:
+            scope, stopped = self.storage_running
+            scope.cancel()
+            await stopped.wait()  # its ports are free again
+            self.storage_running = None
+
+    async def enable_storage_archives(self, overrides: dict | None) -> None:
+        """wakuext_enableLogosStorageCommunityHistoryArchiveProtocol: the overrides (status-go's
+        `NodeConfig.<Field>` strings) merged over the stored ones and checked before anything is
+        kept, the storage node (re)started with them, archives on for every community."""
+        given = {field: str(value) for field, value in (overrides or {}).items()}
+        merged = {**self.store.get("storageOverrides", {}), **given}
+        self.storage.configure(merged)  # raises on a bad override: nothing stored, nothing restarted
+        self.store.put("storageOverrides", merged)
+        self.store.put("storageEnabled", True)
+        await self.start_storage()
+        self.set_archive_support(True)
+        self.emit("community.historyArchivesProtocolEnabled", {})
 
     async def _redial(self, address: str) -> None:
         try:
@@ -406,9 +449,9 @@ class Messenger:
         return None
 
     async def has_community_archive(self, community_id: str) -> bool:
-        """As status-go: a last seen link, and its index held by the Codex node."""
+        """As status-go: a last seen link, and its index held by the storage node."""
         link = self.store.archive_info(community_id)["last_archive_link"]
-        return bool(link) and await self.codex.has_cid(link)
+        return bool(link) and await self.storage.has_cid(link)
 
     def set_archive_support(self, enabled: bool) -> None:
         for row in self.store.communities():
