@@ -133,17 +133,25 @@ class StatusClient:
 
     # -- flows --------------------------------------------------------------------------------------
     def create_account_and_login(
-        self, name: str, interval_s: float, import_delay_s: float, data_dir: str = DATA_DIR
+        self,
+        name: str,
+        interval_s: float,
+        import_delay_s: float,
+        data_dir: str = DATA_DIR,
+        storage_bootstrap: str | None = None,
     ) -> str:
-        """InitializeApplication + CreateAccountAndLogin; returns the keyUid once `node.login` came."""
+        """InitializeApplication + CreateAccountAndLogin with storage on (and `storage_bootstrap`,
+        an SPR, as the storage node's bootstrap node: status-go's
+        `logosStorageConfigBootstrapNode`); returns the keyUid once `node.login` came."""
         mark = self.signals.mark()
         self.call("InitializeApplication", {"dataDir": data_dir})
+        bootstrap = {"logosStorageConfigBootstrapNode": storage_bootstrap} if storage_bootstrap else {}
         self.call(
             "CreateAccountAndLogin",
             {
                 "rootDataDir": data_dir, "displayName": name, "password": "testbed-password",
                 "kdfIterations": 256000, "logosStorageConfigEnabled": True, "torrentConfigEnabled": False,
-                "messageArchiveInterval": interval_s, "importInitialDelay": import_delay_s,
+                "messageArchiveInterval": interval_s, "importInitialDelay": import_delay_s, **bootstrap,
             },
         )  # fmt: skip
         return self.signals.expect("node.login", start=mark, timeout_s=30).event["keyUid"]
@@ -167,6 +175,20 @@ def wire_chat(clients: list[StatusClient]) -> None:
         for address in addresses:
             if address != own:
                 client.rpc("wakuext_dialPeer", address)
+
+
+def storage_info(peer: StatusClient) -> dict:
+    """The peer's storage node as status-go reports it (`wakuext_debug`: LogosStorageDebugInfo,
+    id, addrs, spr, announceAddresses, table)."""
+    return peer.rpc("wakuext_debug")
+
+
+def connect_storage(dialer: StatusClient, target: StatusClient) -> None:
+    """The dialer's storage node connects to the target's by hand (`wakuext_connect`), as
+    upstream's archive test does: its bootstrap nodes did not work there, and a node without a
+    DHT finds providers only among the peers it is connected to."""
+    info = storage_info(target)
+    dialer.rpc("wakuext_connect", info["id"], info["addrs"])
 
 
 def create_community(owner: StatusClient, name: str) -> tuple[str, str]:

@@ -1,10 +1,12 @@
-"""Community History Archives over Codex, end to end (status-go.md section 6.3).
+"""Community History Archives over Logos Storage, end to end: the archive scenarios of
+docs/status-ref.md ("The archive suite").
 
-An owner and three members, each status peer with its own Codex node (topology `archive`). Every
-test uses its own community on the same owner, so the tests are independent. Assertions are on the
-exact messages a member ends up with, the archive IDs it records, and what the owner's Codex node
-holds, never only on a call returning. Time to history (link published -> messages imported) is
-written to artifacts/archive/time-to-history-<scenario>.json.
+An owner and three members (topology `archive`: each peer's storage node embedded, as status-go
+ships it; test_archive_poc.py runs the same tests on `archive-poc`, each peer driving a separate
+node over REST). Every test uses its own community on the same owner, so the tests are
+independent. Assertions are on the exact messages a member ends up with, the archive IDs it
+records, and the bytes the owner's storage serves, never only on a call returning. Time to history
+(link published -> messages imported) is written to artifacts/archive/time-to-history-<scenario>.json.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from statusref.protobufs import ArchiveIndex, WakuMessageArchive
@@ -23,8 +26,10 @@ from harness.clients.status import (
     Signal,
     StatusClient,
     chat_texts,
+    connect_storage,
     create_community,
     join_community,
+    storage_info,
     wire_chat,
 )
 from harness.paths import artifacts_dir
@@ -36,14 +41,66 @@ TOPOLOGY = "archive"
 INTERVAL_S = 6  # the owner's archive interval (status-go's default is 7 days; its tests use 10-80 s)
 IMPORT_DELAY_S = 1
 ROUND_S = 3 * INTERVAL_S  # deadline for anything that takes one archive round
+MEMBERS = ("alice", "bob", "carol")
+NO_REST = "an embedded storage node serves no REST (libstorage turns it off): the owner's repo is unreachable"
+
+
+@dataclass(frozen=True)
+class ArchiveStorage:
+    """Where the suite reads what the owner serves and plants what members should fetch, through
+    public contracts only. Separate form: the owner's own node over REST. Embedded form: the
+    `observer` node of the build under test, connected to the owner's storage node (reads come
+    over the network, from the owner) and to every member's (what it holds, they can fetch)."""
+
+    node: CodexClient
+    owners_repo: bool  # `node` is the owner's own node: its local state is the owner's
+
+    def read(self, cid: str) -> bytes:
+        return self.node.download(cid) if self.owners_repo else self.node.network_stream(cid)
+
+    def plant(self, data: bytes) -> str:
+        return self.node.upload(data)
+
+
+def archive_storage(testbed: Testbed) -> ArchiveStorage:
+    owner = testbed.plan.status["owner"]
+    if owner.embedded:
+        return ArchiveStorage(testbed.client("observer"), owners_repo=False)
+    return ArchiveStorage(testbed.client(owner.codex), owners_repo=True)
+
+
+def owners_repo(testbed: Testbed) -> CodexClient:
+    """The owner's own storage node, for what only its repo shows; skips on the embedded form."""
+    storage = archive_storage(testbed)
+    if not storage.owners_repo:
+        pytest.skip(NO_REST)
+    return storage.node
+
+
+def connect_embedded_storage(testbed: Testbed, clients: dict[str, StatusClient]) -> None:
+    """As upstream's archive test: every member's storage node to the owner's, by hand; and the
+    observer to everyone's (the reference node has no DHT to find providers through)."""
+    observer = testbed.client("observer")
+    for name in MEMBERS:
+        connect_storage(clients[name], clients["owner"])
+    for client in clients.values():
+        info = storage_info(client)
+        observer.connect(info["id"], info["addrs"])
 
 
 @pytest.fixture(scope="module")
 def peers(testbed: Testbed) -> Iterator[dict[str, StatusClient]]:
-    clients = {name: testbed.status(name) for name in ("owner", "alice", "bob", "carol")}
-    for name, client in clients.items():
-        client.create_account_and_login(name, INTERVAL_S, IMPORT_DELAY_S)
+    clients = {name: testbed.status(name) for name in ("owner", *MEMBERS)}
+    clients["owner"].create_account_and_login("owner", INTERVAL_S, IMPORT_DELAY_S)
+    embedded = testbed.plan.status["owner"].embedded
+    # the owner's storage node bootstraps the members' (status-go's logosStorageConfigBootstrapNode),
+    # so a member's node that restarts at its next login finds the owner again
+    owner_spr = storage_info(clients["owner"])["spr"] if embedded else None
+    for name in MEMBERS:
+        clients[name].create_account_and_login(name, INTERVAL_S, IMPORT_DELAY_S, storage_bootstrap=owner_spr)
     wire_chat(list(clients.values()))
+    if embedded:
+        connect_embedded_storage(testbed, clients)
     yield clients
 
 
@@ -102,10 +159,6 @@ def wait_for_log(testbed: Testbed, peer: str, pattern: str, deadline_s: float = 
     return wait_until(f"{peer} to log {pattern!r}", probe, deadline_s)
 
 
-def owner_codex(testbed: Testbed) -> CodexClient:
-    return testbed.client("codex-owner")
-
-
 def current_index(codex: CodexClient, community_id: str) -> ArchiveIndex:
     """The community's index among the owner's uploads: an `archive-index.bin` whose archives
     cover the community's content topics (superseded indexes are deleted, so there is one)."""
@@ -115,7 +168,7 @@ def current_index(codex: CodexClient, community_id: str) -> ArchiveIndex:
             index = ArchiveIndex.decode(codex.download(item["cid"]))
             if all(community_id.encode() in entry.metadata.topics for entry in index.archives.values()):
                 found.append(index)
-    assert len(found) == 1, f"{len(found)} indexes of {community_id} on the owner's Codex node"
+    assert len(found) == 1, f"{len(found)} indexes of {community_id} on the owner's storage node"
     return found[0]
 
 
@@ -139,12 +192,12 @@ def test_owner_publishes_an_archive_the_member_downloads_and_decodes(testbed, pe
     index_cid = expect_for(
         alice, "community.historyArchiveIndexDownloadCompleted", community, mark_alice, 5
     ).event["indexCid"]
-    index = ArchiveIndex.decode(owner_codex(testbed).download(index_cid))
+    index = ArchiveIndex.decode(archive_storage(testbed).read(index_cid))
     assert len(index.archives) == 1
     archive_id, entry = next(iter(index.archives.items()))
     assert archive_id == entry.archive_id, "keys are the Keccak-256 of the marshalled entry"
     assert (entry.metadata.start, entry.metadata.end) == (downloaded.event["from"], downloaded.event["to"])
-    archive = WakuMessageArchive.decode(owner_codex(testbed).download(entry.cid))
+    archive = WakuMessageArchive.decode(archive_storage(testbed).read(entry.cid))
     texts = [json.loads(m.payload)["message"]["text"] for m in archive.messages]
     assert texts == ["first archived message"]
     assert json.loads(archive.messages[0].payload)["message"]["id"] == sent["messages"][0]["id"]
@@ -195,9 +248,11 @@ def test_each_round_adds_an_archive_and_replaces_the_index(testbed, peers) -> No
         record_time_to_history(f"4-round-{round_number}", finished.at - seeding.at)
 
     assert indexes[0] != indexes[1]
-    assert len(ArchiveIndex.decode(owner_codex(testbed).download(indexes[1])).archives) == 2
-    assert owner_codex(testbed).exists(indexes[0]) is False, "the old index is unseeded on the owner"
-    assert owner_codex(testbed).exists(indexes[1]) is True
+    assert len(ArchiveIndex.decode(archive_storage(testbed).read(indexes[1])).archives) == 2
+    if archive_storage(testbed).owners_repo:  # embedded: NO_REST (the unseeding is not observable)
+        owner_node = owners_repo(testbed)
+        assert owner_node.exists(indexes[0]) is False, "the old index is unseeded on the owner"
+        assert owner_node.exists(indexes[1]) is True
     assert chat_texts(bob, chat) == ["round one", "round two"]
 
 
@@ -265,16 +320,16 @@ def test_missing_or_corrupt_index_fails_visibly_and_imports_nothing(testbed, pee
     owner, alice = peers["owner"], peers["alice"]
     community, chat = create_community(owner, "scenario-10")
     join_community(owner, alice, community)
-    codex = owner_codex(testbed)
-    gone = codex.upload(os.urandom(1000))
-    codex.delete(gone)
-    garbage = codex.upload(b"not an archive index " * 50)
+    storage = archive_storage(testbed)
+    gone = storage.plant(os.urandom(1000))
+    storage.node.delete(gone)
+    garbage = storage.plant(b"not an archive index " * 50)
     mark = alice.signals.mark()
 
     owner.rpc("testbed_publishArchiveLink", community, gone, int(time.time() * 1000))
     wait_for_log(testbed, "alice", rf"index {gone} timed out after 5 s, retrying once")
     wait_for_log(
-        testbed, "alice", rf"index {gone} download failed: (ReadTimeout|CodexError: .* 404)", deadline_s=30
+        testbed, "alice", rf"index {gone} download failed: (StorageTimeout|StorageError: .*)", deadline_s=30
     )
     owner.rpc("testbed_publishArchiveLink", community, garbage, int(time.time() * 1000))
     wait_for_log(testbed, "alice", rf"index {garbage} download failed: .*(DecodeError|ValueError|KeyError)")
@@ -292,16 +347,17 @@ def test_missing_or_corrupt_index_fails_visibly_and_imports_nothing(testbed, pee
 def test_an_archive_gone_from_every_provider_is_skipped_and_the_rest_imports(testbed, peers) -> None:
     """Scenario 10 (archive): of two archives, the older is deleted from its only provider before
     carol joins: she imports the newer one, and the missing one is logged, not counted."""
+    owner_node = owners_repo(testbed)  # the archive is deleted from its only provider, the owner
     owner, carol = peers["owner"], peers["carol"]
     community, chat = create_community(owner, "scenario-10b")
     for text in ("lost with its archive", "kept in the newer archive"):
         mark = owner.signals.mark()
         owner.rpc("wakuext_sendChatMessage", {"chatId": chat, "text": text, "contentType": 1})
         expect_for(owner, "community.historyArchivesCreated", community, mark)
-    entries = current_index(owner_codex(testbed), community).newest_first()
+    entries = current_index(owner_node, community).newest_first()
     assert len(entries) == 2
     lost_id, lost = entries[1]
-    owner_codex(testbed).delete(lost.cid)
+    owner_node.delete(lost.cid)
     wait_one_more_round(owner, community)
 
     mark = carol.signals.mark()
@@ -327,7 +383,7 @@ def test_stale_repeated_forged_and_own_links_are_ignored(testbed, peers) -> None
     current = expect_for(bob, "community.historyArchiveIndexDownloadCompleted", community, mark_bob).event[
         "indexCid"
     ]
-    decoy = owner_codex(testbed).upload(b"decoy " * 100)
+    decoy = archive_storage(testbed).plant(b"decoy " * 100)
 
     owner.rpc("testbed_publishArchiveLink", community, decoy, 1)
     wait_for_log(testbed, "bob", rf"ignored archive link {decoy} \(clock 1\): clock older than")

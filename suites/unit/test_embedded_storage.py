@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from libp2p.peer.id import ID
 from statusref.embedded import EmbeddedStorage, config_argv, config_from_overrides, load_config
 from statusref.storage import StorageError, StorageTimeout
 
@@ -74,11 +75,12 @@ def test_a_bad_override_keeps_the_config_it_had(tmp_path: Path) -> None:
     assert storage.config.block_retries == 9
 
 
-def _embedded(folder: Path, retries: int = 2) -> EmbeddedStorage:
+def _embedded(folder: Path, retries: int = 2, port: int = 0) -> EmbeddedStorage:
     return EmbeddedStorage(
         {
             "data-dir": str(folder),
             "listen-ip": "127.0.0.1",
+            "listen-port": port,
             "nat": "extip:127.0.0.1",
             "block-retries": retries,
         }
@@ -130,6 +132,44 @@ def test_a_download_nobody_can_serve_fails(tmp_path: Path, retries: int, timeout
             with pytest.raises(raised) as caught:  # not connected: no peer has it
                 await lonely.download_network(cid, timeout=timeout_s)
             assert (raised is StorageTimeout) == isinstance(caught.value, StorageTimeout)
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario)
+
+
+def test_a_stopped_node_is_gone_for_its_peers_and_restarts_on_its_port(tmp_path: Path) -> None:
+    """Logout stops the embedded node and login starts a new one in the same process (status-go:
+    Stop, Destroy, then a new node). The stopped one must close its connections and listener,
+    or the owner keeps a dead connection to the member and answers its wants there."""
+    data = os.urandom(5000)
+
+    async def scenario() -> None:
+        owner = _embedded(tmp_path / "owner")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(owner.run)
+            spr, owner_id = (await owner.debug())["spr"], (await owner.debug())["id"]
+            member = _embedded(tmp_path / "member")
+            member.configure({"NodeConfig.BootstrapNodes": spr})
+            await nursery.start(member.run)
+            member_id = (await member.debug())["id"]
+            port = int(member.node.listen_addresses[0].rsplit("/", 1)[1])
+            before = await owner.upload(data, "before")
+            assert await member.download_network(before, timeout=10) == data
+            await member.stop()
+            assert member.node is None
+            with pytest.raises(OSError):
+                await trio.open_tcp_stream("127.0.0.1", port)
+            with trio.fail_after(5):  # the owner sees it go
+                while owner.node.host.get_network().get_connections(ID.from_base58(member_id)):
+                    await trio.sleep(0.05)
+
+            again = _embedded(tmp_path / "member", port=port)
+            again.configure({"NodeConfig.BootstrapNodes": spr})
+            await nursery.start(again.run)
+            assert (await again.debug())["id"] == member_id, "the same identity, from its data dir"
+            after = await owner.upload(data[::-1], "after")
+            assert await again.download_network(after, timeout=10) == data[::-1]
+            assert owner_id != member_id
             nursery.cancel_scope.cancel()
 
     trio.run(scenario)

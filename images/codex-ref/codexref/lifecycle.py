@@ -26,7 +26,8 @@ async def maintenance(node: Node) -> None:
 
 
 async def run(node: Node, stop: trio.Event, rest: bool, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Until `stop`; reports started once the switch and engine run (REST starts after them)."""
+    """Until `stop`, then the node's connections and listeners closed before its tasks end;
+    reports started once the switch and engine run (REST starts after them)."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(maintenance, node)
         await nursery.start(node.run_p2p)
@@ -51,6 +52,7 @@ async def run(node: Node, stop: trio.Event, rest: bool, task_status=trio.TASK_ST
             await serve_rest(node, stop)
         else:
             await stop.wait()
+        await node.close()
         nursery.cancel_scope.cancel()
 
 

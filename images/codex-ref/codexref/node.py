@@ -25,6 +25,7 @@ CONNECT_TIMEOUT_S = 10
 # A direct dial to a NATed peer's announced (LAN) address fails fast or not at all: bound it
 # before falling back to the peer's /p2p-circuit address.
 DIRECT_DIAL_TIMEOUT_S = 3
+CLOSE_TIMEOUT_S = 5  # closing connections and listeners at stop
 log = logging.getLogger("codex")
 
 
@@ -108,6 +109,15 @@ class Node:
                 await nursery.start(self.relay.run)
             await nursery.start(self.reachability.run)
             task_status.started()
+
+    async def close(self) -> None:
+        """Close every connection and listener while the node still runs, so peers see it go.
+        py-libp2p's swarm, stopped by cancellation alone, leaves both open (its shutdown awaits
+        their close inside the cancelled scope): a peer would keep a connection to a node that is
+        gone, and a node restarted in the same process (an embedded one, at the next login)
+        would find its port taken."""
+        with trio.move_on_after(CLOSE_TIMEOUT_S):
+            await self.host.get_network().close()
 
     def _peer_joined(self, peer: ID) -> None:
         """A new connection is a BlockExchange peer, unless it is our relay (which speaks only the

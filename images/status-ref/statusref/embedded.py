@@ -107,6 +107,7 @@ class EmbeddedStorage:
         self.base = dict(config)
         self.config = load_config(self.base)
         self.node: Node | None = None
+        self._stop = trio.Event()
 
     def configure(self, overrides: dict) -> None:
         """status-go's overrides over the base config, for the next start; StorageError if bad."""
@@ -119,13 +120,18 @@ class EmbeddedStorage:
         return self.node
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Start the node (storage_new + storage_start), serve until cancelled (storage_stop)."""
-        self.node = Node(self.config)
-        stop = trio.Event()
+        """Start the node (storage_new + storage_start) and serve until `stop`."""
+        self.node, self._stop = Node(self.config), trio.Event()
         try:
-            await lifecycle.run(self.node, stop, rest=False, task_status=task_status)
+            await lifecycle.run(self.node, self._stop, rest=False, task_status=task_status)
         finally:
             self.node = None
+
+    async def stop(self) -> None:
+        """storage_stop: the node closes its connections and listeners, then its tasks end."""
+        self._stop.set()
+        while self.node is not None:
+            await trio.sleep(0.05)
 
     async def upload(self, data: bytes, filename: str) -> str:
         try:

@@ -126,6 +126,7 @@ class Messenger:
         return account
 
     async def logout(self) -> None:
+        await self.stop_storage()  # first: its peers see it go
         if self.scope:
             self.scope.cancel()
         self.scope = self.nursery = self.transport = self.storage_running = None
@@ -169,6 +170,7 @@ class Messenger:
     async def stop_storage(self) -> None:
         if self.storage_running:
             scope, stopped = self.storage_running
+            await self.storage.stop()
             scope.cancel()
             await stopped.wait()  # its ports are free again
             self.storage_running = None
