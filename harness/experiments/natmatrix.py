@@ -45,7 +45,7 @@ TOLERATED = {
     # sometimes all three fail (docs/nat.md, "The outcome matrix").
     ("public", "symmetric"): "py-libp2p 0.8.1's reversal is unreliable",
 }
-CELL_DEADLINE_S = 60  # nat.md C.8: keep a hole-punch test's limit at 60 s or more
+CELL_DEADLINE_S = 60  # a floor: a hole-punch test's limit stays >= 60 s (docs/nat.md, The outcome matrix)
 RESTART_DEADLINE_S = 60  # a node restarted between cells: API, announced address, reservation
 # The header the committed compose/topologies/nat-matrix.yaml starts with.
 GENERATED_HEADER = (
