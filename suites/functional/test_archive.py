@@ -1,4 +1,5 @@
-"""Community History Archives over Codex, end to end (status-go.md section 6.3).
+"""Community History Archives over Codex, end to end (the numbered scenarios of docs/status-ref.md,
+"The archive suite").
 
 An owner and three members, each status peer with its own Codex node (topology `archive`). Every
 test uses its own community on the same owner, so the tests are independent. Assertions are on the
