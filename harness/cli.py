@@ -179,7 +179,7 @@ def cmd_nat_check(args: argparse.Namespace) -> int:
 
 def cmd_nat_matrix(args: argparse.Namespace) -> int:
     """The DCUtR outcome matrix on the generated nat-matrix topology; exit 1 if it differs from
-    nat.md table B in a cell the table is certain about."""
+    Table B of docs/nat.md in a cell the table is certain about."""
     from harness.experiments import natmatrix
 
     try:
@@ -518,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.experiments import natmatrix  # the command's profile names (pure data, no extra)
 
     p = sub.add_parser(
-        "nat-matrix", help="DCUtR outcomes for every dialer x listener NAT profile, against nat.md table B"
+        "nat-matrix",
+        help="DCUtR outcomes for every dialer x listener NAT profile, against Table B of docs/nat.md",
     )
     p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, help="readiness deadline, seconds")
     p.add_argument(

@@ -1,6 +1,7 @@
 """A client for the Codex REST API; the same for the reference node and upstream images.
 
-Every call has a timeout: an unknown CID can make a node wait for hours (codex.md section 5.4).
+Every call has a timeout: a node keeps searching the network for an unknown CID for a long time
+(upstream up to 3000 retries of 2 s a block; docs/reference-node.md, "What it implements", REST).
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ from harness.waits import NotYet, wait_until
 PROFILES = ("public", "full-cone", "restricted-cone", "port-restricted", "symmetric")
 # What `--profiles` may name: table B's profiles, and CGNATs, which behave like their outer NAT.
 SUPPORTED = (*PROFILES, *CGN_PROFILES)
-# nat.md table B (dialer row x listener column). Every other pair goes direct.
+# The pairs that stay relayed in Table B of docs/nat.md (dialer row x listener column): its
+# negative controls. Every other pair goes direct.
 STAYS_RELAYED = {
     ("port-restricted", "symmetric"),
     ("symmetric", "port-restricted"),
@@ -45,7 +46,7 @@ TOLERATED = {
     # sometimes all three fail (docs/nat.md, "The outcome matrix").
     ("public", "symmetric"): "py-libp2p 0.8.1's reversal is unreliable",
 }
-CELL_DEADLINE_S = 60  # nat.md C.8: keep a hole-punch test's limit at 60 s or more
+CELL_DEADLINE_S = 60  # a floor: a hole-punch test's limit stays >= 60 s (docs/nat.md, The outcome matrix)
 RESTART_DEADLINE_S = 60  # a node restarted between cells: API, announced address, reservation
 # The header the committed compose/topologies/nat-matrix.yaml starts with.
 GENERATED_HEADER = (
@@ -251,7 +252,7 @@ def to_markdown(cells: list[Cell], profiles: tuple[str, ...] = SUPPORTED) -> str
     by_pair = {(c.dialer, c.listener): c for c in cells}
     profiles = tuple(p for p in profiles if any(c.dialer == p for c in cells))
     lines = [
-        "Outcome (dialer row x listener column); `!` marks a cell that differs from nat.md table B.",
+        "Outcome (dialer row x listener column); `!` marks a cell that differs from Table B of docs/nat.md.",
         "",
         "| dialer \\ listener | " + " | ".join(profiles) + " |",
         "|---" * (len(profiles) + 1) + "|",

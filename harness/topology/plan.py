@@ -43,7 +43,7 @@ from harness.topology.model import (
 
 STUN_PORT = 3478
 STATUS_PORT = 3333  # status-backend --address
-CHAT_PORT = 30303
+CHAT_PORT = 30303  # the reference peer's chat transport (gossipsub)
 RELAY_PORT = 4001
 RELAY_INFO_PORT = 8082  # the testbed relay's /info (where a reference node learns what to reserve on)
 FIRST_HOST = 10  # .1 is docker's bridge; on a LAN, .2 is the router

@@ -2,7 +2,8 @@
 
 Profiles (RELAY_PROFILE): `default` = go-libp2p's and nim-libp2p's defaults (reservation 1 h,
 circuit 120 s / 128 KiB); `unlimited` = no practical limit. RELAY_RESERVATION_TTL_S,
-RELAY_CIRCUIT_DURATION_S and RELAY_CIRCUIT_BYTES override single values.
+RELAY_CIRCUIT_DURATION_S and RELAY_CIRCUIT_BYTES override single values (docs/nat.md, "Circuit
+relay v2").
 GET http://<relay>:8082/info answers {"id", "addrs", "limits", "peers"}: how nodes learn the
 relay's peer id (its key is created at start), the healthcheck, and the relay's view of whom it
 sees from which address.

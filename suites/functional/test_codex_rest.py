@@ -1,4 +1,5 @@
-"""The Codex REST contract (codex.md section 1) as a real node in a container answers it."""
+"""The Codex REST contract (docs/reference-node.md, "What it implements": REST; per era,
+docs/real-images.md, "The two contracts") as a real node in a container answers it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""BlockExchange wire codec (codex.md section 5.2): hand-assembled bytes and round trips."""
+"""BlockExchange wire codec (docs/reference-node.md, "Wire formats": the BlockExchange frame and
+message rows): hand-assembled bytes and round trips."""
 
 from __future__ import annotations
 

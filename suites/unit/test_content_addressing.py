@@ -1,4 +1,5 @@
-"""Byte-exact content addressing (codex.md section 4): CID vectors, manifest codec, Merkle proofs."""
+"""Byte-exact content addressing (docs/reference-node.md, "Wire formats": CID, manifest block, Merkle
+tree and proof): CID vectors, manifest codec, Merkle proofs."""
 
 from __future__ import annotations
 

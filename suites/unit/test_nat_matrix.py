@@ -24,7 +24,7 @@ def test_expectations_follow_table_b() -> None:
     relayed = {
         (d, li) for d, li in itertools.product(PROFILES, PROFILES) if natmatrix.expected(d, li) == "relayed"
     }
-    # the negative controls of nat.md check C.3, and nothing else
+    # the negative controls (the cells that stay relayed in Table B of docs/nat.md), and nothing else
     assert relayed == {
         ("port-restricted", "symmetric"),
         ("symmetric", "port-restricted"),

@@ -1,6 +1,8 @@
 """Community History Archives over Logos Storage: the control node's loop and the member's download/import.
 
-Follows status-go's archive manager for Logos Storage (status-go.md sections 1.2, 2.3, 2.4):
+Follows status-go's archive manager for Logos Storage (status-im/status-go
+`protocol/communities/archive/logosstorage/archive_manager_logos_storage.go`; docs/status-ref.md,
+"What the peer implements", Archive protocol):
 windows of one interval, empty windows skipped, chunks of at most `max_archive_bytes`, one
 WakuMessageArchive per chunk uploaded to the peer's storage node, an index keyed by Keccak-256
 archive IDs uploaded after them; its CID is the archive link. Members fetch the index from the

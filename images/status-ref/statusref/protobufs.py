@@ -2,6 +2,7 @@
 
 What travels through Codex is exactly these bytes, so a real status-backend and this peer can read
 each other's archives and indexes. The index entry is the Codex one: {version=1, metadata=2, cid=3}.
+Field table: docs/status-ref.md.
 """
 
 from __future__ import annotations

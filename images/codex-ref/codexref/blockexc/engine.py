@@ -79,7 +79,7 @@ class EngineConfig:
     retry_interval_s: float = 2.0
     request_timeout_s: float = 30.0
     peer_activity_timeout_s: float = 60.0
-    max_inflight_per_peer: int = 32
+    max_inflight_per_peer: int = 128
     max_blocks_per_message: int = 20
     window: int = 1024
 

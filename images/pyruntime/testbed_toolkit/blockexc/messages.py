@@ -4,6 +4,7 @@
 Encoding follows the Nim encoder: fields are written in number order; booleans and zero
 integers that matter are written explicitly, and decoders accept messages with or without them.
 Frames on the stream are unsigned-varint length-prefixed (`writeLp`/`readLp`, 100 MiB max).
+Field numbers: docs/reference-node.md, "Wire formats".
 
 The per-block types are NamedTuples, not dataclasses: a download creates, hashes and compares
 several per block, and tuples do that in C. Decoding a memoryview keeps a block's data a view
