@@ -167,14 +167,16 @@ class StatusClient:
         self.call("Logout")
 
 
-def wire_chat(clients: list[StatusClient]) -> None:
-    """Every peer dials every other on the chat transport (gossipsub in the reference peer). Both
-    directions on purpose: each peer remembers whom it dialled and redials them after a login."""
-    addresses = [client.rpc("wakuext_listenAddresses")[0] for client in clients]
-    for client, own in zip(clients, addresses, strict=True):
-        for address in addresses:
-            if address != own:
-                client.rpc("wakuext_dialPeer", address)
+def wire_chat(clients: list[StatusClient], fleet_info_url: str) -> None:
+    """Every peer's chat transport dials the Waku fleet node (`GET <fleet>/info` names it), as
+    status-go dials its fleet: the peers chat through it, behind NATs too. Each peer remembers
+    whom it dialled and redials after a login."""
+    response = requests.get(fleet_info_url, timeout=10)
+    response.raise_for_status()
+    info = response.json()
+    address = next(a for a in info["addrs"] if "/p2p/" in a)
+    for client in clients:
+        client.rpc("wakuext_dialPeer", address)
 
 
 def storage_info(peer: StatusClient) -> dict:

@@ -18,6 +18,7 @@ Deadline:
    pattern upstream's own tests use) and waits until every node shows all its planned peers.
 6. CircuitReservation: a node given a relay holds a reservation on it.
 7. StatusHealth: every status peer answers `POST /health`.
+8. FleetAnswers: the Waku fleet node answers `GET /info` with its peer id and addresses.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from harness.render.conditions import (
     Announces,
     AnswersDebugInfo,
     CircuitReservation,
+    FleetAnswers,
     NatAsDeclared,
     PeeredWith,
     Running,
@@ -318,6 +320,26 @@ def wait_status_health(progress: Progress, targets: list[tuple[str, StatusHealth
         progress.step("app", name, start, str(version.get("version")))
 
 
+def wait_fleet(progress: Progress, targets: list[tuple[str, FleetAnswers]]) -> None:
+    for name, _ in targets:
+        start = time.monotonic()
+        url = progress.plan.waku.info_url  # type: ignore[union-attr]
+
+        def answer(url: str = url) -> dict:
+            try:
+                response = requests.get(url, timeout=5)
+                response.raise_for_status()
+                info = response.json()
+            except (requests.RequestException, ValueError) as exc:
+                raise NotYet(f"{exc.__class__.__name__}: {exc}") from None
+            if not info.get("addrs"):
+                raise NotYet("no address yet")
+            return info
+
+        info = _wait_app(name, f"GET {url}", progress.containers[name], answer, progress.deadline)
+        progress.step("app", name, start, info["id"])
+
+
 # Each kind of condition and its wait, in the order readiness evaluates them. A wait gets every
 # service's conditions of its kind, as (service name, condition) in the specs' order, and reads
 # what earlier waits found: the app probes need the containers; the rest, /debug/info.
@@ -329,6 +351,7 @@ WAITS: tuple[tuple[type, Callable[[Progress, Any], None]], ...] = (
     (PeeredWith, wait_peered),
     (CircuitReservation, wait_reservations),
     (StatusHealth, wait_status_health),
+    (FleetAnswers, wait_fleet),
 )
 
 # The first two kinds: every container runs and every node's API answers (a restarted node, bench).

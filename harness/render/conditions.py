@@ -58,6 +58,18 @@ class StatusHealth:
     """A status peer answers `POST /health` (status-backend's readiness probe)."""
 
 
+@dataclass(frozen=True)
+class FleetAnswers:
+    """The Waku fleet node answers `GET /info` with its peer id and addresses."""
+
+
 Condition = (
-    Running | AnswersDebugInfo | Announces | NatAsDeclared | PeeredWith | CircuitReservation | StatusHealth
+    Running
+    | AnswersDebugInfo
+    | Announces
+    | NatAsDeclared
+    | PeeredWith
+    | CircuitReservation
+    | StatusHealth
+    | FleetAnswers
 )

@@ -17,12 +17,24 @@ from harness.render.conditions import (
     AnswersDebugInfo,
     CircuitReservation,
     Condition,
+    FleetAnswers,
     NatAsDeclared,
     PeeredWith,
     Running,
     StatusHealth,
 )
-from harness.topology.plan import PCAP_DIR, STATUS_PORT, NodePlan, Plan, RelayPlan, RouterPlan, StatusPlan
+from harness.topology.plan import (
+    CHAT_PORT,
+    FLEET_INFO_PORT,
+    PCAP_DIR,
+    STATUS_PORT,
+    NodePlan,
+    Plan,
+    RelayPlan,
+    RouterPlan,
+    StatusPlan,
+    WakuPlan,
+)
 
 HEALTH_TIMEOUT_S = 5
 HEALTH_RETRIES = 12
@@ -44,6 +56,7 @@ class ServiceSpec:
     environment: dict[str, str] = field(default_factory=dict)  # given inline
     volume: str | None = None  # "<volume>:<path in the container>"
     init: bool = False  # a tiny init as PID 1 reaps what the service's scripts start
+    entrypoint: tuple[str, ...] = ()  # instead of the image's (another program of the same image)
     cap_add: tuple[str, ...] = ()
     sysctls: dict[str, str] = field(default_factory=dict)
     healthcheck: Healthcheck | None = None
@@ -88,6 +101,23 @@ def _status(peer: StatusPlan, interval_s: int) -> ServiceSpec:
         # a status-backend image brings its own probe; the reference peer's is ours
         healthcheck=Healthcheck(probe, interval_s) if peer.reference else None,
         ready=(Running(), StatusHealth()),
+    )
+
+
+def _waku(waku: WakuPlan, wan: str) -> ServiceSpec:
+    return ServiceSpec(
+        name=waku.name,
+        role="waku",
+        image=waku.image,
+        networks={wan: waku.ip},
+        environment={
+            "STATUS_CHAT_PORT": str(CHAT_PORT),
+            "STATUS_ANNOUNCE_IP": waku.ip,
+            "STATUS_FLEET_INFO_PORT": str(FLEET_INFO_PORT),
+        },
+        entrypoint=("waku-fleet",),
+        stop_grace_s=5,
+        ready=(Running(), FleetAnswers()),
     )
 
 
@@ -151,12 +181,13 @@ def _dials(plan: Plan, node: str) -> tuple[str, ...]:
 
 
 def services(plan: Plan) -> list[ServiceSpec]:
-    """Every container compose runs for `plan`, in a stable order: nodes, status peers, relays,
-    routers, the referee."""
+    """Every container compose runs for `plan`, in a stable order: nodes, status peers, the Waku
+    fleet node, relays, routers, the referee."""
     wan = next(n.name for n in plan.networks.values() if n.kind == "wan")
     interval = plan.healthcheck_interval
     specs = [_node(node, _dials(plan, node.name), interval) for node in plan.nodes.values()]
     specs += [_status(peer, interval) for peer in plan.status.values()]
+    specs += [_waku(plan.waku, wan)] if plan.waku else []
     specs += [_relay(relay, wan) for relay in plan.relays.values()]
     if plan.tcp_congestion:  # the TCP of every endpoint (routers only forward)
         sysctl = {"net.ipv4.tcp_congestion_control": plan.tcp_congestion}

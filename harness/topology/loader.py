@@ -742,8 +742,8 @@ def _check_capacity(check: _Checker, topology: Topology) -> None:
         if needed > room:
             raise check.fail(
                 f"networks.{network}",
-                f"needs {needed} addresses (nodes, status peers, relays, routers, the NAT referee); "
-                f"a /{SUBNET_PREFIX} has {room} from .{FIRST_HOST} up",
+                f"needs {needed} addresses (nodes, status peers, the Waku fleet node, relays, routers, "
+                f"the NAT referee); a /{SUBNET_PREFIX} has {room} from .{FIRST_HOST} up",
             )
 
 

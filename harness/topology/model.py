@@ -36,6 +36,7 @@ PORT_MAPPING = ("grant", "refuse", "broken")
 HOME_ROUTER_PROFILE = "port-restricted"
 REFERENCE_IMAGES = {"codex": "codex-ref", "status": "status-ref", "relay": "relay"}
 STUN_SERVICE = "stun"  # the NAT referee's service, added to a topology with a LAN
+WAKU_SERVICE = "waku"  # the Waku fleet stand-in, added to a topology with status peers
 
 # Docker's healthcheck of nodes and status peers, in seconds. Readiness polls the same probes from
 # the host; docker's verdict only lets a wait fail fast on an unhealthy container. Each check
@@ -81,9 +82,10 @@ class Network:
 
 
 def added_services(networks: Iterable[Network]) -> list[str]:
-    """Every service the plan adds to a topology's own, by name: the referee and each LAN's routers."""
+    """Every service the plan may add to a topology's own, by name: the Waku fleet node (with
+    status peers), the referee and each LAN's routers."""
     routers = [name for network in networks for name in network.routers()]
-    return [STUN_SERVICE, *routers] if routers else []
+    return [WAKU_SERVICE, *([STUN_SERVICE, *routers] if routers else [])]
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,7 @@ class Topology:
         wanted = {peer.reference_image for peer in peers if peer.reference_image}
         wanted |= {"router", "stun"} if self.lans else set()
         wanted |= {"relay"} if self.relays else set()
+        wanted |= {"status-ref"} if self.status else set()  # the Waku fleet node runs on its image
         # conditions on a kernel without netem run in link stages (also when it has netem: the
         # engine's kernel is known only once it answers, and the image is small)
         return wanted | (

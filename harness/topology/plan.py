@@ -34,6 +34,7 @@ from harness.topology.model import (
     HEALTHCHECK_INTERVAL_S,
     HOME_ROUTER_PROFILE,
     STUN_SERVICE,
+    WAKU_SERVICE,
     Link,
     Network,
     Node,
@@ -45,6 +46,7 @@ STUN_PORT = 3478
 STATUS_PORT = 3333  # status-backend --address
 CHAT_PORT = 30303  # the reference peer's chat transport (gossipsub)
 RELAY_PORT = 4001
+FLEET_INFO_PORT = 8082  # the Waku fleet node's GET /info (its peer id and addresses)
 RELAY_INFO_PORT = 8082  # the testbed relay's /info (where a reference node learns what to reserve on)
 FIRST_HOST = 10  # .1 is docker's bridge; on a LAN, .2 is the router
 LAN_ROUTER_HOST = 2
@@ -143,6 +145,20 @@ class NodePlan:
 
 
 @dataclass(frozen=True)
+class WakuPlan:
+    """The Waku fleet stand-in on the WAN (images/status-ref, `waku-fleet`): every status peer's
+    chat transport dials it, as status-go's dials its fleet, so peers behind NATs chat too."""
+
+    name: str
+    image: str
+    ip: str
+
+    @property
+    def info_url(self) -> str:
+        return f"http://{self.ip}:{FLEET_INFO_PORT}/info"
+
+
+@dataclass(frozen=True)
 class RelayPlan:
     """A circuit relay v2 on the WAN; nodes learn its peer id from GET <info_url>."""
 
@@ -203,13 +219,16 @@ class Plan:
     seed: int = 0  # the topology's: seeds the link stages' draws
     link_stage_image: str = ""  # the link stages' image, when a node's link has conditions
     tcp_congestion: str | None = None  # the topology's: every endpoint's TCP congestion control
+    waku: WakuPlan | None = None  # with status peers
 
     @property
     def containers(self) -> list[str]:
-        """Every service the testbed runs (nodes, status peers, routers, referee), by name."""
+        """Every service the testbed runs (nodes, status peers, the fleet node, relays, routers,
+        referee), by name."""
         return [
             *self.nodes,
             *self.status,
+            *([self.waku.name] if self.waku else []),
             *self.relays,
             *self.routers,
             *([self.stun.name] if self.stun else []),
@@ -266,6 +285,7 @@ class Plan:
             seed=raw.get("seed", 0),
             link_stage_image=raw.get("link_stage_image", ""),
             tcp_congestion=raw.get("tcp_congestion"),
+            waku=WakuPlan(**raw["waku"]) if raw.get("waku") else None,
         )
 
 
@@ -361,7 +381,8 @@ def address_demand(topology: Topology) -> Counter[str]:
     status peer on its own network; a CGNAT LAN's home router on its carrier network."""
     demand = Counter({name: 0 for name in [*topology.networks, *topology.carriers]})
     lans = topology.lans
-    demand[topology.wan.name] += (2 if lans else 0) + len(lans) + len(topology.relays)
+    fleet = 1 if topology.status else 0
+    demand[topology.wan.name] += (2 if lans else 0) + len(lans) + len(topology.relays) + fleet
     demand.update(node.network for node in topology.nodes.values())
     demand.update(peer.network for peer in topology.status.values())
     demand.update(topology.carriers)
@@ -434,6 +455,7 @@ def make_plan(
         relays[relay.name] = RelayPlan(
             relay.name, image_refs["relay"], ip, relay.profile, {**env, **relay.env}
         )
+    waku = WakuPlan(WAKU_SERVICE, image_refs["status-ref"], free_hosts.take(wan)) if topology.status else None
     edges = topology.edges()
     peers_of = _peers_by_node(edges)
     nodes = {}
@@ -518,6 +540,7 @@ def make_plan(
         seed=topology.seed,
         link_stage_image=image_refs.get("linkstage", ""),
         tcp_congestion=topology.tcp_congestion,
+        waku=waku,
     )
 
 

@@ -98,7 +98,7 @@ def peers(testbed: Testbed) -> Iterator[dict[str, StatusClient]]:
     owner_spr = storage_info(clients["owner"])["spr"] if embedded else None
     for name in MEMBERS:
         clients[name].create_account_and_login(name, INTERVAL_S, IMPORT_DELAY_S, storage_bootstrap=owner_spr)
-    wire_chat(list(clients.values()))
+    wire_chat(list(clients.values()), testbed.plan.waku.info_url)
     if embedded:
         connect_embedded_storage(testbed, clients)
     yield clients

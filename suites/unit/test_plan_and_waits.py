@@ -18,7 +18,7 @@ from harness.errors import PoolExhaustedError, WaitTimeout
 from harness.net.plumbing import route_scripts, wan_only
 from harness.render.compose import render_to_strings
 from harness.topology import loader, subnets
-from harness.topology.model import added_services
+from harness.topology.model import WAKU_SERVICE, added_services
 from harness.topology.plan import address_demand, make_plan, new_project_name
 from harness.topology.subnets import SubnetAllocator
 from harness.waits import NotYet, wait_until
@@ -60,6 +60,7 @@ def test_address_demand_is_what_make_plan_hands_out() -> None:
         taken = {node.ip for node in [*plan.nodes.values(), *plan.status.values(), *plan.relays.values()]}
         taken |= {router.wan_ip for router in plan.routers.values()}
         taken |= {plan.stun.ip, plan.stun.alt_ip} if plan.stun else set()
+        taken |= {plan.waku.ip} if plan.waku else set()
         used = Counter(
             name
             for name, network in plan.networks.items()
@@ -72,9 +73,11 @@ def test_address_demand_is_what_make_plan_hands_out() -> None:
 
 
 def test_the_reserved_names_are_the_services_the_plan_adds() -> None:
+    """Every name reserved is one the plan adds; the Waku fleet node only with status peers."""
     for topology, plan in builtin_plans():
         added = set(plan.containers) - {*plan.nodes, *plan.status, *plan.relays}
-        assert added == set(added_services(topology.networks.values())), topology.name
+        reserved = set(added_services(topology.networks.values()))
+        assert added == reserved - (set() if topology.status else {WAKU_SERVICE}), topology.name
 
 
 def test_a_node_moved_to_other_ports_by_its_env_is_dialled_there() -> None:

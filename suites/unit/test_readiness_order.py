@@ -23,6 +23,7 @@ from harness.render.conditions import (
     Announces,
     AnswersDebugInfo,
     CircuitReservation,
+    FleetAnswers,
     NatAsDeclared,
     PeeredWith,
     Running,
@@ -32,7 +33,16 @@ from harness.topology import loader
 from harness.topology.plan import make_plan
 from harness.waits import Deadline, NotYet
 
-ORDER = (Running, AnswersDebugInfo, Announces, NatAsDeclared, PeeredWith, CircuitReservation, StatusHealth)
+ORDER = (
+    Running,
+    AnswersDebugInfo,
+    Announces,
+    NatAsDeclared,
+    PeeredWith,
+    CircuitReservation,
+    StatusHealth,
+    FleetAnswers,
+)
 
 
 def nat_pair_plan():
@@ -54,6 +64,7 @@ def test_kinds_are_waited_for_in_the_documented_order_each_by_its_own_wait() -> 
         "wait_peered",
         "wait_reservations",
         "wait_status_health",
+        "wait_fleet",
     ]
     assert (Running, AnswersDebugInfo) == ANSWERING
     assert (Running, AnswersDebugInfo, Announces, CircuitReservation) == BACK

@@ -266,7 +266,7 @@ CASES |= {
         + many(16, "r{i}: {{kind: relay}}")
         + many(30, "s{i}: {{kind: status, role: member, codex: n{i}}}"),
         "networks.wan",
-        "needs 246 addresses",
+        "needs 247 addresses (nodes, status peers, the Waku fleet node, relays",
     ),
     "impossible-date": (
         "description: 2001-13-45\n" + ONE_NODE,
@@ -296,7 +296,12 @@ CASES |= {
     "node-named-stun": (
         LAN + "nodes:\n  stun: {kind: codex}\n" + BEHIND_HOME,
         "nodes.stun",
-        "is the name of a service the testbed adds (stun, router-home)",
+        "is the name of a service the testbed adds (waku, stun, router-home)",
+    ),
+    "node-named-waku": (
+        "nodes:\n  waku: {kind: codex}\n",
+        "nodes.waku",
+        "is the name of a service the testbed adds (waku)",
     ),
     "node-named-like-a-router": (
         LAN + "nodes:\n  router-home: {kind: relay}\n" + BEHIND_HOME,
@@ -306,7 +311,7 @@ CASES |= {
     "node-named-like-a-cgn-router": (
         CGNAT + "nodes:\n  router-home-cgn: {kind: codex}\n" + BEHIND_HOME,
         "nodes.router-home-cgn",
-        "(stun, router-home, router-home-cgn)",
+        "(waku, stun, router-home, router-home-cgn)",
     ),
     "network-named-like-a-carrier": (
         CGNAT
@@ -397,6 +402,67 @@ CASES |= {
     ),
 }
 MESSAGE_LIMIT = 800  # characters besides the file name
+
+
+# Status peers: embedded storage (the default) or a separate node (codex:), never both.
+FORWARDING_LAN = "networks:\n  wan: {kind: wan}\n  home: {kind: lan, nat: full-cone}\n"
+CASES |= {
+    "status-codex-and-storage": (
+        ONE_NODE + "  s: {kind: status, role: owner, codex: a, storage: {block-retries: 3}}\n",
+        "nodes.s.storage",
+        "is for an embedded storage node; this peer uses 'a'",
+    ),
+    "status-codex-and-network": (
+        ONE_NODE + "  s: {kind: status, role: owner, codex: a, network: wan}\n",
+        "nodes.s.network",
+        "drop codex: to embed the storage",
+    ),
+    "status-separate-node-behind-nat": (
+        LAN + ONE_NODE + BEHIND_HOME + "  s: {kind: status, role: owner, codex: b}\n",
+        "nodes.s.codex",
+        "a separate storage node behind a NAT is not supported",
+    ),
+    "status-on-a-forwarding-lan": (
+        FORWARDING_LAN + ONE_NODE + BEHIND_HOME + "  s: {kind: status, role: member, network: home}\n",
+        "nodes.s.network",
+        "forwards its ports to one storage node (full-cone)",
+    ),
+    "status-on-an-undefined-network": (
+        ONE_NODE + "  s: {kind: status, role: member, network: moon}\n",
+        "nodes.s.network",
+        "undefined network 'moon'",
+    ),
+    "status-storage-port": (
+        ONE_NODE + "  s: {kind: status, role: member, storage: {listen-port: 9000}}\n",
+        "nodes.s.storage.'listen-port'",
+        "the testbed chooses the embedded node's ports and data dir",
+    ),
+    "status-storage-bad-key": (
+        ONE_NODE + "  s: {kind: status, role: member, storage: {BlockRetries: 3}}\n",
+        "nodes.s.storage.'BlockRetries'",
+        "a key is the node's long CLI option without its dashes",
+    ),
+    "status-storage-float": (
+        ONE_NODE + "  s: {kind: status, role: member, storage: {block-retries: 1.5}}\n",
+        "nodes.s.storage.'block-retries'",
+        "must be a string, a number, true/false or a list of strings",
+    ),
+    "status-relay-undefined": (
+        ONE_NODE + "  s: {kind: status, role: member, relay: r}\n",
+        "nodes.s.relay",
+        "names 'r', which is not a relay node",
+    ),
+    "status-image-with-relay": (
+        ONE_NODE + "  r: {kind: relay}\n  s: {kind: status, role: member, image: 'sb:1', relay: r}\n",
+        "nodes.s.relay",
+        "embeds a storage node that finds its relays itself",
+    ),
+    "status-role-missing": (
+        ONE_NODE + "  s: {kind: status}\n",
+        "nodes.s.role",
+        "is required for a status peer",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -126,7 +126,9 @@ class Messenger:
         return account
 
     async def logout(self) -> None:
-        await self.stop_storage()  # first: its peers see it go
+        await self.stop_storage()  # first: its peers see it go, as the chat peers do
+        if self.transport:
+            await self.transport.close()
         if self.scope:
             self.scope.cancel()
         self.scope = self.nursery = self.transport = self.storage_running = None
@@ -143,7 +145,7 @@ class Messenger:
                 for address in self.store.get("chatPeers", []):
                     nursery.start_soon(self._redial, address)
                 for row in self.store.communities():
-                    await self.transport.join(row["id"])
+                    self.transport.join(row["id"], self.community_topics(row["id"]))
                     if row["private_key"]:
                         self._start_owner_loop(row["id"])
                     elif row["joined"] and row["history_archive_support"]:
@@ -237,7 +239,7 @@ class Messenger:
         self.store.set_history_archive_support(
             community_id, request.get("historyArchiveSupportEnabled", True)
         )
-        await self.transport.join(community_id)
+        self.transport.join(community_id, self.community_topics(community_id))
         if request.get("historyArchiveSupportEnabled", True):
             self._start_owner_loop(community_id)
         return {"communities": [self._community_view(community_id)], "chats": description["chats"]}
@@ -267,7 +269,7 @@ class Messenger:
 
     async def fetch_community(self, request: dict) -> dict:
         community_id = request["communityKey"]
-        await self.transport.join(community_id)
+        self.transport.join(community_id, self.community_topics(community_id))
         with trio.move_on_after(FETCH_COMMUNITY_S if request.get("waitForResponse", True) else 0):
             while not self.store.community(community_id):
                 await trio.sleep(0.2)
@@ -351,7 +353,7 @@ class Messenger:
     ) -> None:
         message = sign_message(key or self.key, topic or community_id, payload)
         await self.on_message(community_id, message, payload, hexkey((key or self.key).public_key))
-        await self.transport.publish(community_id, message)
+        await self.transport.publish(message)
 
     async def publish_archive_link(
         self, community_id: str, link: str, clock: int, key: PrivateKey | None = None

@@ -1,8 +1,12 @@
-"""Chat transport stand-in for Waku: gossipsub (py-libp2p) among the status peers.
+"""Chat transport stand-in for Waku relay: gossipsub (py-libp2p) among the status peers and the
+testbed's Waku fleet node (statusref/fleet.py).
 
-One pubsub topic per community; every payload is a signed WakuMessage protobuf, so the owner can
-archive exactly what travelled. Only small control and chat messages travel here; archives and
-indexes travel over Codex only (as with Waku + Codex in status-go).
+As in Waku relay, every peer subscribes to one shared pubsub topic and tells communities apart by
+each message's content topic (a community's id, or one of its chats): a fleet node that relays
+the topic relays every community, so peers behind NATs that cannot reach each other chat through
+it. Every payload is a signed WakuMessage protobuf, so the owner can archive exactly what
+travelled. Only small control and chat messages travel here; archives and indexes travel over
+storage only (as with Waku + Logos Storage in status-go).
 """
 
 from __future__ import annotations
@@ -54,34 +58,38 @@ def open_message(message: WakuMessage) -> tuple[dict, str]:
         raise ValueError(f"unreadable or unsigned message: {exc}") from exc
 
 
-def pubsub_topic(community_id: str) -> str:
-    return f"/waku/2/status-ref/{community_id}"
+PUBSUB_TOPIC = "/waku/2/status-ref/proto"  # the one topic every peer and fleet node relays
+PEER_DEGREE = (6, 4, 12)
+CLOSE_TIMEOUT_S = 5  # gossipsub's D, D_low, D_high for a peer (libp2p's defaults)
 
 
 class ChatTransport:
-    def __init__(self, key_file: Path, listen_port: int, announce_ip: str) -> None:
+    def __init__(
+        self, key_file: Path, listen_port: int, announce_ip: str, degree: tuple[int, int, int] = PEER_DEGREE
+    ) -> None:
         self.host = p2p.build_host(
             identity.load_or_create(key_file), [f"/ip4/{announce_ip}/tcp/{listen_port}"]
         )
         self.listen = multiaddr.Multiaddr(f"/ip4/0.0.0.0/tcp/{listen_port}")
-        # Recent messages stay in the gossip cache for 3 heartbeats of 1 s: a peer that subscribes
-        # later gets them (as from a Waku store with a short retention); older history only comes
-        # from archives.
+        # Recent messages stay in the gossip cache for 3 heartbeats of 1 s: a peer that connects
+        # later (at its next login) gets them (as from a Waku store with a short retention); older
+        # history only comes from archives.
         self.router = GossipSub(
             protocols=[PROTOCOL_ID_V11],
-            degree=6,
-            degree_low=4,
-            degree_high=12,
+            degree=degree[0],
+            degree_low=degree[1],
+            degree_high=degree[2],
             heartbeat_interval=1,
             gossip_window=2,
             gossip_history=3,
         )
         self.pubsub = Pubsub(self.host, self.router)
-        self.subscribed: set[str] = set()
-        self._nursery: trio.Nursery | None = None
+        self.communities: dict[str, str] = {}  # content topic -> the joined community it belongs to
         self._handler: Handler | None = None
 
-    async def run(self, handler: Handler, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, handler: Handler | None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Relay the shared topic; hand each message of a joined community to `handler` (a fleet
+        node has none: it only relays)."""
         self._handler = handler
         async with (
             self.host.run(listen_addrs=[self.listen]),
@@ -89,10 +97,34 @@ class ChatTransport:
             background_trio_service(self.router),
         ):
             await self.pubsub.wait_until_ready()
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
+            subscription = await self.pubsub.subscribe(PUBSUB_TOPIC)
+            task_status.started()
+            while True:
+                received = await subscription.get()
+                if self._handler is not None:
+                    await self._dispatch(received.data)
+
+    async def _dispatch(self, data: bytes) -> None:
+        try:
+            message = WakuMessage.decode(data)
+        except ValueError as exc:
+            log.warning("dropped an unreadable message: %s", exc)
+            return
+        community_id = self.communities.get(message.topic.decode(errors="replace"))
+        if community_id is None:
+            return  # a community this peer has not joined or fetched
+        try:
+            payload, signer = open_message(message)
+        except ValueError as exc:
+            log.warning("dropped a message on %s: %s", community_id, exc)
+            return
+        await self._handler(community_id, message, payload, signer)  # type: ignore[misc]
+
+    async def close(self) -> None:
+        """Close every connection and the listener before the transport's tasks are cancelled
+        (py-libp2p leaves both open when only cancelled; see codexref's Node.close)."""
+        with trio.move_on_after(CLOSE_TIMEOUT_S):
+            await self.host.get_network().close()
 
     def addresses(self) -> list[str]:
         peer = self.host.get_id().to_base58()
@@ -106,25 +138,10 @@ class ChatTransport:
     def peers(self) -> list[str]:
         return [peer.to_base58() for peer in self.host.get_network().connections]
 
-    async def join(self, community_id: str) -> None:
-        """Subscribe to a community's topic and hand every message to the handler."""
-        if community_id in self.subscribed or self._nursery is None:
-            return
-        self.subscribed.add(community_id)
-        subscription = await self.pubsub.subscribe(pubsub_topic(community_id))
+    def join(self, community_id: str, content_topics: list[str]) -> None:
+        """From now on, hand the community's messages (those on its content topics) to the handler."""
+        for topic in content_topics:
+            self.communities[topic] = community_id
 
-        async def pump() -> None:
-            while True:
-                received = await subscription.get()
-                try:
-                    message = WakuMessage.decode(received.data)
-                    payload, signer = open_message(message)
-                except ValueError as exc:
-                    log.warning("dropped a message on %s: %s", community_id, exc)
-                    continue
-                await self._handler(community_id, message, payload, signer)  # type: ignore[misc]
-
-        self._nursery.start_soon(pump)
-
-    async def publish(self, community_id: str, message: WakuMessage) -> None:
-        await self.pubsub.publish(pubsub_topic(community_id), message.encode())
+    async def publish(self, message: WakuMessage) -> None:
+        await self.pubsub.publish(PUBSUB_TOPIC, message.encode())
