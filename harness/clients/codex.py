@@ -31,7 +31,8 @@ def dialable_addresses(debug_info: dict) -> list[str]:
 
 def circuit_addresses(debug_info: dict) -> list[str]:
     """The relayed addresses a node announces (`.../p2p-circuit`): it holds a reservation."""
-    addresses = [*debug_info.get("addrs", []), *debug_info.get("announceAddresses", [])]
+    # a missing list may come as null (status-go's LogosStorageDebugInfo of a Logos-era node)
+    addresses = [*(debug_info.get("addrs") or []), *(debug_info.get("announceAddresses") or [])]
     return sorted({a for a in addresses if "/p2p-circuit" in a})
 
 

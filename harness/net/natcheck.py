@@ -78,8 +78,9 @@ def check_router(
 ) -> NatVerdict:
     """Classify one router; each STUN probe may take `timeout_s` at most."""
     assert plan.stun is not None
-    node = next(n for n in plan.nodes.values() if n.network == router.lan)
-    inside = containers[node.name]
+    # from a node's (or status peer's) network namespace behind the router
+    behind = next(p.name for p in [*plan.nodes.values(), *plan.status.values()] if p.network == router.lan)
+    inside = containers[behind]
 
     def discover(flag: str) -> str:
         return run_in_netns(

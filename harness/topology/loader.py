@@ -772,8 +772,8 @@ def parse_data(check: Checker, document: Any) -> Topology:
     kinds = _node_kinds(check, data, networks)
     wan = next(n.name for n in networks.values() if n.kind == "wan")
     nodes = {n: _load_node(check, n, d, networks, wan) for n, (k, d) in kinds.items() if k == "codex"}
-    if not nodes:
-        raise check.fail("nodes", "declares no codex node")
+    if not any(kind in ("codex", "status") for kind, _ in kinds.values()):
+        raise check.fail("nodes", "declares no storage node (a codex node, or a status peer embedding one)")
     status = {
         n: _load_status_peer(check, n, d, nodes, networks, wan)
         for n, (k, d) in kinds.items()

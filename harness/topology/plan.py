@@ -234,15 +234,18 @@ class Plan:
             *([self.stun.name] if self.stun else []),
         ]
 
+    def _peer(self, name: str) -> NodePlan | StatusPlan:
+        return self.nodes[name] if name in self.nodes else self.status[name]
+
     def router_of(self, node: str) -> RouterPlan | None:
-        """The (home) router in front of a node, None for a node on the WAN."""
-        return self.routers.get(f"router-{self.nodes[node].network}")
+        """The (home) router in front of a node or status peer, None for one on the WAN."""
+        return self.routers.get(f"router-{self._peer(node).network}")
 
     def seen_as(self, node: str) -> str:
-        """The address the WAN sees a node's connections come from: its own on the WAN, else the
-        WAN address at the end of its router chain."""
+        """The address the WAN sees a node's (or status peer's) connections come from: its own on
+        the WAN, else the WAN address at the end of its router chain."""
         router = self.router_of(node)
-        return router.public_ip if router else self.nodes[node].ip
+        return router.public_ip if router else self._peer(node).ip
 
     @property
     def lan_routers(self) -> list[RouterPlan]:

@@ -457,6 +457,11 @@ CASES |= {
         "nodes.s.relay",
         "embeds a storage node that finds its relays itself",
     ),
+    "no-storage-node": (
+        "nodes:\n  r: {kind: relay}\n",
+        "nodes",
+        "declares no storage node (a codex node, or a status peer embedding one)",
+    ),
     "status-role-missing": (
         ONE_NODE + "  s: {kind: status}\n",
         "nodes.s.role",

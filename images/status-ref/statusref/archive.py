@@ -236,7 +236,11 @@ async def import_archives(messenger: Messenger, community_id: str) -> None:
     await trio.sleep_until(messenger.import_ready_at)
     rows = store.archives_to_import(community_id)
     for row in rows:
-        archive = WakuMessageArchive.decode(await messenger.storage.local_download(row["cid"]))
+        try:
+            archive = WakuMessageArchive.decode(await messenger.storage.local_download(row["cid"]))
+        except (StorageError, ValueError) as exc:  # its blocks never came: kept unimported
+            log.error("%s: archive %s not imported: %s", community_id, row["cid"], exc)
+            continue
         messenger.emit("community.importingHistoryArchiveMessages", {"communityId": community_id})
         messages = list(archive.messages)
         for start in range(0, len(messages), IMPORT_CHUNK):
