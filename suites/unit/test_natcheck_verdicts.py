@@ -63,6 +63,7 @@ PLAN = SimpleNamespace(
         "alice": SimpleNamespace(name="alice", network="lan-a"),
         "bob": SimpleNamespace(name="bob", network="wan"),
     },
+    status={},
 )
 
 
@@ -220,3 +221,22 @@ def test_the_verdict_table_and_json() -> None:
 
 def test_every_lan_profile_and_no_other_has_an_expected_classification() -> None:
     assert sorted(natcheck.EXPECTED) == sorted(NAT_PROFILES)
+
+
+def test_a_lan_of_status_peers_alone_is_probed_from_a_status_peer(referee) -> None:
+    """A LAN may hold only status peers embedding their storage: the referee probes from one."""
+    referee.answers = {
+        "-f": discovery(f"NAT with {APDF}!"),
+        "-m": discovery(f"NAT with {EIM}!"),
+        "tcp": False,
+    }
+    plan = SimpleNamespace(
+        project="p", stun=STUN, nodes={}, status={"erin": SimpleNamespace(name="erin", network="lan-a")}
+    )
+    verdict = natcheck.check_router(
+        plan, router("port-restricted"), {**containers(), "erin": FakeContainer("erin")}
+    )
+    assert verdict.agrees, verdict.problems
+    assert {seen[0] for seen in referee.seen if seen[1] != "tcp"} == {"erin"}, (
+        "the STUN probes run in erin's namespace"
+    )
