@@ -351,6 +351,26 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0 if passed else 2
 
 
+def cmd_experiment_community(args: argparse.Namespace) -> int:
+    from harness.experiments import community  # the report plots with matplotlib: the load extra
+
+    if _lacks_load_extra("testbed experiment"):
+        return 1
+    if not 1 <= args.offline_after <= args.members:
+        print(
+            f"--offline-after {args.offline_after}: between 1 and --members ({args.members})", file=sys.stderr
+        )
+        return 1
+    settings = community.Settings(
+        members=args.members, archive_mb=args.archive_mb, links=args.links, offline_after=args.offline_after,
+        deadline_s=args.phase_deadline, seed=args.seed, status_image=args.status_image,
+    )  # fmt: skip
+    folder = community.run(settings)
+    print((folder / "report.md").read_text())
+    print(f"reports: {folder}")
+    return 0
+
+
 def cmd_experiment_blockexchange(args: argparse.Namespace) -> int:
     from harness.experiments.bx import report  # the report plots with matplotlib: the load extra
 
@@ -581,6 +601,23 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     selection.add_arguments(e)
     e.set_defaults(func=cmd_experiment_blockexchange)
+
+    e = experiments.add_parser(
+        "community",
+        help="archive distribution at community scale: time to history per NAT class, what the owner serves",
+    )
+    e.add_argument("--members", type=int, default=20, help="members besides the owner (4 NAT classes)")
+    e.add_argument("--archive-mb", type=int, default=30, help="the archive's size, MB of chat")
+    e.add_argument("--links", type=int, default=3, help="other members each member's storage node dials")
+    e.add_argument(
+        "--offline-after", type=int, default=5, help="members with their history before the owner leaves"
+    )
+    e.add_argument("--phase-deadline", type=float, default=600, help="seconds each phase may take")
+    e.add_argument("--seed", type=int, default=1, help="seeds the choice of member links")
+    e.add_argument(
+        "--status-image", help="a status-backend image for every peer (default: the reference peer)"
+    )
+    e.set_defaults(func=cmd_experiment_community)
 
     p = sub.add_parser("load", help="run a load profile against its topology; fail on a breached threshold")
     p.add_argument("--profile", default="release", help="a profile in suites/load/profiles.yaml")
