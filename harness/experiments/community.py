@@ -24,7 +24,8 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from harness.clients.status import (
     storage_info,
     wire_chat,
 )
+from harness.errors import WaitTimeout
 from harness.experiments.bx.common import BLOCK, in_parallel, md_table, percentiles
 from harness.paths import artifacts_dir
 from harness.testbed import Testbed
@@ -55,6 +57,7 @@ INTERVAL_S = 30  # the owner's archive interval: the history is sent inside one 
 MESSAGE_CHARS = 900_000  # a chat message under gossipsub's 1 MiB RPC limit
 SENT_METRIC = "block_exchange_blocks_sent_total"  # after the era's prefix (the embedded node's: storage_)
 PREFIX = "storage_"
+LOGIN_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,10 @@ class Phase:
         served = {name: max(0.0, after[name] - served_before[name]) * BLOCK for name in self.peers}
         return {
             "owner_left_after": leave_after if self.owner_sent_at_exit is not None else None,
-            "members": {m: {"nat": self.classes[m], "seconds": self.done.get(m)} for m in self.members},
+            "members": {
+                m: {"nat": self.classes[m], "joined": m in self.joined, "seconds": self.done.get(m)}
+                for m in self.members
+            },
             "by_class": {nat: self._class_row(nat) for nat in CLASSES},
             "bytes_served": {
                 "owner": served["owner"],
@@ -180,16 +186,24 @@ class Phase:
     def _class_row(self, nat: str) -> dict:
         names = [m for m in self.members if self.classes[m] == nat]
         times = [self.done[m] for m in names if m in self.done]
-        row = {"members": len(names), "got_history": len(times)}
+        row = {
+            "members": len(names),
+            "joined": sum(m in self.joined for m in names),
+            "got_history": len(times),
+        }
         if times:
             sample = percentiles(times)
             row |= {"p50_s": sample["p50"], "p95_s": sample["p95"]}
         return row
 
     def _join(self, name: str, community: str, end: float) -> None:
-        join_community(
-            self.peers["owner"], self.peers[name], community, deadline_s=max(1.0, end - time.monotonic())
-        )
+        """A member the owner did not accept before the deadline is reported as not joined."""
+        try:
+            join_community(
+                self.peers["owner"], self.peers[name], community, deadline_s=max(1.0, end - time.monotonic())
+            )
+        except WaitTimeout:
+            return
         self.joined[name] = time.monotonic()
 
     def _wait(
@@ -197,6 +211,8 @@ class Phase:
         leave_after: int | None, echo: Callable[[str], None],
     ) -> None:  # fmt: skip
         client = self.peers[name]
+        if name not in self.joined:
+            return
 
         def history() -> bool:
             held = len(chat_texts(client, chat))
@@ -233,7 +249,7 @@ def run(settings: Settings, echo: Callable[[str], None] = print, out: Path | Non
     messages = max(1, settings.archive_mb * 1_000_000 // MESSAGE_CHARS)
     echo(f"community: 1 owner and {settings.members} members ({', '.join(CLASSES)}): bringing it up")
     results: dict[str, dict] = {}
-    with Testbed.up(topology(settings), log=lambda _: None) as testbed:
+    with Testbed.up(topology(settings), log=lambda _: None) as testbed, _evidence(testbed, folder):
         peers = {name: testbed.status(name) for name in ("owner", *classes)}
         owner = peers["owner"]
         owner.create_account_and_login("owner", INTERVAL_S, import_delay_s=1)
@@ -244,9 +260,7 @@ def run(settings: Settings, echo: Callable[[str], None] = print, out: Path | Non
             echo(f"{phase}: the owner archives {messages} messages ({settings.archive_mb} MB)")
             sent = archive(owner, community, chat, messages, phase)
             if phase == "online":  # the members arrive after the history was archived
-                in_parallel(
-                    [lambda m=m: peers[m].create_account_and_login(m, INTERVAL_S, 1) for m in classes]
-                )
+                log_in(peers, list(classes), echo)
                 wire_chat([peers[m] for m in classes], testbed.plan.waku.info_url)
                 in_parallel([lambda m=m: reserved(peers[m], m) for m in classes])
             dials = _connect(peers, list(classes), settings.links, rng)
@@ -257,12 +271,30 @@ def run(settings: Settings, echo: Callable[[str], None] = print, out: Path | Non
             results[phase] = {"archive_payload_bytes": sent, "storage_dials": dials, **result}
             served = result["bytes_served"]
             echo(f"  served: owner {served['owner'] / 1e6:.0f} MB, members {served['members'] / 1e6:.0f} MB")
-        testbed.save_artifacts(folder / "testbed")  # every peer's log: why a member got nothing
     summary = {"settings": settings.__dict__, "phases": results}
     (folder / "results.json").write_text(json.dumps(summary, indent=2))
     (folder / "report.md").write_text(markdown(summary))
     plot(summary, folder / "community.png")
     return folder
+
+
+@contextmanager
+def _evidence(testbed: Testbed, folder: Path) -> Iterator[None]:
+    """Every peer's log into the report, whether the run ends well or not: why a member got
+    nothing, or what stopped the run."""
+    try:
+        yield
+    finally:
+        testbed.save_artifacts(folder / "testbed")
+
+
+def log_in(peers: dict[str, StatusClient], members: list[str], echo: Callable[[str], None]) -> None:
+    """The members create their accounts and log in, LOGIN_BATCH at a time: each login starts a
+    storage node and a chat transport, and twenty at once starve a 2-core machine."""
+    for start in range(0, len(members), LOGIN_BATCH):
+        batch = members[start : start + LOGIN_BATCH]
+        in_parallel([lambda m=m: peers[m].create_account_and_login(m, INTERVAL_S, 1) for m in batch])
+    echo(f"  {len(members)} members logged in")
 
 
 def _connect(peers: dict[str, StatusClient], members: list[str], links: int, rng: random.Random) -> dict:
@@ -304,13 +336,14 @@ def markdown(summary: dict) -> str:
             [
                 nat,
                 str(row["members"]),
+                str(row["joined"]),
                 str(row["got_history"]),
                 f"{row['p50_s']:.1f}" if "p50_s" in row else "-",
                 f"{row['p95_s']:.1f}" if "p95_s" in row else "-",
             ]
             for nat, row in result["by_class"].items()
         ]
-        lines += md_table(["NAT class", "members", "got the history", "p50 s", "p95 s"], rows)
+        lines += md_table(["NAT class", "members", "joined", "got the history", "p50 s", "p95 s"], rows)
         served = result["bytes_served"]
         total = served["owner"] + served["members"]
         share = f"{served['owner'] / total:.0%}" if total else "-"
