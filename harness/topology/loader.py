@@ -463,6 +463,14 @@ def _load_env(check: _Checker, data: dict, kind: str, path: str) -> dict[str, st
     return env
 
 
+def _check_option_name(check: _Checker, key: object, where: str, what: str) -> None:
+    """A storage node's option, named as its long CLI flag without the dashes."""
+    if not isinstance(key, str) or not FLAG_RE.fullmatch(key):
+        raise check.fail(
+            where, f"{what} is an upstream long CLI option without its dashes, like block-retries"
+        )
+
+
 def _load_flags(check: _Checker, data: dict, path: str) -> dict[str, str]:
     """`flags:` upstream's long CLI options by name, era-neutral: the plan spells each one as the
     node's implementation reads it (CODEX_BLOCK_RETRIES or STORAGE_BLOCK_RETRIES)."""
@@ -470,10 +478,7 @@ def _load_flags(check: _Checker, data: dict, path: str) -> dict[str, str]:
     flags = {}
     for key, value in raw.items():
         where = f"{path}.flags.{excerpt(key)}"
-        if not isinstance(key, str) or not FLAG_RE.fullmatch(key):
-            raise check.fail(
-                where, "a flag is an upstream long CLI option without its dashes, like block-retries"
-            )
+        _check_option_name(check, key, where, "a flag")
         if key.endswith("-port"):
             raise check.fail(
                 where, "ports move with env (CODEX_API_PORT or STORAGE_API_PORT), where they are checked"
@@ -565,10 +570,7 @@ def _load_storage_config(check: _Checker, data: dict, path: str) -> dict:
     config = {}
     for key, value in raw.items():
         where = f"{path}.{excerpt(key)}"
-        if not isinstance(key, str) or not FLAG_RE.fullmatch(key):
-            raise check.fail(
-                where, "a key is the node's long CLI option without its dashes, like block-retries"
-            )
+        _check_option_name(check, key, where, "a key")
         if key.endswith("-port") or key == "data-dir":
             raise check.fail(where, "the testbed chooses the embedded node's ports and data dir")
         scalar = (str, int, bool)

@@ -440,7 +440,7 @@ CASES |= {
     "status-storage-bad-key": (
         ONE_NODE + "  s: {kind: status, role: member, storage: {BlockRetries: 3}}\n",
         "nodes.s.storage.'BlockRetries'",
-        "a key is the node's long CLI option without its dashes",
+        "a key is an upstream long CLI option without its dashes",
     ),
     "status-storage-float": (
         ONE_NODE + "  s: {kind: status, role: member, storage: {block-retries: 1.5}}\n",
