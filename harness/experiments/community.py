@@ -54,7 +54,7 @@ from harness.waits import NotYet, wait_until
 
 CLASSES = ("public", "port-restricted", "cgnat", "symmetric")
 INTERVAL_S = 30  # the owner's archive interval: the history is sent inside one window
-MESSAGE_CHARS = 900_000  # a chat message under gossipsub's 1 MiB RPC limit
+MESSAGE_CHARS = 500_000  # a chat message well under gossipsub's 1 MiB RPC limit
 SENT_METRIC = "block_exchange_blocks_sent_total"  # after the era's prefix (the embedded node's: storage_)
 PREFIX = "storage_"
 LOGIN_BATCH = 4

@@ -21,6 +21,8 @@ import multiaddr
 import trio
 from coincurve import PrivateKey, PublicKey
 from Crypto.Hash import keccak
+from google.protobuf.message import DecodeError
+from libp2p.abc import INetStream
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
@@ -58,6 +60,22 @@ def open_message(message: WakuMessage) -> tuple[dict, str]:
         raise ValueError(f"unreadable or unsigned message: {exc}") from exc
 
 
+class GuardedPubsub(Pubsub):
+    """py-libp2p's pubsub, except that an RPC that does not parse ends that peer's stream, not
+    this process: py-libp2p 0.8.1 catches its own read errors there but not protobuf's
+    DecodeError, which then unwinds through the swarm into the status peer's nursery (seen: every
+    member of a 12-member community died at once while the fleet relayed 900 kB messages)."""
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        try:
+            await super().stream_handler(stream)
+        except DecodeError as error:
+            peer = stream.muxed_conn.peer_id
+            log.warning("dropped %s's pubsub stream: an RPC that does not parse (%s)", peer, error)
+            await stream.reset()
+            self._handle_dead_peer(peer)
+
+
 PUBSUB_TOPIC = "/waku/2/status-ref/proto"  # the one topic every peer and fleet node relays
 PEER_DEGREE = (6, 4, 12)
 CLOSE_TIMEOUT_S = 5  # gossipsub's D, D_low, D_high for a peer (libp2p's defaults)
@@ -83,7 +101,7 @@ class ChatTransport:
             gossip_window=2,
             gossip_history=3,
         )
-        self.pubsub = Pubsub(self.host, self.router)
+        self.pubsub = GuardedPubsub(self.host, self.router)
         self.communities: dict[str, str] = {}  # content topic -> the joined community it belongs to
         self._handler: Handler | None = None
 
