@@ -221,7 +221,7 @@ class Phase:
             return True
 
         try:
-            client.signals.expect(
+            finished = client.signals.expect(
                 "community.downloadingHistoryArchivesFinished",
                 lambda e: e.get("communityId") == community,
                 max(1.0, end - time.monotonic()),
@@ -231,7 +231,8 @@ class Phase:
         except Exception:  # the deadline: this member did not get its history (reported, not raised)
             return
         with self.lock:
-            self.done[name] = time.monotonic() - self.joined[name]
+            # when the import finished (the signal's arrival), not when this thread looked
+            self.done[name] = finished.at - self.joined[name]
             count = len(self.done)
             echo(f"  {count}/{len(self.members)} members have their history ({name}, {self.classes[name]})")
             if leave_after is not None and count == leave_after:
