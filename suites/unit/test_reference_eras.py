@@ -320,6 +320,7 @@ def a_state(**changes) -> debuginfo.NodeState:
         version="v",
         revision="r",
         table={"localNode": {"peerId": "me"}, "nodes": [peer]},
+        dht_nodes=[],
         nat={"reachability": "Reachable", "clientMode": False, "relayRunning": True, "portMapping": "direct"}
         | {"autonatServers": {A_PEER_ID: True}, "observedIps": ["1.2.3.4"]},
         connections=[{"peerId": A_PEER_ID, "direct": False}],

@@ -47,6 +47,14 @@ def parse_timeout(text: str) -> float:
     return float(text)
 
 
+def parse_bool(text: str) -> bool:
+    """confutils' booleans: `--advertise-content=false`."""
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"not true or false: {text!r}")
+    return value == "true"
+
+
 def parse_port(text: str) -> int:
     if not text.strip().isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"not a port: {text!r}")
@@ -87,6 +95,8 @@ class Config:
     metrics: bool
     metrics_address: str
     metrics_port: int
+    advertise_content: bool  # Logos era: announce stored manifests on the DHT
+    advertise_interval: int  # seconds between re-announcements of every manifest
 
     @property
     def announce_ip(self) -> str | None:
@@ -139,6 +149,22 @@ def _add_listen_flags(p: argparse.ArgumentParser, env: Env) -> None:
         p.add_argument("--disc-port", "-u", type=int, default=int(env.get("disc-port", "8090")))
 
 
+def _add_dht_flags(p: argparse.ArgumentParser, env: Env) -> None:
+    """The Logos era's Kad-DHT (the Codex era's discv5 is not run by the reference node)."""
+    if env.era.discv5:
+        return
+    p.add_argument(
+        "--advertise-content", type=parse_bool, default=parse_bool(env.get("advertise-content", "true"))
+    )
+    # not an upstream flag (upstream: every 30 min, nim-libp2p republishing every 10 min): for
+    # experiments that cannot wait half an hour per round
+    p.add_argument(
+        "--advertise-interval",
+        type=parse_seconds,
+        default=parse_seconds(env.get("advertise-interval", "30m")),
+    )
+
+
 def build_parser(env: Env) -> argparse.ArgumentParser:
     era = env.era
     p = argparse.ArgumentParser(prog="codex", description=f"Reference node (testbed), {era.name} era")
@@ -147,6 +173,7 @@ def build_parser(env: Env) -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", default=env.switch("strict"))
     p.add_argument("--data-dir", "-d", default=env.get("data-dir", os.path.expanduser(era.data_dir)))
     _add_listen_flags(p, env)
+    _add_dht_flags(p, env)
     p.add_argument("--nat", default=env.get("nat", "any"))
     p.add_argument("--bootstrap-node", "-b", action="append", default=None)
     # empty or unset where the era has no default: REST off
@@ -224,4 +251,6 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         metrics=args.metrics,
         metrics_address=args.metrics_address,
         metrics_port=args.metrics_port,
+        advertise_content=getattr(args, "advertise_content", False),
+        advertise_interval=getattr(args, "advertise_interval", 0),
     )

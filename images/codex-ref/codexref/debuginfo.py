@@ -4,7 +4,8 @@ Codex era (nim-codex `codex/rest/api.nim` @ bd360322): id, addrs, repo, spr, ann
 `table` (the discv5 routing table) and `codex{version, revision, contracts}`. Logos era
 (logos-storage-nim `storage/rest/json.nim` @ 309f5f68, `DebugInfo`): id, `addrs` (the announced
 addresses when there are any, as the switch's), spr, libp2pPubKey, mixPubKey, `table` (the
-Kad-DHT routing table: `localNode` and `nodes` of {peerId, addresses, lastSeen}),
+Kad-DHT routing table: `localNode` and `nodes` of {peerId, addresses, lastSeen}; lastSeen in Unix
+seconds here, upstream's format unconfirmed),
 `storage{version, revision}`, `nat`, `connections` and privateQueries: no repo and no
 announceAddresses. Extras, both eras: the Logos `nat` (with the AutoNAT evidence) and
 `connections` in the Codex era too, our connected peers as `table.nodes`, and `relay`.
@@ -31,6 +32,7 @@ class NodeState:
     version: str
     revision: str
     table: dict[str, Any] | None  # {localNode, nodes}: the era's discv5 table, None without discv5
+    dht_nodes: list[dict[str, Any]]  # the Logos era's Kad-DHT table: {peerId, addresses, lastSeen}
     nat: dict[str, Any]
     connections: list[dict[str, Any]]
     relay: dict[str, Any] | None  # our circuit relay client, if it has one
@@ -63,7 +65,7 @@ def _codex_head(state: NodeState) -> dict[str, Any]:
 
 def _logos_head(state: NodeState) -> dict[str, Any]:
     """Upstream lists the announced addresses as `addrs` (with a relayed address once its relay
-    client holds a reservation); our DHT table is empty (we run none)."""
+    client holds a reservation) and its Kad-DHT routing table as `table`."""
     circuits = [a for a in state.addrs if "/p2p-circuit" in a]
     addrs = [*state.announce_addresses, *circuits] if state.announce_addresses else state.addrs
     return {
@@ -72,7 +74,10 @@ def _logos_head(state: NodeState) -> dict[str, Any]:
         "spr": state.spr,
         "libp2pPubKey": state.public_key_hex,
         "mixPubKey": None,  # no mix protocol here
-        "table": {"localNode": {"peerId": state.peer_id, "addresses": addrs, "lastSeen": None}, "nodes": []},
+        "table": {
+            "localNode": {"peerId": state.peer_id, "addresses": addrs, "lastSeen": None},
+            "nodes": state.dht_nodes,
+        },
     }
 
 
@@ -84,8 +89,9 @@ def version_section(state: NodeState, era: Era) -> dict[str, str]:
 
 
 def upstream_only(info: dict[str, Any], era: Era) -> dict[str, Any]:
-    """What upstream serves: its keys, its `nat` fields, and a routing table without the peers we
-    list in it (upstream lists discv5 nodes; the reference node runs no DHT, so it has none)."""
+    """What upstream serves: its keys, its `nat` fields, and in the Codex era a routing table
+    without the peers we list in it (upstream lists discv5 nodes; the reference node runs no
+    discv5, so it has none)."""
     kept = {key: value for key, value in info.items() if key in era.debug_info_keys}
     if "nat" in kept:
         kept["nat"] = {key: kept["nat"][key] for key in NAT_KEYS}

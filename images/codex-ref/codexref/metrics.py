@@ -38,6 +38,16 @@ GAUGES = {
     "repostore_bytes_reserved": "{prefix}repostore_bytes_reserved",
     # nim-libp2p's connection manager (libp2p/connmanager.nim): not prefixed, in either era
     "libp2p_peers": "libp2p_peers",
+    # nim-libp2p's Kad-DHT (libp2p/protocols/kademlia/kademlia_metrics.nim): Logos era only
+    "kad_routing_table_peers": "kad_routing_table_peers",
+}
+# nim-libp2p's Kad-DHT message counters, by nim's MessageType name (`findNode`, `addProvider` ...):
+# the size of each encoded message, without its length prefix, sent or received
+KAD_COUNTERS = {
+    "kad_messages_sent": "kad_messages_sent",
+    "kad_messages_received": "kad_messages_received",
+    "kad_message_bytes_sent": "kad_message_bytes_sent",
+    "kad_message_bytes_received": "kad_message_bytes_received",
 }
 
 
@@ -56,8 +66,21 @@ class Metrics:
         full = name.format(prefix=self.prefix)
         return Counter(full, full, registry=registry)
 
+        self.kad_counters: dict[str, Counter] = {}
+
     def inc(self, key: str, amount: float = 1) -> None:
         self.counters[key].inc(amount)
+
+    def enable_kad(self) -> None:
+        """Register the Kad-DHT counters: a node that runs the DHT has them (the Codex era has none)."""
+        self.kad_counters = {
+            key: Counter(name, name, ["type"], registry=self.registry) for key, name in KAD_COUNTERS.items()
+        }
+
+    def count_kad(self, direction: str, type_name: str, size: int) -> None:
+        """One Kad-DHT message `sent` or `received`, of `size` bytes."""
+        self.kad_counters[f"kad_messages_{direction}"].labels(type_name).inc()
+        self.kad_counters[f"kad_message_bytes_{direction}"].labels(type_name).inc(size)
 
     def gauge(self, key: str, read: Callable[[], float]) -> None:
         """A gauge read at scrape time (no bookkeeping to get wrong)."""

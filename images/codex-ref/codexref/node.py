@@ -15,6 +15,8 @@ from testbed_toolkit.nat import peer_connections, remote_address
 from codexref import VERSION, debuginfo, multiaddr
 from codexref.blockexc.engine import Engine, EngineConfig
 from codexref.config import Config
+from codexref.dht.discovery import Advertiser, Finder
+from codexref.dht.kademlia import KadDHT
 from codexref.metrics import Metrics
 from codexref.reachability import Reachability
 from codexref.relayclient import RelayClient
@@ -69,7 +71,38 @@ class Node:
         self.engine = Engine(self.host, self.store, self.metrics, engine_config)
         self.relay = RelayClient(self.host, config.relay_info_url) if config.relay_info_url else None
         self.reachability = Reachability(self.host, self.dial_back_addresses, config.autonat_confirmations)
+        self.dht: KadDHT | None = None
+        self.advertiser: Advertiser | None = None
+        self.finder: Finder | None = None
+        if not config.era.discv5:
+            self._start_dht()
         self.spr = self._signed_record()
+
+    def _start_dht(self) -> None:
+        """The Logos era's Kad-DHT: server mode with `--nat=extip:` (upstream's start), then as
+        AutoNAT finds us reachable or not."""
+        self.dht = KadDHT(
+            self.host, self.metrics, self.reachable_addresses, server=self.config.announce_ip is not None
+        )
+        self.reachability.on_change = self.dht.set_server_mode
+        self.finder = Finder(
+            self.dht, lambda peer: bool(self.host.get_network().get_connections(peer)), self.connect
+        )
+        self.engine.find_providers = self.finder.find
+        if self.config.advertise_content:
+            dht = self.dht
+            self.advertiser = Advertiser(
+                dht,
+                lambda: (cid for cid, _ in self.store.manifests()),
+                self.config.advertise_interval,
+                may_advertise=lambda: dht.server or bool(self.relay and self.relay.reserved),
+            )
+            self.store.on_manifest = self.advertiser.manifest_stored
+
+    def reachable_addresses(self) -> list[str]:
+        """Where others can dial us: the announced addresses, and our relayed ones."""
+        circuits = self.relay.circuit_addresses if self.relay else []
+        return [*self.announce_addresses, *circuits]
 
     @property
     def announce_addresses(self) -> list[str]:
@@ -101,6 +134,9 @@ class Node:
         async with self.host.run(listen_addrs=listen), trio.open_nursery() as nursery:
             self._bound()
             await nursery.start(self.engine.run)
+            for service in (self.dht, self.finder, self.advertiser):
+                if service is not None:
+                    await nursery.start(service.run)
             events = p2p.PeerEvents(self.host, self._peer_joined, self.engine.peer_left)
             self.host.get_network().register_notifee(events)
             for spr in self.config.bootstrap_nodes:
@@ -124,6 +160,8 @@ class Node:
         relay protocols: treating it as a peer would end in a failed send and a disconnect)."""
         if not (self.relay and peer == self.relay.relay_peer):
             self.engine.peer_joined(peer)
+            if self.dht is not None:
+                self.dht.peer_connected(peer)
 
     async def _keep_dialling(self, spr: str) -> None:
         """Dial a bootstrap node until it answers (it may start after us), backing off to 30 s."""
@@ -208,6 +246,7 @@ class Node:
             version=VERSION,
             revision=REVISION,
             table=self._discv5_table(),
+            dht_nodes=self.dht.table_nodes() if self.dht else [],
             # upstream's relayRunning is its AutoRelay client running: ours holding a reservation
             nat=self.reachability.nat_status(
                 relay_running=bool(self.relay and self.relay.reserved), announced_ips={self.announce_ip}

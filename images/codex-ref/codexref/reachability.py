@@ -45,6 +45,7 @@ class Reachability:
         self.dcutr = DCUtRProtocol(host, dial_timeout=HOLE_PUNCH_DIAL_TIMEOUT_S)
         self.verdicts: dict[ID, bool] = {}  # server -> did it reach us
         self.reachable: bool | None = None
+        self.on_change: Callable[[bool], None] | None = None  # a verdict was reached or changed
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with background_trio_service(self.dcutr):
@@ -70,6 +71,8 @@ class Reachability:
             self.reachable = False
         if self.reachable != previous:
             log.info("reachability: %s (%d reached us, %d could not)", REACHABILITY[self.reachable], yes, no)
+            if self.on_change is not None and self.reachable is not None:
+                self.on_change(self.reachable)
 
     async def _ask(self, server: ID) -> bool | None:
         if server not in self.direct_peers():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +59,7 @@ class RepoStore:
         # Leaf digests per tree, a write-through copy of trees_dir (32 bytes a block): serving and
         # receiving a block must not open the tree's file each time.
         self._leaves: dict[Cid, bytearray] = {}  # keyed by Cid: str() would base58-encode per block
+        self.on_manifest: Callable[[Cid], None] | None = None  # a manifest was stored (to advertise)
 
     # -- blocks ---------------------------------------------------------------------------------
     def has(self, cid: Cid) -> bool:
@@ -184,6 +185,8 @@ class RepoStore:
 
     def index_manifest(self, cid: Cid) -> None:
         (self.manifests_dir / str(cid)).touch()
+        if self.on_manifest is not None:
+            self.on_manifest(cid)
 
     def manifest(self, cid: Cid) -> Manifest:
         if cid.codec != MANIFEST_CODEC:

@@ -36,6 +36,10 @@ class Cid(NamedTuple):  # a tuple: hashed and compared in C (dict keys on the pe
             + self.digest
         )
 
+    def multihash(self) -> bytes:
+        """The CID's multihash: what Kad-DHT keys a provider record by (nim-libp2p's `toKey`)."""
+        return encode_varint(SHA2_256) + encode_varint(len(self.digest)) + self.digest
+
     def __str__(self) -> str:
         return "z" + base58.b58encode(self.to_bytes()).decode()
 

@@ -9,8 +9,9 @@ scheduler task assigns ready wants to peers that have the block, by weighted ran
 yet delivered, and sends wantBlock.
 An assigned want that is not answered within `request_timeout` counts a failure for that peer and
 is retried elsewhere. After a delivery, cancels go to the other peers we sent a wantBlock for it.
-A peer silent for `peer_activity_timeout` while we wait on it is dropped and disconnected. Peer
-discovery is by presence alone (no DHT): whoever we are connected to is asked.
+A peer silent for `peer_activity_timeout` while we wait on it is dropped and disconnected. Whoever
+we are connected to is asked; a want no connected peer has also asks `find_providers` (the Logos
+era's DHT discovery) for the providers of its dataset's manifest, who are then dialled.
 
 Their side: wantHave is answered with a presence (dontHave only when asked for); wantBlock of a
 local block is queued for delivery, of a missing one remembered and served when it arrives;
@@ -118,6 +119,9 @@ class Engine:
             tuple[PeerContext, tuple[BlockDelivery, ...]]
         ](STORE_QUEUE)
         self.rng = random.Random()
+        # Logos era: look up a manifest's providers (set by the node; None without a DHT)
+        self.find_providers: Callable[[Cid], None] | None = None
+        self.manifest_of: dict[bytes, Cid] = {}  # treeCid bytes -> its manifest's CID
         host.set_stream_handler(TProtocol(PROTOCOL_ID), self.handle_stream)
         metrics.gauge("pending_block_requests", lambda: len(self.wants))
 
@@ -479,13 +483,22 @@ class Engine:
             raise want.error
 
     def _search(self, want: Want) -> None:
-        """Ask connected peers whether they have it (refreshing stale knowledge)."""
+        """Ask connected peers whether they have it (refreshing stale knowledge), and the DHT
+        who provides its dataset."""
+        if self.find_providers is not None and (manifest := self._manifest_for(want.address)):
+            self.find_providers(manifest)
         now = time.monotonic()
         entry = WantEntry(want.address, WANT_HAVE, send_dont_have=True)
         for ctx in self.peers.values():
             if now - ctx.asked_at.get(want.address, -1e9) >= self.config.retry_interval_s:
                 ctx.queue_wants([entry])
         want.next_search = now + self.rng.uniform(0.05, self.config.retry_interval_s)
+
+    def _manifest_for(self, address: BlockAddress) -> Cid | None:
+        if address.leaf:
+            return self.manifest_of.get(address.tree_cid)
+        cid = Cid.from_bytes(address.cid)
+        return cid if cid.codec == MANIFEST_CODEC else None
 
     def _holders(self, want: Want) -> list[PeerContext]:
         return [c for c in self.peers.values() if want.address in c.have]
@@ -615,6 +628,7 @@ class Engine:
     async def fetch_dataset(self, manifest: Manifest) -> None:
         """Fetch every missing block through a sliding window (refilled at 75 %)."""
         tree = manifest.tree_cid
+        self.manifest_of[tree.to_bytes()] = manifest.cid()
         self.store.ensure_tree(tree, manifest.blocks_count)
         progress = trio.Event()
         active: set[Want] = set()
@@ -667,6 +681,7 @@ class Engine:
     async def stream(self, manifest: Manifest) -> AsyncIterator[bytes]:
         """The dataset in order; from the first missing block on, a background prefetch runs."""
         tree = manifest.tree_cid
+        self.manifest_of[tree.to_bytes()] = manifest.cid()
         for index in range(manifest.blocks_count):
             if not self.store.has_leaf(tree, index):
                 self.start_fetch(manifest)

@@ -1,4 +1,5 @@
-"""BlockExchange framing: unsigned-varint length-prefixed messages on a libp2p stream."""
+"""BlockExchange framing: unsigned-varint length-prefixed messages on a libp2p stream (Kad-DHT's
+framing too, with its own size limit)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ class FrameReader:
     A frame's chunks are joined once; the body is a view into that join (no further copies of
     the blocks it carries)."""
 
-    def __init__(self, stream: INetStream) -> None:
+    def __init__(self, stream: INetStream, max_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self.stream = stream
+        self.max_bytes = max_bytes
         self.buffer = b""
 
     async def _fill(self, size: int) -> bool:
@@ -42,8 +44,8 @@ class FrameReader:
                     raise
                 if not await self._fill(len(self.buffer) + 1):
                     return None
-        if length > MAX_MESSAGE_BYTES:
-            raise DecodeError(f"frame of {length} bytes exceeds {MAX_MESSAGE_BYTES}")
+        if length > self.max_bytes:
+            raise DecodeError(f"frame of {length} bytes exceeds {self.max_bytes}")
         if not await self._fill(start + length):
             return None
         body = memoryview(self.buffer)[start : start + length]

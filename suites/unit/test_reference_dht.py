@@ -1,0 +1,155 @@
+"""The reference node's Kad-DHT (codexref/dht): its wire messages, routing table and provider
+records; and, over real libp2p on loopback, Logos-era nodes that fill their tables from one
+bootstrap node, advertise a manifest, find its provider and download from a peer they were not
+connected to, with every message counted in nim-libp2p's kad_* metrics."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+from codexref import config, lifecycle
+from codexref.dataset import store_stream
+from codexref.dht.messages import FIND_NODE, GET_PROVIDERS, Message, Peer
+from codexref.dht.routing import (
+    BUCKET_SIZE,
+    MAX_PROVIDERS_PER_KEY,
+    PROVIDER_TTL_S,
+    ProviderStore,
+    RoutingTable,
+    point,
+)
+from codexref.node import Node
+from libp2p.peer.id import ID
+from testbed_toolkit.protobuf import DecodeError, bytes_field, varint_field
+
+
+def test_a_message_survives_encoding_and_unknown_fields_are_skipped() -> None:
+    msg = Message(
+        GET_PROVIDERS,
+        b"\x12\x20" + bytes(32),
+        closer_peers=(Peer(b"peer-a", (b"\x04\x7f\x00\x00\x01",)),),
+        provider_peers=(Peer(b"peer-b"),),
+    )
+    assert Message.decode(msg.encode()) == msg
+    # py-libp2p's senderRecord (bytes) and nim's providerStatus (varint) both use field 11
+    extended = msg.encode() + bytes_field(11, b"signed envelope") + varint_field(11, 1)
+    assert Message.decode(extended) == msg
+    assert Message.decode(b"").type == 0, "proto3: an absent type is putValue"
+    with pytest.raises(DecodeError):
+        Message.decode(bytes_field(8, bytes_field(2, b"addr without an id")))
+
+
+def test_the_table_orders_by_xor_distance_and_a_full_bucket_keeps_its_old_peers() -> None:
+    table = RoutingTable(b"local")
+    peers = [f"peer-{i}".encode() for i in range(400)]
+    inserted = [p for p in peers if table.insert(p)]
+    assert not table.insert(b"local"), "we are not in our own table"
+    target = point(b"some key")
+    closest = table.closest(target, 5)
+    assert closest == sorted(inserted, key=lambda p: point(p) ^ target)[:5]
+    # about half of all ids share no prefix bit with us: that bucket fills at k and stays so
+    far = [p for p in peers if (point(p) ^ table.local).bit_length() == 256]
+    assert len(far) > BUCKET_SIZE
+    assert sum(p in table for p in far) == BUCKET_SIZE
+    assert [p for p in far if p in table] == [p for p in inserted if p in far][:BUCKET_SIZE]
+    table.remove(closest[0])
+    assert closest[0] not in table
+
+
+def test_provider_records_expire_and_a_key_holds_at_most_twenty() -> None:
+    now = [1000.0]
+    store = ProviderStore(clock=lambda: now[0])
+    for i in range(MAX_PROVIDERS_PER_KEY + 5):
+        now[0] += 1
+        store.add(b"key", f"p{i}".encode(), ())
+    held = store.get(b"key")
+    assert len(held) == MAX_PROVIDERS_PER_KEY and b"p0" not in held, "the oldest records make room"
+    assert not store.add(b"k" * 81, b"p", ()), "keys longer than 80 bytes are refused"
+    now[0] = 1015.5 + PROVIDER_TTL_S  # 48 h after p14 was stored, 10 s before p15 expires
+    assert sorted(store.get(b"key")) == sorted(f"p{i}".encode() for i in range(15, 25))
+    assert store.expire() == 10 and len(store.records[b"key"]) == 10
+
+
+def _node(folder: Path, *flags: str) -> Node:
+    argv = ["--impl", "logos-storage", "--data-dir", str(folder), "--listen-ip", "127.0.0.1"]
+    return Node(config.load([*argv, "--listen-port", "0", "--block-retries", "20", *flags], environ={}))
+
+
+def _counted(node: Node, name: str, kind: str) -> float:
+    return node.metrics.registry.get_sample_value(f"{name}_total", {"type": kind}) or 0.0
+
+
+def test_nodes_find_a_provider_through_the_dht_and_download_from_it(tmp_path: Path) -> None:
+    data = os.urandom(200_000)
+
+    async def scenario() -> None:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                stop = trio.Event()
+                seed = _node(tmp_path / "seed", "--nat", "extip:127.0.0.1")
+                await nursery.start(lifecycle.run, seed, stop, False)
+                nodes = [seed]
+                for i in range(5):
+                    node = _node(tmp_path / f"n{i}", "--nat", "extip:127.0.0.1", "--bootstrap-node", seed.spr)
+                    await nursery.start(lifecycle.run, node, stop, False)
+                    nodes.append(node)
+                *_, downloader, provider = nodes
+                while not all(len(n.dht.table) >= 4 for n in nodes):  # self-lookups from the seed on
+                    await trio.sleep(0.1)
+
+                cid = await store_stream(provider.store, _chunks(data), "data.bin", None)
+                key = cid.multihash()
+                while sum(key in n.dht.providers.records for n in nodes) < 5:  # ADD_PROVIDER to the rest
+                    await trio.sleep(0.1)
+                assert ID(provider.dht.own_id) in {ID(p) for p in (await downloader.dht.find_providers(key))}
+
+                provider_id = ID(provider.dht.own_id)
+                await downloader.host.disconnect(provider_id)
+                assert not downloader.host.get_network().get_connections(provider_id)
+                manifest = await downloader.engine.fetch_manifest(cid)
+                await downloader.engine.fetch_dataset(manifest)
+                assert downloader.store.has(cid), "found through the DHT, dialled, downloaded"
+                assert downloader.host.get_network().get_connections(provider_id)
+
+                assert _counted(provider, "kad_messages_sent", "addProvider") >= 5
+                assert _counted(seed, "kad_message_bytes_received", "addProvider") > 0
+                assert _counted(downloader, "kad_messages_sent", "findNode") > 0
+                info = downloader.debug_info()
+                assert {n["peerId"] for n in info["table"]["nodes"]} >= {provider_id.to_base58()}
+                stop.set()
+
+    trio.run(scenario)
+
+
+def test_a_client_mode_node_refuses_dht_requests_and_stays_out_of_tables(tmp_path: Path) -> None:
+    """Without `--nat=extip:` a node starts in client mode (upstream: server mode only once
+    AutoNAT finds it reachable): it resets inbound DHT streams, so peers do not admit it."""
+
+    async def scenario() -> None:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                stop = trio.Event()
+                server = _node(tmp_path / "server", "--nat", "extip:127.0.0.1")
+                await nursery.start(lifecycle.run, server, stop, False)
+                client = _node(tmp_path / "client", "--bootstrap-node", server.spr)
+                await nursery.start(lifecycle.run, client, stop, False)
+                while ID(server.dht.own_id) not in [ID(p) for p in client.dht.table.closest(0)]:
+                    await trio.sleep(0.05)
+                assert not client.dht.server
+                assert client.dht.own_id not in server.dht.table
+                reply = await server.dht._request(ID(client.dht.own_id), Message(FIND_NODE, b"x"))
+                assert reply is None, "a client answers no DHT request"
+                assert await client.dht.provide(b"\x12\x20" + bytes(32)) == 1, "a client still provides"
+                assert _counted(client, "kad_messages_sent", "addProvider") == 1
+                assert server.dht.providers.get(b"\x12\x20" + bytes(32))
+                stop.set()
+
+    trio.run(scenario)
+
+
+async def _chunks(data: bytes):
+    for start in range(0, len(data), 65536):
+        yield data[start : start + 65536]
