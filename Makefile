@@ -101,8 +101,9 @@ load: images
 repro: images
 	$(BIN)/testbed repro $(SCENARIO) $(if $(REPEAT),--repeat $(REPEAT)) $(if $(SEED),--seed $(SEED)) $(BUILD)
 
-## bench: bring-up timings against bare compose, BlockExchange throughput, link-stage accuracy (writes bench-results/)
+## bench: bring-up timings against bare compose (basic; 25, 50, 100 nodes), BlockExchange throughput, link-stage accuracy (writes bench-results/)
 bench: setup
 	$(BIN)/python -m suites.bench.spine
 	$(BIN)/python -m suites.bench.blockexchange
 	$(BIN)/python -m suites.bench.linkstage
+	$(BIN)/python -m suites.bench.scale

@@ -371,6 +371,25 @@ def cmd_experiment_community(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment_dht(args: argparse.Namespace) -> int:
+    from harness.experiments import dht  # the report plots with matplotlib: the load extra
+
+    if _lacks_load_extra("testbed experiment"):
+        return 1
+    settings = dht.Settings(
+        sizes=tuple(args.sizes), datasets=tuple(args.datasets), interval_s=args.interval,
+        idle_s=args.idle, steady_rounds=args.steady_rounds, phase_deadline_s=args.phase_deadline,
+        seed=args.seed,
+    )  # fmt: skip
+    if problems := settings.problems():
+        print("; ".join(problems), file=sys.stderr)
+        return 1
+    folder = dht.run(settings, selection.from_arguments(args))
+    print((folder / "report.md").read_text())
+    print(f"reports: {folder}")
+    return 0
+
+
 def cmd_experiment_blockexchange(args: argparse.Namespace) -> int:
     from harness.experiments.bx import report  # the report plots with matplotlib: the load extra
 
@@ -618,6 +637,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--status-image", help="a status-backend image for every peer (default: the reference peer)"
     )
     e.set_defaults(func=cmd_experiment_community)
+
+    e = experiments.add_parser(
+        "dht",
+        help="Kad-DHT bytes per node by network size, datasets and re-advertise interval, against the model",
+    )
+    e.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64, 128], help="network sizes N")
+    e.add_argument(
+        "--datasets", type=int, nargs="+", default=[5, 20], help="datasets per node C (increasing)"
+    )
+    e.add_argument(
+        "--interval", type=int, default=60, help="re-advertise interval T, seconds (reference node)"
+    )
+    e.add_argument("--idle", type=float, default=120, help="seconds of the idle phase")
+    e.add_argument("--steady-rounds", type=int, default=2, help="intervals the steady phase lasts")
+    e.add_argument("--phase-deadline", type=float, default=600, help="seconds a join or upload may take")
+    e.add_argument("--seed", type=int, default=1, help="seeds the datasets")
+    selection.add_arguments(e)
+    e.set_defaults(func=cmd_experiment_dht)
 
     p = sub.add_parser("load", help="run a load profile against its topology; fail on a breached threshold")
     p.add_argument("--profile", default="release", help="a profile in suites/load/profiles.yaml")

@@ -36,6 +36,9 @@ CAP_CONNECTIONS = "debug-info-connections"  # /debug/info connections[{peerId, d
 CAP_NAT_INFO = "debug-info-nat"  # /debug/info nat{reachability, clientMode, relayRunning, portMapping}
 CAP_NAT_TRAVERSAL = "nat-traversal"  # AutoNAT v2, relay client, DCUtR, port mapping inside the node
 CAP_REFERENCE_EXTRAS = "reference-extras"  # /debug/connection, relay section in /debug/info
+# Kad-DHT over the libp2p switch (/ipfs/kad/1.0.0): /debug/info `table.nodes` is its routing
+# table, nim-libp2p's kad_* counters on /metrics; providers of a manifest found through it
+CAP_KAD_DHT = "kad-dht"
 # The reference node (py-libp2p) runs AutoNAT, a relay client and DCUtR in either era; unless
 # strict it also reports `nat` and `connections` in the Codex era, where upstream has neither.
 REFERENCE_CAPABILITIES = frozenset({CAP_NAT_TRAVERSAL})
@@ -85,7 +88,7 @@ LOGOS_STORAGE = Profile(
     metric_prefix="storage_",
     peering=CONNECTIONS,
     listen="ip-port",
-    capabilities=frozenset({CAP_CONNECTIONS, CAP_NAT_INFO, CAP_NAT_TRAVERSAL}),
+    capabilities=frozenset({CAP_CONNECTIONS, CAP_NAT_INFO, CAP_NAT_TRAVERSAL, CAP_KAD_DHT}),
     info_version_key="storage",
 )
 PROFILES = {profile.name: profile for profile in (CODEX, LOGOS_STORAGE)}
@@ -105,6 +108,13 @@ SOURCES = {
     ),
     "logos-storage: STORAGE_NETWORK makes the entrypoint download a bootstrap list (exit 1 offline)": (
         "logos-storage/logos-storage-nim docker/docker-entrypoint.sh @d1f27154"
+    ),
+    "logos-storage: Kad-DHT with nim-libp2p's defaults (/ipfs/kad/1.0.0, k 20), manifests advertised": (
+        "logos-storage/logos-storage-nim storage/discovery.nim, storage/blockexchange/engine/advertiser.nim"
+        " @192b0f82"
+    ),
+    "logos-storage: kad_messages_*, kad_message_bytes_* by type, kad_routing_table_peers": (
+        "vacp2p/nim-libp2p libp2p/protocols/kademlia/kademlia_metrics.nim (under -d:libp2p_kad_metrics)"
     ),
     "both: libp2p_peers gauge, total connected peers": "vacp2p/nim-libp2p libp2p/connmanager.nim @0081d3e5",
 }

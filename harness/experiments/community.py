@@ -6,7 +6,7 @@ port-restricted, CGNAT, symmetric; each NATed member behind its own router), eve
 embedding its storage node, one relay with go/nim's default limits and the Waku fleet node. The
 owner archives about 30 MB; then the members log in and each member's storage node is connected
 by hand, as upstream's archive test does, to the owner's and to `links` other members' (a seeded
-choice; the reference node has no DHT, so these are the only providers it finds). Two phases on
+choice; besides them a member finds the providers its Kad-DHT names, DHT servers). Two phases on
 one testbed, each a community of its own:
 
 - `online`: every member joins; each one's time to history (joined -> the archive imported) and

@@ -73,6 +73,19 @@ def test_provider_records_expire_and_a_key_holds_at_most_twenty() -> None:
     assert store.expire() == 10 and len(store.records[b"key"]) == 10
 
 
+def test_the_dht_flags_are_the_logos_eras_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--data-dir", str(tmp_path)]
+    loaded = config.load(["--impl", "logos-storage", *base, "--advertise-content=false"], environ={})
+    assert (loaded.advertise_content, loaded.advertise_interval) == (False, 1800), "upstream's 30 min"
+    from_env = config.load(["--impl", "logos-storage", *base], environ={"STORAGE_ADVERTISE_INTERVAL": "90s"})
+    assert from_env.advertise_content and from_env.advertise_interval == 90
+    with pytest.raises(SystemExit):
+        config.load(["--impl", "logos-storage", *base, "--advertise-content=maybe"], environ={})
+    assert "not true or false: 'maybe'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the Codex era's discovery is discv5: no such flag
+        config.load(["--impl", "codex", *base, "--advertise-interval", "60s"], environ={})
+
+
 def _node(folder: Path, *flags: str) -> Node:
     argv = ["--impl", "logos-storage", "--data-dir", str(folder), "--listen-ip", "127.0.0.1"]
     return Node(config.load([*argv, "--listen-port", "0", "--block-retries", "20", *flags], environ={}))
@@ -107,6 +120,12 @@ def test_nodes_find_a_provider_through_the_dht_and_download_from_it(tmp_path: Pa
                 assert ID(provider.dht.own_id) in {ID(p) for p in (await downloader.dht.find_providers(key))}
 
                 provider_id = ID(provider.dht.own_id)
+                late = _node(tmp_path / "late", "--nat", "extip:127.0.0.1")
+                await nursery.start(lifecycle.run, late, stop, False)
+                assert await late.dht.find_peer(provider_id) == [], "a node in no network finds nobody"
+                await late.connect(seed.identity.peer_id, seed.announce_addresses)
+                found = await late.dht.find_peer(provider_id)  # /connect without addrs does this
+                assert found == provider.announce_addresses, "the peers closest to it named it"
                 await downloader.host.disconnect(provider_id)
                 assert not downloader.host.get_network().get_connections(provider_id)
                 manifest = await downloader.engine.fetch_manifest(cid)

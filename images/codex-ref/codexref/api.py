@@ -218,8 +218,10 @@ def build_app(node: Node) -> Starlette:
 
     async def connect(request: Request, peer: ID) -> Response:
         addrs = multiaddrs(request.query_params.getlist("addrs"))
+        if not addrs and node.dht is not None:  # the Logos era looks the peer up in its DHT
+            addrs = await node.dht.find_peer(peer)
         if not addrs:
-            return error(400, "Unable to find Peer!")  # no DHT here to look the peer up
+            return error(400, "Unable to find Peer!")
         if not await node.connect(peer.to_base58(), addrs):
             return error(400, "Unable to dial peer")
         return Response("Successfully connected to peer", media_type="text/plain")

@@ -22,9 +22,10 @@ import trio
 from coincurve import PrivateKey, PublicKey
 from Crypto.Hash import keccak
 from google.protobuf.message import DecodeError
-from libp2p.abc import INetStream
+from libp2p.abc import IHost, INetStream
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 from testbed_toolkit import identity, p2p
@@ -60,11 +61,31 @@ def open_message(message: WakuMessage) -> tuple[dict, str]:
         raise ValueError(f"unreadable or unsigned message: {exc}") from exc
 
 
+INBOX_SIZE = 1024
+
+
 class GuardedPubsub(Pubsub):
-    """py-libp2p's pubsub, except that an RPC that does not parse ends that peer's stream, not
-    this process: py-libp2p 0.8.1 catches its own read errors there but not protobuf's
-    DecodeError, which then unwinds through the swarm into the status peer's nursery (seen: every
-    member of a 12-member community died at once while the fleet relayed 900 kB messages)."""
+    """py-libp2p's pubsub with two of its defects worked around.
+
+    An RPC that does not parse ends that peer's stream, not this process: py-libp2p 0.8.1 catches
+    its own read errors there but not protobuf's DecodeError, which then unwinds through the
+    swarm into the status peer's nursery (seen: every member of a 12-member community died at
+    once while the fleet relayed 900 kB messages).
+
+    Messages of subscribed topics wait in `inbox`, INBOX_SIZE of them, as go-waku's relay
+    subscription buffers them (`DefaultRelaySubscriptionBufferSize`, waku/v2/protocol/relay):
+    py-libp2p's subscription holds 32 and drops the rest while its reader is busy."""
+
+    def __init__(self, host: IHost, router: GossipSub) -> None:
+        super().__init__(host, router)
+        self._inbox_send, self.inbox = trio.open_memory_channel[rpc_pb2.Message](INBOX_SIZE)
+
+    def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
+        if any(topic in self.topic_ids for topic in publish_message.topicIDs):
+            try:
+                self._inbox_send.send_nowait(publish_message)
+            except trio.WouldBlock:
+                log.warning("dropped a message: %d are waiting to be handled", INBOX_SIZE)
 
     async def stream_handler(self, stream: INetStream) -> None:
         try:
@@ -100,6 +121,10 @@ class ChatTransport:
             heartbeat_interval=1,
             gossip_window=2,
             gossip_history=3,
+            # py-libp2p's own spam limit (10 messages a second per peer and topic) is not Waku
+            # relay's: the fleet node forwards every community's messages on one shared topic,
+            # and a burst above it was dropped without a trace (a member missed a link message)
+            spam_protection_enabled=False,
         )
         self.pubsub = GuardedPubsub(self.host, self.router)
         self.communities: dict[str, str] = {}  # content topic -> the joined community it belongs to
@@ -115,10 +140,9 @@ class ChatTransport:
             background_trio_service(self.router),
         ):
             await self.pubsub.wait_until_ready()
-            subscription = await self.pubsub.subscribe(PUBSUB_TOPIC)
+            await self.pubsub.subscribe(PUBSUB_TOPIC)
             task_status.started()
-            while True:
-                received = await subscription.get()
+            async for received in self.pubsub.inbox:
                 if self._handler is not None:
                     await self._dispatch(received.data)
 

@@ -164,6 +164,18 @@ class KadDHT:
         found.pop(self.own_id, None)
         return found
 
+    async def find_peer(self, peer: ID) -> list[str]:
+        """A peer's addresses: from the peer store, else from a lookup of its id (the peers
+        closest to it name it, with its addresses, if it is in the network)."""
+        if not self._addresses_of(peer):
+            await self.lookup(peer.to_bytes(), FIND_NODE)
+        return self._addresses_text(peer)
+
+    def _addresses_text(self, peer: ID) -> list[str]:
+        """The peer's known addresses as text, without the `/p2p/<its id>` identify may append."""
+        suffix = f"/p2p/{peer.to_base58()}"
+        return [str(a).removesuffix(suffix) for a in multiaddrs(self._addresses_of(peer))]
+
     async def _ask_all(self, peers: list[bytes], msg: Message) -> dict[bytes, Message | None]:
         replies: dict[bytes, Message | None] = {}
 
@@ -284,7 +296,7 @@ class KadDHT:
         return [
             {
                 "peerId": ID(e.peer_id).to_base58(),
-                "addresses": [str(a) for a in multiaddrs(self._addresses_of(ID(e.peer_id)))],
+                "addresses": self._addresses_text(ID(e.peer_id)),
                 "lastSeen": int(e.last_seen),
             }
             for e in self.table.entries()

@@ -1,0 +1,456 @@
+"""What keeping content findable costs: the DHT scaling research's per-node model, measured on the
+Logos-era node's Kad-DHT as the network (N), the content per node (C) and the re-advertise
+interval (T) grow.
+
+The research (logos-storage-research `analysis/DHT-scaling`, built on discv5 message sizes) puts a
+node's DHT traffic at maintenance + advertising, in bytes/s:
+maintenance = 6.67 + 48.2 log2 N, advertising = (C/T) (14460 log2 N + 3744), queries negligible.
+
+Per network size, one testbed of N storage nodes on one WAN, joined through one bootstrap node
+(each node dials `d000` over REST, as a bootstrap list would have it), then four phases, each
+measured as the change of every node's `kad_message_bytes_sent_total` by message type
+(nim-libp2p's Kad-DHT counters; the reference node keeps the same ones):
+- join: from the first dial until every routing table holds min(N - 1, k) peers;
+- idle: `idle_s` with nothing stored: the maintenance rate;
+- upload: every node stores C small datasets; until every node has sent ADD_PROVIDER for each
+  (its first advertisement): bytes per advertised key;
+- steady: `steady_rounds` x T with the C datasets stored: re-advertisement, every T.
+Upload and steady repeat for each value of C (datasets are added up to it).
+
+"Per node" is the network's messages counted once, on the side that sent them, divided by N:
+the research counts the requests a node makes and the replies it receives, which summed over the
+network is the same. T is the reference node's `--advertise-interval` (upstream's is fixed: 30 min,
+plus nim-libp2p's republish every 10 min), so an image under test gets its steady phase skipped.
+
+`testbed experiment dht` writes results.json, report.md and dht.png under artifacts/experiments/.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from harness.clients.codex import announced_addresses
+from harness.clients.metrics import scrape, scrape_by_label
+from harness.errors import TestbedError
+from harness.experiments.bx.common import in_parallel, md_table
+from harness.paths import artifacts_dir
+from harness.selection import BuildUnderTest
+from harness.testbed import Testbed
+from harness.topology import loader
+from harness.topology.model import Topology
+from harness.waits import NotYet, wait_until
+
+K = 20  # nim-libp2p's replication (bucket size)
+SENT = "kad_message_bytes_sent_total"
+RECEIVED = "kad_message_bytes_received_total"
+MESSAGES_SENT = "kad_messages_sent_total"
+DIAL_BATCH = 16  # REST dials to the bootstrap node at once
+
+
+def model_maintenance(n: int) -> float:
+    """The research's maintenance rate, bytes/s per node."""
+    return 6.67 + 48.2 * math.log2(n)
+
+
+def model_per_key(n: int) -> float:
+    """The research's bytes per advertisement of one key (a lookup and K = 16 ADD_PROVIDERs)."""
+    return 14460 * math.log2(n) + 3744
+
+
+@dataclass(frozen=True)
+class Settings:
+    sizes: tuple[int, ...] = (16, 32, 64, 128)
+    datasets: tuple[int, ...] = (5, 20)  # C, cumulative: datasets stored per node
+    interval_s: int = 60  # T, the reference node's --advertise-interval
+    idle_s: float = 120
+    steady_rounds: int = 2  # the steady phase lasts this many intervals
+    dataset_bytes: int = 4096
+    phase_deadline_s: float = 600
+    seed: int = 1
+
+    def problems(self) -> list[str]:
+        problems = [f"--sizes {n}: at least 2 nodes" for n in self.sizes if n < 2]
+        problems += [f"--datasets {c}: at least 1" for c in self.datasets if c < 1]
+        if list(self.datasets) != sorted(set(self.datasets)):
+            problems.append("--datasets: increasing values (datasets are added up to each)")
+        if self.interval_s < 1:
+            problems.append("--interval: at least 1 s")
+        return problems
+
+
+def node_name(index: int) -> str:
+    return f"d{index:03d}"
+
+
+def topology(settings: Settings, n: int, build: BuildUnderTest) -> Topology:
+    """N Logos-era storage nodes on one WAN, not peered: the experiment joins them."""
+    flags = {} if build.image else {"advertise-interval": f"{settings.interval_s}s"}
+    node = {"kind": "codex", "impl": "logos-storage", **({"flags": flags} if flags else {})}
+    document = {
+        "name": f"dht-{n}",
+        "description": f"DHT experiment, {n} nodes (harness/experiments/dht.py)",
+        "peering": "none",
+        "seed": settings.seed,
+        "nodes": {node_name(i): dict(node) for i in range(n)},
+    }
+    return loader.parse(yaml.safe_dump(document), Path(f"<experiment dht {n}>"))
+
+
+Counts = dict[str, dict[tuple[str, str], float]]  # node -> (sample, type) -> value
+
+
+def read_counts(testbed: Testbed) -> Counts:
+    names = {SENT, RECEIVED, MESSAGES_SENT}
+    nodes = list(testbed.plan.nodes)
+    values = in_parallel(
+        [lambda n=n: scrape_by_label(testbed.plan.nodes[n].metrics_url, names, "type") for n in nodes]
+    )
+    return dict(zip(nodes, values, strict=True))
+
+
+def delta(before: Counts, after: Counts, sample: str) -> dict[str, float]:
+    """Network total of one sample's change, by message type."""
+    by_type: dict[str, float] = {}
+    for node, values in after.items():
+        for (name, kind), value in values.items():
+            if name == sample:
+                by_type[kind] = by_type.get(kind, 0.0) + value - before.get(node, {}).get((name, kind), 0.0)
+    return by_type
+
+
+def table_sizes(testbed: Testbed) -> dict[str, float]:
+    """kad_routing_table_peers of every node (an unlabelled gauge)."""
+    nodes = list(testbed.plan.nodes)
+    values = in_parallel([lambda n=n: scrape(testbed.plan.nodes[n].metrics_url) for n in nodes])
+    return {
+        node: samples.get("kad_routing_table_peers", 0.0) for node, samples in zip(nodes, values, strict=True)
+    }
+
+
+class Measurement:
+    """One testbed's phases; each is recorded as bytes by message type (sent, network total)."""
+
+    def __init__(self, testbed: Testbed, settings: Settings, echo: Callable[[str], None]) -> None:
+        self.testbed, self.settings, self.echo = testbed, settings, echo
+        self.n = len(testbed.plan.nodes)
+        self.phases: list[dict] = []
+        self.rng = random.Random(settings.seed)
+
+    def phase(self, name: str, action: Callable[[], None], **facts) -> dict:
+        before, start = read_counts(self.testbed), time.monotonic()
+        action()
+        after, seconds = read_counts(self.testbed), time.monotonic() - start
+        sent, received = delta(before, after, SENT), delta(before, after, RECEIVED)
+        record = {
+            "phase": name,
+            "seconds": round(seconds, 1),
+            "sent_by_type": sent,
+            "received_by_type": received,
+            "bytes_per_node": sum(sent.values()) / self.n,
+            "rate_per_node": sum(sent.values()) / self.n / seconds,
+            "messages_by_type": delta(before, after, MESSAGES_SENT),
+            **facts,
+        }
+        self.phases.append(record)
+        self.echo(
+            f"  {name}: {seconds:.0f} s, {record['bytes_per_node']:.0f} B/node "
+            f"({record['rate_per_node']:.1f} B/s/node)"
+        )
+        return record
+
+    def join(self) -> None:
+        clients = {name: self.testbed.client(name) for name in self.testbed.plan.nodes}
+        bootstrap = clients[node_name(0)].debug_info()
+        peer_id, addrs = bootstrap["id"], announced_addresses(bootstrap)
+        target = min(self.n - 1, K)
+        others = [c for name, c in clients.items() if name != node_name(0)]
+
+        def dial_all() -> None:
+            for start in range(0, len(others), DIAL_BATCH):
+                in_parallel(
+                    [lambda c=c: c.connect(peer_id, addrs) for c in others[start : start + DIAL_BATCH]]
+                )
+
+            def filled() -> bool:
+                short = {n: s for n, s in table_sizes(self.testbed).items() if s < target}
+                if short:
+                    worst = min(short, key=short.__getitem__)
+                    raise NotYet(
+                        f"{len(short)} routing tables below {target} peers ({worst}: {short[worst]:.0f})"
+                    )
+                return True
+
+            wait_until(
+                f"every routing table to hold {target} peers", filled, self.settings.phase_deadline_s, 1
+            )
+
+        self.phase("join", dial_all, table_target=target)
+
+    def idle(self) -> None:
+        self.phase("idle", lambda: time.sleep(self.settings.idle_s))
+
+    def upload(self, count: int, total: int) -> None:
+        """`count` more datasets on every node; until each has sent an ADD_PROVIDER for every key
+        it holds (the first advertisement of the new ones)."""
+        names = list(self.testbed.plan.nodes)
+        sends_before = {
+            n: c.get((MESSAGES_SENT, "addProvider"), 0.0) for n, c in read_counts(self.testbed).items()
+        }
+        per_node = min(self.n - 1, K)
+
+        def store_and_advertise() -> None:
+            blobs = {
+                n: [self.rng.randbytes(self.settings.dataset_bytes) for _ in range(count)] for n in names
+            }
+            in_parallel([lambda n=n: [self.testbed.client(n).upload(b) for b in blobs[n]] for n in names])
+
+            def advertised() -> bool:
+                counts = read_counts(self.testbed)
+                behind = [
+                    n
+                    for n in names
+                    if counts[n].get((MESSAGES_SENT, "addProvider"), 0.0) - sends_before[n] < count
+                ]
+                if behind:
+                    raise NotYet(f"{len(behind)} nodes have not advertised all {count} new datasets")
+                return True
+
+            wait_until(
+                f"every node to advertise {count} datasets", advertised, self.settings.phase_deadline_s, 1
+            )
+
+        record = self.phase(f"upload C={total}", store_and_advertise, datasets=total, new_keys=count)
+        keys = self.n * count
+        record["bytes_per_key"] = sum(record["sent_by_type"].values()) / keys
+        record["add_provider_per_key"] = record["messages_by_type"].get("addProvider", 0.0) / keys
+        self.echo(
+            f"    {record['bytes_per_key']:.0f} B per advertised key; "
+            f"{record['add_provider_per_key']:.1f} ADD_PROVIDERs each (up to {per_node})"
+        )
+
+    def steady(self, total: int) -> None:
+        window = self.settings.steady_rounds * self.settings.interval_s
+        self.phase(f"steady C={total}", lambda: time.sleep(window), datasets=total)
+
+
+def measure(testbed: Testbed, settings: Settings, reference: bool, echo: Callable[[str], None]) -> list[dict]:
+    run = Measurement(testbed, settings, echo)
+    run.join()
+    run.idle()
+    stored = 0
+    for total in settings.datasets:
+        run.upload(total - stored, total)
+        stored = total
+        if reference:
+            run.steady(total)
+    return run.phases
+
+
+def run(
+    settings: Settings, build: BuildUnderTest, echo: Callable[[str], None] = print, out: Path | None = None
+) -> Path:
+    if problems := settings.problems():
+        raise TestbedError("; ".join(problems))
+    if build.impl not in (None, "logos-storage"):
+        raise TestbedError(f"--impl {build.impl}: the DHT experiment needs the Logos era (Kad-DHT)")
+    folder = out or artifacts_dir("experiments") / f"dht-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    reference = build.image is None
+    sizes: dict[str, dict] = {}
+    for n in settings.sizes:
+        echo(f"N={n}: bringing up {n} nodes")
+        start = time.monotonic()
+        with Testbed.up(topology(settings, n, build), log=lambda _: None, build=build) as testbed:
+            echo(f"  up and ready in {time.monotonic() - start:.0f} s")
+            sizes[str(n)] = {"phases": measure(testbed, settings, reference, echo)}
+    summary = {"settings": asdict(settings), "build": asdict(build), "sizes": sizes}
+    summary["fit"] = fit(summary)
+    (folder / "results.json").write_text(json.dumps(summary, indent=2))
+    (folder / "report.md").write_text(markdown(summary))
+    plot(summary, folder / "dht.png")
+    return folder
+
+
+def _phase(size: dict, name: str) -> dict:
+    return next(p for p in size["phases"] if p["phase"] == name)
+
+
+def _least_squares(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
+    """(a, b) of y = a + b x; None with fewer than two distinct x."""
+    if len(set(xs)) < 2:
+        return None
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    b = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mean_x) ** 2 for x in xs
+    )
+    return mean_y - b * mean_x, b
+
+
+def fit(summary: dict) -> dict:
+    """maintenance = a + b log2 N from the idle phases; bytes per key = c0 + c1 log2 N from the
+    uploads (every C, pooled)."""
+    sizes = summary["sizes"]
+    log_n = [math.log2(int(n)) for n in sizes]
+    idle = [_phase(s, "idle")["rate_per_node"] for s in sizes.values()]
+    key_points = [
+        (math.log2(int(n)), p["bytes_per_key"])
+        for n, s in sizes.items()
+        for p in s["phases"]
+        if "bytes_per_key" in p
+    ]
+    maintenance = _least_squares(log_n, idle)
+    per_key = _least_squares([x for x, _ in key_points], [y for _, y in key_points])
+    return {
+        "maintenance": dict(zip(("a", "b"), maintenance, strict=True)) if maintenance else None,
+        "per_key": dict(zip(("c0", "c1"), per_key, strict=True)) if per_key else None,
+    }
+
+
+def predicted_rate(summary: dict, n: int, keys: int, interval_s: float) -> float | None:
+    """Per-node bytes/s from the fitted constants: maintenance + (C/T) bytes per key."""
+    fitted = summary["fit"]
+    if not fitted["maintenance"] or not fitted["per_key"]:
+        return None
+    x = math.log2(n)
+    maintenance = fitted["maintenance"]["a"] + fitted["maintenance"]["b"] * x
+    return maintenance + keys / interval_s * (fitted["per_key"]["c0"] + fitted["per_key"]["c1"] * x)
+
+
+def markdown(summary: dict) -> str:
+    settings = summary["settings"]
+    interval = settings["interval_s"]
+    lines = [
+        "# DHT traffic: measured against the research model",
+        "",
+        f"Sizes {_listed(settings['sizes'])}; datasets per node {_listed(settings['datasets'])}; "
+        f"T = {interval} s; build: {summary['build']['image'] or 'reference'}. Bytes are Kad-DHT messages "
+        "sent (network total / N).",
+        "",
+        "## Maintenance (idle) and advertising one key",
+        "",
+    ]
+    rows = []
+    for n, size in summary["sizes"].items():
+        idle = _phase(size, "idle")
+        keys = [p for p in size["phases"] if "bytes_per_key" in p]
+        per_key = sum(p["bytes_per_key"] for p in keys) / len(keys)
+        rows.append(
+            [
+                n,
+                f"{idle['rate_per_node']:.1f}",
+                f"{model_maintenance(int(n)):.0f}",
+                f"{per_key:.0f}",
+                f"{model_per_key(int(n)):.0f}",
+                f"{_phase(size, 'join')['bytes_per_node']:.0f}",
+            ]
+        )
+    lines += md_table(
+        ["N", "idle B/s/node", "model B/s", "B per advertised key", "model B/key", "join B/node"], rows
+    )
+    steady_rows = []
+    for n, size in summary["sizes"].items():
+        idle_rate = _phase(size, "idle")["rate_per_node"]
+        for p in size["phases"]:
+            if p["phase"].startswith("steady"):
+                c = p["datasets"]
+                predicted = predicted_rate(summary, int(n), c, interval)
+                model = model_maintenance(int(n)) + c / interval * model_per_key(int(n))
+                steady_rows.append(
+                    [
+                        n,
+                        str(c),
+                        f"{p['rate_per_node']:.0f}",
+                        f"{p['rate_per_node'] - idle_rate:.0f}",
+                        f"{predicted:.0f}" if predicted is not None else "-",
+                        f"{model:.0f}",
+                    ]
+                )
+    if steady_rows:
+        lines += ["", f"## Steady state, re-advertising every T = {interval} s", ""]
+        lines += md_table(
+            ["N", "C", "measured B/s/node", "of which advertising", "fitted model B/s", "research model B/s"],
+            steady_rows,
+        )
+    lines += ["", "## Fitted constants", "", *_fit_lines(summary)]
+    lines += ["", "Plot: dht.png."]
+    return "\n".join(lines) + "\n"
+
+
+def _listed(values: list[int]) -> str:
+    return ", ".join(map(str, values))
+
+
+def _fit_lines(summary: dict) -> list[str]:
+    fitted = summary["fit"]
+    if not fitted["maintenance"] or not fitted["per_key"]:
+        return ["Fewer than two sizes: no fit."]
+    m, k = fitted["maintenance"], fitted["per_key"]
+    lines = [
+        f"- maintenance = {m['a']:.1f} + {m['b']:.1f} log2 N B/s (research: 6.67 + 48.2 log2 N)",
+        f"- bytes per advertised key = {k['c0']:.0f} + {k['c1']:.0f} log2 N (research: 3744 + 14460 log2 N)",
+        "",
+        "What the constants give for the research's cases (per node, KB/s; advertising's share):",
+        "",
+    ]
+    rows = []
+    for n, c, t in ((10_000, 27, 1800), (10_000, 417, 1800), (10_000, 417, 22 * 3600), (100_000, 417, 1800)):
+        x = math.log2(n)
+        maintenance = m["a"] + m["b"] * x
+        advertising = c / t * (k["c0"] + k["c1"] * x)
+        research = model_maintenance(n) + c / t * model_per_key(n)
+        share = advertising / (maintenance + advertising)
+        rows.append(
+            [
+                f"{n:,}",
+                str(c),
+                f"{t / 60:.0f} min",
+                f"{(maintenance + advertising) / 1000:.2f}",
+                f"{share:.1%}",
+                f"{research / 1000:.2f}",
+            ]
+        )
+    return lines + md_table(["N", "C", "T", "measured constants KB/s", "advertising", "research KB/s"], rows)
+
+
+def plot(summary: dict, file: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (idle_ax, key_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    sizes = [int(n) for n in summary["sizes"]]
+    xs = [math.log2(n) for n in sizes]
+    idle = [_phase(s, "idle")["rate_per_node"] for s in summary["sizes"].values()]
+    idle_ax.plot(xs, idle, "o", label="measured (idle)")
+    idle_ax.plot(xs, [model_maintenance(n) for n in sizes], "--", label="research model")
+    key_points = [
+        (math.log2(int(n)), p["bytes_per_key"])
+        for n, s in summary["sizes"].items()
+        for p in s["phases"]
+        if "bytes_per_key" in p
+    ]
+    key_ax.plot([x for x, _ in key_points], [y for _, y in key_points], "o", label="measured (upload)")
+    key_ax.plot(xs, [model_per_key(n) for n in sizes], "--", label="research model")
+    fitted = summary["fit"]
+    if fitted["maintenance"]:
+        m = fitted["maintenance"]
+        idle_ax.plot(xs, [m["a"] + m["b"] * x for x in xs], "-", label="fit")
+    if fitted["per_key"]:
+        k = fitted["per_key"]
+        key_ax.plot(xs, [k["c0"] + k["c1"] * x for x in xs], "-", label="fit")
+    idle_ax.set(xlabel="log2 N", ylabel="B/s per node", title="maintenance")
+    key_ax.set(xlabel="log2 N", ylabel="bytes", title="one key advertised")
+    for ax in (idle_ax, key_ax):
+        ax.legend()
+    figure.tight_layout()
+    figure.savefig(file)
+    plt.close(figure)

@@ -1,0 +1,83 @@
+"""The DHT experiment's pure parts (harness/experiments/dht.py): its topology, the counters'
+network totals, the fit of the model's constants and the report, on made-up measurements."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+
+import pytest
+
+from harness.errors import TestbedError
+from harness.experiments import dht
+from harness.selection import BuildUnderTest
+
+
+def test_the_topology_is_n_logos_nodes_unpeered_with_t_only_for_the_reference_node() -> None:
+    settings = dht.Settings(interval_s=45)
+    reference = dht.topology(settings, 16, BuildUnderTest())
+    assert len(reference.nodes) == 16 and reference.peering == "none" and not reference.edges()
+    node = reference.nodes["d000"]
+    assert node.impl == "logos-storage" and node.flags == {"advertise-interval": "45s"}
+    image = dht.topology(settings, 4, BuildUnderTest(image="me/storage:rc1"))
+    assert image.nodes["d003"].flags == {}, "upstream has no --advertise-interval"
+
+
+def test_bad_settings_are_named_and_the_codex_era_is_refused(tmp_path) -> None:
+    problems = dht.Settings(sizes=(1, 16), datasets=(20, 5), interval_s=0).problems()
+    assert problems == [
+        "--sizes 1: at least 2 nodes",
+        "--datasets: increasing values (datasets are added up to each)",
+        "--interval: at least 1 s",
+    ]
+    with pytest.raises(TestbedError, match="Logos era"):
+        dht.run(dht.Settings(sizes=(2,)), BuildUnderTest(impl="codex"), out=tmp_path)
+
+
+def test_a_delta_is_the_network_total_by_message_type() -> None:
+    before = {"a": {(dht.SENT, "findNode"): 100.0}, "b": {}}
+    after = {
+        "a": {(dht.SENT, "findNode"): 150.0, (dht.SENT, "addProvider"): 40.0},
+        "b": {(dht.SENT, "findNode"): 10.0, (dht.RECEIVED, "findNode"): 99.0},
+    }
+    assert dht.delta(before, after, dht.SENT) == {"findNode": 60.0, "addProvider": 40.0}
+
+
+def _summary(a: float, b: float, c0: float, c1: float) -> dict:
+    """Measurements that lie exactly on maintenance a + b log2 N and per key c0 + c1 log2 N."""
+    sizes = {}
+    for n in (16, 32, 64):
+        x = math.log2(n)
+        phases = [
+            {"phase": "join", "bytes_per_node": 5000.0},
+            {"phase": "idle", "rate_per_node": a + b * x},
+            {"phase": "upload C=5", "bytes_per_key": c0 + c1 * x, "datasets": 5},
+            {"phase": "steady C=5", "rate_per_node": a + b * x + 5 / 60 * (c0 + c1 * x), "datasets": 5},
+        ]
+        sizes[str(n)] = {"phases": phases}
+    return {
+        "settings": asdict(dht.Settings(sizes=(16, 32, 64), datasets=(5,))),
+        "build": {"image": None},
+        "sizes": sizes,
+    }
+
+
+def test_the_fit_recovers_the_constants_and_the_report_sets_them_beside_the_research() -> None:
+    summary = _summary(a=3.0, b=20.0, c0=1000.0, c1=5000.0)
+    summary["fit"] = dht.fit(summary)
+    assert summary["fit"]["maintenance"] == pytest.approx({"a": 3.0, "b": 20.0})
+    assert summary["fit"]["per_key"] == pytest.approx({"c0": 1000.0, "c1": 5000.0})
+    assert dht.predicted_rate(summary, 32, 5, 60) == pytest.approx(3 + 20 * 5 + 5 / 60 * (1000 + 5000 * 5))
+    report = dht.markdown(summary)
+    assert "maintenance = 3.0 + 20.0 log2 N B/s (research: 6.67 + 48.2 log2 N)" in report
+    assert "| 32 | 103.0 | 248 | 26000 | 76044 | 5000 |" in report
+    assert "| 10,000 | 417 | 30 min |" in report
+
+
+def test_one_size_gives_no_fit() -> None:
+    summary = _summary(a=3.0, b=20.0, c0=1000.0, c1=5000.0)
+    summary["sizes"] = {"16": summary["sizes"]["16"]}
+    summary["fit"] = dht.fit(summary)
+    assert summary["fit"] == {"maintenance": None, "per_key": None}
+    assert dht.predicted_rate(summary, 16, 5, 60) is None
+    assert "Fewer than two sizes: no fit." in dht.markdown(summary)
