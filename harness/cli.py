@@ -649,7 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--interval", type=int, default=60, help="re-advertise interval T, seconds (reference node)"
     )
-    e.add_argument("--idle", type=float, default=120, help="seconds of the idle phase")
+    e.add_argument(
+        "--idle",
+        type=float,
+        default=660,
+        help="seconds of the idle phase (0: none; nim refreshes every 10 min)",
+    )
     e.add_argument("--steady-rounds", type=int, default=2, help="intervals the steady phase lasts")
     e.add_argument("--phase-deadline", type=float, default=600, help="seconds a join or upload may take")
     e.add_argument("--seed", type=int, default=1, help="seeds the datasets")

@@ -11,7 +11,8 @@ Per network size, one testbed of N storage nodes on one WAN, joined through one 
 measured as the change of every node's `kad_message_bytes_sent_total` by message type
 (nim-libp2p's Kad-DHT counters; the reference node keeps the same ones):
 - join: from the first dial until every routing table holds min(N - 1, k) peers;
-- idle: `idle_s` with nothing stored: the maintenance rate;
+- idle: `idle_s` with nothing stored: the maintenance rate (nim-libp2p refreshes its table every
+  10 min, so a window shorter than that, counted from the nodes' start, may see none; 0 skips it);
 - upload: every node stores C small datasets; until every node has sent ADD_PROVIDER for each
   (its first advertisement): bytes per advertised key;
 - steady: `steady_rounds` x T with the C datasets stored: re-advertisement, every T.
@@ -70,7 +71,7 @@ class Settings:
     sizes: tuple[int, ...] = (16, 32, 64, 128)
     datasets: tuple[int, ...] = (5, 20)  # C, cumulative: datasets stored per node
     interval_s: int = 60  # T, the reference node's --advertise-interval
-    idle_s: float = 120
+    idle_s: float = 660  # covers nim-libp2p's first table refresh, 10 min after the start
     steady_rounds: int = 2  # the steady phase lasts this many intervals
     dataset_bytes: int = 4096
     phase_deadline_s: float = 600
@@ -244,7 +245,8 @@ class Measurement:
 def measure(testbed: Testbed, settings: Settings, reference: bool, echo: Callable[[str], None]) -> list[dict]:
     run = Measurement(testbed, settings, echo)
     run.join()
-    run.idle()
+    if settings.idle_s > 0:
+        run.idle()
     stored = 0
     for total in settings.datasets:
         run.upload(total - stored, total)
@@ -279,8 +281,13 @@ def run(
     return folder
 
 
-def _phase(size: dict, name: str) -> dict:
-    return next(p for p in size["phases"] if p["phase"] == name)
+def _phase(size: dict, name: str) -> dict | None:
+    return next((p for p in size["phases"] if p["phase"] == name), None)
+
+
+def _idle_rate(size: dict) -> float | None:
+    idle = _phase(size, "idle")
+    return idle["rate_per_node"] if idle else None
 
 
 def _least_squares(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
@@ -298,15 +305,14 @@ def fit(summary: dict) -> dict:
     """maintenance = a + b log2 N from the idle phases; bytes per key = c0 + c1 log2 N from the
     uploads (every C, pooled)."""
     sizes = summary["sizes"]
-    log_n = [math.log2(int(n)) for n in sizes]
-    idle = [_phase(s, "idle")["rate_per_node"] for s in sizes.values()]
+    idle_points = [(math.log2(int(n)), rate) for n, s in sizes.items() if (rate := _idle_rate(s)) is not None]
     key_points = [
         (math.log2(int(n)), p["bytes_per_key"])
         for n, s in sizes.items()
         for p in s["phases"]
         if "bytes_per_key" in p
     ]
-    maintenance = _least_squares(log_n, idle)
+    maintenance = _least_squares([x for x, _ in idle_points], [y for _, y in idle_points])
     per_key = _least_squares([x for x, _ in key_points], [y for _, y in key_points])
     return {
         "maintenance": dict(zip(("a", "b"), maintenance, strict=True)) if maintenance else None,
@@ -315,12 +321,14 @@ def fit(summary: dict) -> dict:
 
 
 def predicted_rate(summary: dict, n: int, keys: int, interval_s: float) -> float | None:
-    """Per-node bytes/s from the fitted constants: maintenance + (C/T) bytes per key."""
+    """Per-node bytes/s from the fitted constants: maintenance (0 when none was measured) +
+    (C/T) bytes per key."""
     fitted = summary["fit"]
-    if not fitted["maintenance"] or not fitted["per_key"]:
+    if not fitted["per_key"]:
         return None
     x = math.log2(n)
-    maintenance = fitted["maintenance"]["a"] + fitted["maintenance"]["b"] * x
+    m = fitted["maintenance"]
+    maintenance = m["a"] + m["b"] * x if m else 0.0
     return maintenance + keys / interval_s * (fitted["per_key"]["c0"] + fitted["per_key"]["c1"] * x)
 
 
@@ -339,13 +347,13 @@ def markdown(summary: dict) -> str:
     ]
     rows = []
     for n, size in summary["sizes"].items():
-        idle = _phase(size, "idle")
+        idle = _idle_rate(size)
         keys = [p for p in size["phases"] if "bytes_per_key" in p]
         per_key = sum(p["bytes_per_key"] for p in keys) / len(keys)
         rows.append(
             [
                 n,
-                f"{idle['rate_per_node']:.1f}",
+                f"{idle:.1f}" if idle is not None else "-",
                 f"{model_maintenance(int(n)):.0f}",
                 f"{per_key:.0f}",
                 f"{model_per_key(int(n)):.0f}",
@@ -357,7 +365,7 @@ def markdown(summary: dict) -> str:
     )
     steady_rows = []
     for n, size in summary["sizes"].items():
-        idle_rate = _phase(size, "idle")["rate_per_node"]
+        idle_rate = _idle_rate(size) or 0.0
         for p in size["phases"]:
             if p["phase"].startswith("steady"):
                 c = p["datasets"]
@@ -390,11 +398,13 @@ def _listed(values: list[int]) -> str:
 
 def _fit_lines(summary: dict) -> list[str]:
     fitted = summary["fit"]
-    if not fitted["maintenance"] or not fitted["per_key"]:
-        return ["Fewer than two sizes: no fit."]
     m, k = fitted["maintenance"], fitted["per_key"]
+    if not k:
+        return ["Fewer than two sizes: no fit."]
     lines = [
-        f"- maintenance = {m['a']:.1f} + {m['b']:.1f} log2 N B/s (research: 6.67 + 48.2 log2 N)",
+        f"- maintenance = {m['a']:.1f} + {m['b']:.1f} log2 N B/s (research: 6.67 + 48.2 log2 N)"
+        if m
+        else "- maintenance: not measured (no idle phase at two sizes); counted as 0 below",
         f"- bytes per advertised key = {k['c0']:.0f} + {k['c1']:.0f} log2 N (research: 3744 + 14460 log2 N)",
         "",
         "What the constants give for the research's cases (per node, KB/s; advertising's share):",
@@ -403,7 +413,7 @@ def _fit_lines(summary: dict) -> list[str]:
     rows = []
     for n, c, t in ((10_000, 27, 1800), (10_000, 417, 1800), (10_000, 417, 22 * 3600), (100_000, 417, 1800)):
         x = math.log2(n)
-        maintenance = m["a"] + m["b"] * x
+        maintenance = m["a"] + m["b"] * x if m else 0.0
         advertising = c / t * (k["c0"] + k["c1"] * x)
         research = model_maintenance(n) + c / t * model_per_key(n)
         share = advertising / (maintenance + advertising)
@@ -429,8 +439,8 @@ def plot(summary: dict, file: Path) -> None:
     figure, (idle_ax, key_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
     sizes = [int(n) for n in summary["sizes"]]
     xs = [math.log2(n) for n in sizes]
-    idle = [_phase(s, "idle")["rate_per_node"] for s in summary["sizes"].values()]
-    idle_ax.plot(xs, idle, "o", label="measured (idle)")
+    idle = [(math.log2(int(n)), r) for n, s in summary["sizes"].items() if (r := _idle_rate(s)) is not None]
+    idle_ax.plot([x for x, _ in idle], [y for _, y in idle], "o", label="measured (idle)")
     idle_ax.plot(xs, [model_maintenance(n) for n in sizes], "--", label="research model")
     key_points = [
         (math.log2(int(n)), p["bytes_per_key"])

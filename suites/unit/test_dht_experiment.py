@@ -81,3 +81,14 @@ def test_one_size_gives_no_fit() -> None:
     assert summary["fit"] == {"maintenance": None, "per_key": None}
     assert dht.predicted_rate(summary, 16, 5, 60) is None
     assert "Fewer than two sizes: no fit." in dht.markdown(summary)
+
+
+def test_without_idle_phases_maintenance_is_reported_unmeasured() -> None:
+    summary = _summary(a=3.0, b=20.0, c0=1000.0, c1=5000.0)
+    for size in summary["sizes"].values():
+        size["phases"] = [p for p in size["phases"] if p["phase"] != "idle"]
+    summary["fit"] = dht.fit(summary)
+    assert summary["fit"]["maintenance"] is None and summary["fit"]["per_key"]
+    assert dht.predicted_rate(summary, 32, 5, 60) == pytest.approx(5 / 60 * (1000 + 5000 * 5))
+    report = dht.markdown(summary)
+    assert "| 32 | - | 248 | 26000 |" in report and "maintenance: not measured" in report
