@@ -5,7 +5,8 @@
 Server mode answers FIND_NODE, GET_PROVIDERS, ADD_PROVIDER (no reply, as nim) and PING; client
 mode resets inbound DHT streams (nim keeps the protocol mounted and refuses in its handler).
 A peer enters the routing table once it answered us as a server: a new connection is probed
-with a FIND_NODE for our own id, as nim admits peers; one that fails an RPC leaves it.
+with a FIND_NODE for our own id, as nim admits peers; one that fails three RPCs in a row leaves
+it. Our requests to a peer share one stream, as nim's do, and at most 100 are in flight.
 Lookups are iterative: the alpha closest unqueried of the k closest known, until the k closest
 have all answered or failed. Providing is a lookup for the key, then ADD_PROVIDER to the k
 closest. Every message is counted in nim-libp2p's `kad_*` metrics, by type, both directions.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections import defaultdict
 from collections.abc import Callable
 
 import trio
@@ -49,6 +51,7 @@ MIN_TABLE_PEERS = 10  # below this, nim re-seeds its table every minute
 RESEED_INTERVAL_S = 60
 REFRESH_INTERVAL_S = 600  # nim's bucket refresh and provider-record cleanup
 PROVIDER_LOOKUP_COUNT = 20  # a provider lookup stops with this many (logos `discovery.nim`)
+MAX_CONCURRENT_RPCS = 100  # nim-libp2p's DefaultMaxConcurrentRpcs: outbound RPCs in flight
 
 
 class KadDHT:
@@ -65,6 +68,9 @@ class KadDHT:
         self.provided: set[bytes] = set()  # keys we announced ourselves
         self.nursery: trio.Nursery | None = None
         self._first_peer = trio.Event()
+        self._streams: dict[ID, tuple[INetStream, FrameReader]] = {}  # our requests' streams
+        self._peer_locks: defaultdict[ID, trio.Lock] = defaultdict(trio.Lock)
+        self._rpc_slots = trio.CapacityLimiter(MAX_CONCURRENT_RPCS)
         metrics.enable_kad()
         metrics.gauge("kad_routing_table_peers", lambda: len(self.table))
         host.set_stream_handler(TProtocol(PROTOCOL_ID), self._handle)
@@ -188,38 +194,56 @@ class KadDHT:
         return replies
 
     async def _request(self, peer: ID, msg: Message) -> Message | None:
-        """One RPC with its reply; None when the peer did not answer in time (it leaves the table)."""
-        reply: Message | None = None
-        with trio.move_on_after(RPC_TIMEOUT_S):
-            try:
-                stream = await self._open(peer, msg)
-                try:
-                    body = await FrameReader(stream, MAX_MESSAGE_BYTES).read()
-                    if body is not None:
-                        self.metrics.count_kad("received", msg.type_name, len(body))
-                        reply = Message.decode(body)
-                finally:
-                    await _close(stream)
-            except Exception as exc:  # refused, reset (a client), unreachable, or malformed
-                log.debug("kad %s to %s failed: %r", msg.type_name, peer, exc)
+        """One RPC with its reply; None when the peer did not answer in time."""
+        reply = await self._rpc(peer, msg, expect_reply=True)
         if reply is None:
-            self.table.remove(peer.to_bytes())
+            self.table.failed(peer.to_bytes())
         return reply
 
     async def _send(self, peer: ID, msg: Message) -> bool:
         """A message that gets no reply (ADD_PROVIDER): True once written."""
-        with trio.move_on_after(RPC_TIMEOUT_S):
-            try:
-                await _close(await self._open(peer, msg))
-                return True
-            except Exception as exc:
-                log.debug("kad %s to %s failed: %r", msg.type_name, peer, exc)
-        return False
+        return await self._rpc(peer, msg, expect_reply=False) is not False
 
-    async def _open(self, peer: ID, msg: Message) -> INetStream:
-        stream = await self.host.new_stream(peer, [TProtocol(PROTOCOL_ID)])
+    async def _rpc(self, peer: ID, msg: Message, expect_reply: bool) -> Message | bool | None:
+        """`msg` on the peer's stream (one per peer, reused as nim does; opened once more if the
+        old one died), one RPC at a time per peer and MAX_CONCURRENT_RPCS in all. The reply, or
+        True when none is expected; None or False when the peer failed us."""
+        failed: Message | bool | None = None if expect_reply else False
+        with trio.move_on_after(RPC_TIMEOUT_S):
+            async with self._rpc_slots, self._peer_locks[peer]:
+                for attempt in range(2):
+                    reused = peer in self._streams
+                    try:
+                        return await self._exchange(peer, msg, expect_reply)
+                    except BaseException as exc:  # a timeout too: a reply may still be on its way
+                        self._drop_stream(peer)
+                        if not isinstance(exc, Exception):
+                            raise
+                        log.debug(
+                            "kad %s to %s failed (attempt %d): %r", msg.type_name, peer, attempt + 1, exc
+                        )
+                        if not reused:
+                            break
+        return failed
+
+    async def _exchange(self, peer: ID, msg: Message, expect_reply: bool) -> Message | bool:
+        if peer not in self._streams:
+            stream = await self.host.new_stream(peer, [TProtocol(PROTOCOL_ID)])
+            self._streams[peer] = (stream, FrameReader(stream, MAX_MESSAGE_BYTES))
+        stream, reader = self._streams[peer]
         await self._write(stream, msg)
-        return stream
+        if not expect_reply:
+            return True
+        body = await reader.read()
+        if body is None:
+            raise EOFError("the stream ended before the reply")
+        self.metrics.count_kad("received", msg.type_name, len(body))
+        return Message.decode(body)
+
+    def _drop_stream(self, peer: ID) -> None:
+        entry = self._streams.pop(peer, None)
+        if entry is not None and self.nursery is not None:
+            self.nursery.start_soon(_close, entry[0])
 
     async def _write(self, stream: INetStream, msg: Message) -> None:
         body = msg.encode()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 BUCKET_SIZE = 20  # k
+MAX_FAILURES = 3  # RPCs in a row a peer may fail before it leaves the table
 PROVIDER_TTL_S = 48 * 3600
 MAX_PROVIDERS_PER_KEY = 20
 MAX_KEY_BYTES = 80
@@ -32,11 +33,13 @@ class Entry:
     peer_id: bytes
     point: int
     last_seen: float
+    failures: int = 0  # RPCs failed since the last answer
 
 
 class RoutingTable:
     """Peers that answered us as DHT servers. A full bucket keeps its old entries (Kademlia's
-    preference for long-lived peers); a peer that stops answering is removed by the caller."""
+    preference for long-lived peers); a peer leaves after MAX_FAILURES failed RPCs in a row
+    (one timeout on a busy machine is no reason to forget a peer)."""
 
     def __init__(self, local_id: bytes, clock: Callable[[], float] = time.time) -> None:
         self.local_id = local_id
@@ -58,6 +61,7 @@ class RoutingTable:
         bucket = self.buckets.setdefault(bucket_index(self.local, where), {})
         if peer_id in bucket:
             bucket[peer_id].last_seen = self.clock()
+            bucket[peer_id].failures = 0
             return True
         if len(bucket) >= BUCKET_SIZE:
             return False
@@ -66,6 +70,14 @@ class RoutingTable:
 
     def remove(self, peer_id: bytes) -> None:
         self.buckets.get(bucket_index(self.local, point(peer_id)), {}).pop(peer_id, None)
+
+    def failed(self, peer_id: bytes) -> None:
+        """An RPC to the peer failed: it leaves at its MAX_FAILURES-th failure in a row."""
+        entry = self.buckets.get(bucket_index(self.local, point(peer_id)), {}).get(peer_id)
+        if entry is not None:
+            entry.failures += 1
+            if entry.failures >= MAX_FAILURES:
+                self.remove(peer_id)
 
     def closest(self, target: int, count: int = BUCKET_SIZE) -> list[bytes]:
         entries = [e for bucket in self.buckets.values() for e in bucket.values()]
