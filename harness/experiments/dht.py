@@ -14,8 +14,9 @@ measured as the change of every node's `kad_message_bytes_sent_total` by message
 - idle: `idle_s` with nothing stored: the maintenance rate (nim-libp2p refreshes its table every
   10 min, so a window shorter than that, counted from the nodes' start, may see none; 0 skips it);
 - upload: every node stores C small datasets; until every node has sent ADD_PROVIDER for each
-  (its first advertisement): bytes per advertised key;
-- steady: `steady_rounds` x T with the C datasets stored: re-advertisement, every T.
+  and no more go out (its first advertisement);
+- steady: `steady_rounds` x T with the C datasets stored: every key re-advertised once per T, so
+  its bytes beyond maintenance over C x rounds are one key's advertisement.
 Upload and steady repeat for each value of C (datasets are added up to it).
 
 "Per node" is the network's messages counted once, on the side that sent them, divided by N:
@@ -54,6 +55,7 @@ SENT = "kad_message_bytes_sent_total"
 RECEIVED = "kad_message_bytes_received_total"
 MESSAGES_SENT = "kad_messages_sent_total"
 DIAL_BATCH = 16  # REST dials to the bootstrap node at once
+SETTLE_S = 2  # an upload phase ends when no ADD_PROVIDER went out between two polls this far apart
 
 
 def model_maintenance(n: int) -> float:
@@ -195,8 +197,8 @@ class Measurement:
 
         self.phase("join", dial_all, table_target=target)
 
-    def idle(self) -> None:
-        self.phase("idle", lambda: time.sleep(self.settings.idle_s))
+    def idle(self) -> dict:
+        return self.phase("idle", lambda: time.sleep(self.settings.idle_s))
 
     def upload(self, count: int, total: int) -> None:
         """`count` more datasets on every node; until each has sent an ADD_PROVIDER for every key
@@ -213,46 +215,62 @@ class Measurement:
             }
             in_parallel([lambda n=n: [self.testbed.client(n).upload(b) for b in blobs[n]] for n in names])
 
+            previous_total = [-1.0]
+
             def advertised() -> bool:
+                """Every node sent an ADD_PROVIDER per new key, and the network's ADD_PROVIDERs
+                stopped growing between two polls (a key goes to up to k peers)."""
                 counts = read_counts(self.testbed)
-                behind = [
-                    n
-                    for n in names
-                    if counts[n].get((MESSAGES_SENT, "addProvider"), 0.0) - sends_before[n] < count
-                ]
-                if behind:
+                sent = {
+                    n: counts[n].get((MESSAGES_SENT, "addProvider"), 0.0) - sends_before[n] for n in names
+                }
+                if behind := [n for n in names if sent[n] < count]:
                     raise NotYet(f"{len(behind)} nodes have not advertised all {count} new datasets")
+                total = sum(sent.values())
+                if total != previous_total[0]:
+                    previous_total[0] = total
+                    raise NotYet(f"ADD_PROVIDERs still going out ({total:.0f} so far)")
                 return True
 
             wait_until(
-                f"every node to advertise {count} datasets", advertised, self.settings.phase_deadline_s, 1
+                f"every node to advertise {count} datasets",
+                advertised,
+                self.settings.phase_deadline_s,
+                SETTLE_S,
             )
 
         record = self.phase(f"upload C={total}", store_and_advertise, datasets=total, new_keys=count)
         keys = self.n * count
-        record["bytes_per_key"] = sum(record["sent_by_type"].values()) / keys
+        record["first_bytes_per_key"] = sum(record["sent_by_type"].values()) / keys
         record["add_provider_per_key"] = record["messages_by_type"].get("addProvider", 0.0) / keys
         self.echo(
-            f"    {record['bytes_per_key']:.0f} B per advertised key; "
+            f"    {record['first_bytes_per_key']:.0f} B per advertised key; "
             f"{record['add_provider_per_key']:.1f} ADD_PROVIDERs each (up to {per_node})"
         )
 
-    def steady(self, total: int) -> None:
-        window = self.settings.steady_rounds * self.settings.interval_s
-        self.phase(f"steady C={total}", lambda: time.sleep(window), datasets=total)
+    def steady(self, total: int, idle_rate: float) -> None:
+        """`steady_rounds` intervals: every key re-advertised once per interval, so the bytes
+        beyond maintenance, over C x rounds, are one key's advertisement (a cleaner number than
+        an upload's, which a re-advertisement sweep may overlap)."""
+        rounds = self.settings.steady_rounds
+        record = self.phase(
+            f"steady C={total}", lambda: time.sleep(rounds * self.settings.interval_s), datasets=total
+        )
+        advertising = record["bytes_per_node"] - idle_rate * record["seconds"]
+        record["bytes_per_key"] = advertising / (total * rounds)
+        self.echo(f"    {record['bytes_per_key']:.0f} B per key and round")
 
 
 def measure(testbed: Testbed, settings: Settings, reference: bool, echo: Callable[[str], None]) -> list[dict]:
     run = Measurement(testbed, settings, echo)
     run.join()
-    if settings.idle_s > 0:
-        run.idle()
+    idle_rate = run.idle()["rate_per_node"] if settings.idle_s > 0 else 0.0
     stored = 0
     for total in settings.datasets:
         run.upload(total - stored, total)
         stored = total
         if reference:
-            run.steady(total)
+            run.steady(total, idle_rate)
     return run.phases
 
 
@@ -272,7 +290,11 @@ def run(
         start = time.monotonic()
         with Testbed.up(topology(settings, n, build), log=lambda _: None, build=build) as testbed:
             echo(f"  up and ready in {time.monotonic() - start:.0f} s")
-            sizes[str(n)] = {"phases": measure(testbed, settings, reference, echo)}
+            try:
+                sizes[str(n)] = {"phases": measure(testbed, settings, reference, echo)}
+            except BaseException:  # why a node went away, or what stopped the run
+                echo(f"  stopped; the nodes' logs: {testbed.save_artifacts(folder / f'testbed-{n}')}")
+                raise
     summary = {"settings": asdict(settings), "build": asdict(build), "sizes": sizes}
     summary["fit"] = fit(summary)
     (folder / "results.json").write_text(json.dumps(summary, indent=2))
@@ -283,6 +305,12 @@ def run(
 
 def _phase(size: dict, name: str) -> dict | None:
     return next((p for p in size["phases"] if p["phase"] == name), None)
+
+
+def _per_key(size: dict) -> list[float]:
+    """One key's advertisement, bytes: per steady phase, or per upload where none ran."""
+    steady = [p["bytes_per_key"] for p in size["phases"] if "bytes_per_key" in p]
+    return steady or [p["first_bytes_per_key"] for p in size["phases"] if "first_bytes_per_key" in p]
 
 
 def _idle_rate(size: dict) -> float | None:
@@ -303,15 +331,10 @@ def _least_squares(xs: list[float], ys: list[float]) -> tuple[float, float] | No
 
 def fit(summary: dict) -> dict:
     """maintenance = a + b log2 N from the idle phases; bytes per key = c0 + c1 log2 N from the
-    uploads (every C, pooled)."""
+    steady phases (every C, pooled), or the uploads' first advertisements without them."""
     sizes = summary["sizes"]
     idle_points = [(math.log2(int(n)), rate) for n, s in sizes.items() if (rate := _idle_rate(s)) is not None]
-    key_points = [
-        (math.log2(int(n)), p["bytes_per_key"])
-        for n, s in sizes.items()
-        for p in s["phases"]
-        if "bytes_per_key" in p
-    ]
+    key_points = [(math.log2(int(n)), value) for n, s in sizes.items() for value in _per_key(s)]
     maintenance = _least_squares([x for x, _ in idle_points], [y for _, y in idle_points])
     per_key = _least_squares([x for x, _ in key_points], [y for _, y in key_points])
     return {
@@ -348,8 +371,8 @@ def markdown(summary: dict) -> str:
     rows = []
     for n, size in summary["sizes"].items():
         idle = _idle_rate(size)
-        keys = [p for p in size["phases"] if "bytes_per_key" in p]
-        per_key = sum(p["bytes_per_key"] for p in keys) / len(keys)
+        values = _per_key(size)
+        per_key = sum(values) / len(values)
         rows.append(
             [
                 n,
@@ -442,13 +465,8 @@ def plot(summary: dict, file: Path) -> None:
     idle = [(math.log2(int(n)), r) for n, s in summary["sizes"].items() if (r := _idle_rate(s)) is not None]
     idle_ax.plot([x for x, _ in idle], [y for _, y in idle], "o", label="measured (idle)")
     idle_ax.plot(xs, [model_maintenance(n) for n in sizes], "--", label="research model")
-    key_points = [
-        (math.log2(int(n)), p["bytes_per_key"])
-        for n, s in summary["sizes"].items()
-        for p in s["phases"]
-        if "bytes_per_key" in p
-    ]
-    key_ax.plot([x for x, _ in key_points], [y for _, y in key_points], "o", label="measured (upload)")
+    key_points = [(math.log2(int(n)), value) for n, s in summary["sizes"].items() for value in _per_key(s)]
+    key_ax.plot([x for x, _ in key_points], [y for _, y in key_points], "o", label="measured")
     key_ax.plot(xs, [model_per_key(n) for n in sizes], "--", label="research model")
     fitted = summary["fit"]
     if fitted["maintenance"]:

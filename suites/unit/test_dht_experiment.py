@@ -51,8 +51,13 @@ def _summary(a: float, b: float, c0: float, c1: float) -> dict:
         phases = [
             {"phase": "join", "bytes_per_node": 5000.0},
             {"phase": "idle", "rate_per_node": a + b * x},
-            {"phase": "upload C=5", "bytes_per_key": c0 + c1 * x, "datasets": 5},
-            {"phase": "steady C=5", "rate_per_node": a + b * x + 5 / 60 * (c0 + c1 * x), "datasets": 5},
+            {"phase": "upload C=5", "first_bytes_per_key": 2 * (c0 + c1 * x), "datasets": 5},
+            {
+                "phase": "steady C=5",
+                "rate_per_node": a + b * x + 5 / 60 * (c0 + c1 * x),
+                "bytes_per_key": c0 + c1 * x,
+                "datasets": 5,
+            },
         ]
         sizes[str(n)] = {"phases": phases}
     return {
@@ -92,3 +97,13 @@ def test_without_idle_phases_maintenance_is_reported_unmeasured() -> None:
     assert dht.predicted_rate(summary, 32, 5, 60) == pytest.approx(5 / 60 * (1000 + 5000 * 5))
     report = dht.markdown(summary)
     assert "| 32 | - | 248 | 26000 |" in report and "maintenance: not measured" in report
+
+
+def test_without_steady_phases_the_first_advertisements_give_the_per_key_bytes() -> None:
+    """An image under test has no --advertise-interval: only its uploads are measured."""
+    summary = _summary(a=3.0, b=20.0, c0=1000.0, c1=5000.0)
+    for size in summary["sizes"].values():
+        size["phases"] = [p for p in size["phases"] if not p["phase"].startswith("steady")]
+    summary["fit"] = dht.fit(summary)
+    assert summary["fit"]["per_key"] == pytest.approx({"c0": 2000.0, "c1": 10000.0})
+    assert "## Steady state" not in dht.markdown(summary)
