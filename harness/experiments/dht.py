@@ -10,7 +10,8 @@ Per network size, one testbed of N storage nodes on one WAN, joined through one 
 (each node dials `d000` over REST, as a bootstrap list would have it), then four phases, each
 measured as the change of every node's `kad_message_bytes_sent_total` by message type
 (nim-libp2p's Kad-DHT counters; the reference node keeps the same ones):
-- join: from the first dial until every routing table holds min(N - 1, k) peers;
+- join: from the first dial until every routing table holds min(N - 1, 10) peers (below 10,
+  nim-libp2p re-seeds its table);
 - idle: `idle_s` with nothing stored: the maintenance rate (nim-libp2p refreshes its table every
   10 min, so a window shorter than that, counted from the nodes' start, may see none; 0 skips it);
 - upload: every node stores C small datasets; until every node has sent ADD_PROVIDER for each
@@ -51,6 +52,7 @@ from harness.topology.model import Topology
 from harness.waits import NotYet, wait_until
 
 K = 20  # nim-libp2p's replication (bucket size)
+HEALTHY_TABLE = 10  # below this many peers nim-libp2p re-seeds its table: the join is done above it
 SENT = "kad_message_bytes_sent_total"
 RECEIVED = "kad_message_bytes_received_total"
 MESSAGES_SENT = "kad_messages_sent_total"
@@ -173,7 +175,7 @@ class Measurement:
         clients = {name: self.testbed.client(name) for name in self.testbed.plan.nodes}
         bootstrap = clients[node_name(0)].debug_info()
         peer_id, addrs = bootstrap["id"], announced_addresses(bootstrap)
-        target = min(self.n - 1, K)
+        target = min(self.n - 1, HEALTHY_TABLE)
         others = [c for name, c in clients.items() if name != node_name(0)]
 
         def dial_all() -> None:
