@@ -37,7 +37,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
+import requests
 import yaml
 
 from harness.clients.codex import announced_addresses
@@ -56,7 +58,9 @@ HEALTHY_TABLE = 10  # below this many peers nim-libp2p re-seeds its table: the j
 SENT = "kad_message_bytes_sent_total"
 RECEIVED = "kad_message_bytes_received_total"
 MESSAGES_SENT = "kad_messages_sent_total"
+T = TypeVar("T")
 DIAL_BATCH = 16  # REST dials to the bootstrap node at once
+SCRAPE_DEADLINE_S = 30
 SETTLE_S = 2  # an upload phase ends when no ADD_PROVIDER went out between two polls this far apart
 
 
@@ -112,13 +116,28 @@ def topology(settings: Settings, n: int, build: BuildUnderTest) -> Topology:
 Counts = dict[str, dict[tuple[str, str], float]]  # node -> (sample, type) -> value
 
 
+def _scrape(read: Callable[[], T], what: str) -> T:
+    """One read of a node's /metrics, retried: a node on a loaded machine may miss one (seen:
+    a refused connection, and once `No route to host`, from a node that kept running)."""
+
+    def attempt() -> T:
+        try:
+            return read()
+        except requests.RequestException as exc:
+            raise NotYet(f"{what}: {exc}") from None
+
+    return wait_until(what, attempt, SCRAPE_DEADLINE_S, 1)
+
+
 def read_counts(testbed: Testbed) -> Counts:
     names = {SENT, RECEIVED, MESSAGES_SENT}
     nodes = list(testbed.plan.nodes)
-    values = in_parallel(
-        [lambda n=n: scrape_by_label(testbed.plan.nodes[n].metrics_url, names, "type") for n in nodes]
-    )
-    return dict(zip(nodes, values, strict=True))
+
+    def read(node: str) -> dict[tuple[str, str], float]:
+        url = testbed.plan.nodes[node].metrics_url
+        return _scrape(lambda: scrape_by_label(url, names, "type"), f"{node}'s /metrics")
+
+    return dict(zip(nodes, in_parallel([lambda n=n: read(n) for n in nodes]), strict=True))
 
 
 def delta(before: Counts, after: Counts, sample: str) -> dict[str, float]:
@@ -134,7 +153,12 @@ def delta(before: Counts, after: Counts, sample: str) -> dict[str, float]:
 def table_sizes(testbed: Testbed) -> dict[str, float]:
     """kad_routing_table_peers of every node (an unlabelled gauge)."""
     nodes = list(testbed.plan.nodes)
-    values = in_parallel([lambda n=n: scrape(testbed.plan.nodes[n].metrics_url) for n in nodes])
+    values = in_parallel(
+        [
+            lambda n=n: _scrape(lambda: scrape(testbed.plan.nodes[n].metrics_url), f"{n}'s /metrics")
+            for n in nodes
+        ]
+    )
     return {
         node: samples.get("kad_routing_table_peers", 0.0) for node, samples in zip(nodes, values, strict=True)
     }
