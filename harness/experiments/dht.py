@@ -120,13 +120,13 @@ def _scrape(read: Callable[[], T], what: str) -> T:
     """One read of a node's /metrics, retried: a node on a loaded machine may miss one (seen:
     a refused connection, and once `No route to host`, from a node that kept running)."""
 
-    def attempt() -> T:
+    def attempt() -> tuple[T]:  # in a tuple: an empty read (no message counted yet) is an answer
         try:
-            return read()
+            return (read(),)
         except requests.RequestException as exc:
             raise NotYet(f"{what}: {exc}") from None
 
-    return wait_until(what, attempt, SCRAPE_DEADLINE_S, 1)
+    return wait_until(what, attempt, SCRAPE_DEADLINE_S, 1)[0]
 
 
 def read_counts(testbed: Testbed) -> Counts:

@@ -95,9 +95,19 @@ def test_the_dht_flags_are_the_logos_eras_alone(tmp_path: Path, capsys: pytest.C
         config.load(["--impl", "codex", *base, "--advertise-interval", "60s"], environ={})
 
 
+PUBLIC = ("--nat", "extip:127.0.0.1")  # announced, so in DHT server mode from the start
+
+
 def _node(folder: Path, *flags: str) -> Node:
     argv = ["--impl", "logos-storage", "--data-dir", str(folder), "--listen-ip", "127.0.0.1"]
     return Node(config.load([*argv, "--listen-port", "0", "--block-retries", "20", *flags], environ={}))
+
+
+async def _started(nursery: trio.Nursery, stop: trio.Event, folder: Path, *flags: str) -> Node:
+    """A node running in this process until `stop`."""
+    node = _node(folder, *flags)
+    await nursery.start(lifecycle.run, node, stop, False)
+    return node
 
 
 def _counted(node: Node, name: str, kind: str) -> float:
@@ -111,13 +121,11 @@ def test_nodes_find_a_provider_through_the_dht_and_download_from_it(tmp_path: Pa
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 stop = trio.Event()
-                seed = _node(tmp_path / "seed", "--nat", "extip:127.0.0.1")
-                await nursery.start(lifecycle.run, seed, stop, False)
+                seed = await _started(nursery, stop, tmp_path / "seed", *PUBLIC)
                 nodes = [seed]
                 for i in range(5):
-                    node = _node(tmp_path / f"n{i}", "--nat", "extip:127.0.0.1", "--bootstrap-node", seed.spr)
-                    await nursery.start(lifecycle.run, node, stop, False)
-                    nodes.append(node)
+                    bootstrap = ("--bootstrap-node", seed.spr)
+                    nodes.append(await _started(nursery, stop, tmp_path / f"n{i}", *PUBLIC, *bootstrap))
                 *_, downloader, provider = nodes
                 while not all(len(n.dht.table) >= 4 for n in nodes):  # self-lookups from the seed on
                     await trio.sleep(0.1)
@@ -129,8 +137,7 @@ def test_nodes_find_a_provider_through_the_dht_and_download_from_it(tmp_path: Pa
                 assert ID(provider.dht.own_id) in {ID(p) for p in (await downloader.dht.find_providers(key))}
 
                 provider_id = ID(provider.dht.own_id)
-                late = _node(tmp_path / "late", "--nat", "extip:127.0.0.1")
-                await nursery.start(lifecycle.run, late, stop, False)
+                late = await _started(nursery, stop, tmp_path / "late", *PUBLIC)
                 assert await late.dht.find_peer(provider_id) == [], "a node in no network finds nobody"
                 await late.connect(seed.identity.peer_id, seed.announce_addresses)
                 found = await late.dht.find_peer(provider_id)  # /connect without addrs does this
@@ -160,10 +167,8 @@ def test_a_client_mode_node_refuses_dht_requests_and_stays_out_of_tables(tmp_pat
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
                 stop = trio.Event()
-                server = _node(tmp_path / "server", "--nat", "extip:127.0.0.1")
-                await nursery.start(lifecycle.run, server, stop, False)
-                client = _node(tmp_path / "client", "--bootstrap-node", server.spr)
-                await nursery.start(lifecycle.run, client, stop, False)
+                server = await _started(nursery, stop, tmp_path / "server", *PUBLIC)
+                client = await _started(nursery, stop, tmp_path / "client", "--bootstrap-node", server.spr)
                 while ID(server.dht.own_id) not in [ID(p) for p in client.dht.table.closest(0)]:
                     await trio.sleep(0.05)
                 assert not client.dht.server
