@@ -53,7 +53,7 @@ test-unit: $(STAMP)
 # Codex era. A test that needs what a build lacks is skipped, and pytest's summary says why.
 TEST_BUILD := $(or $(strip $(BUILD)),--impl logos-storage --strict-reference)
 OTHER_CONTRACT ?= --impl codex --strict-reference
-OTHER_CONTRACT_MARKERS ?= (smoke or codex or contract or blockexchange or relay) and not slow and not timing
+OTHER_CONTRACT_MARKERS ?= (smoke or codex or contract or blockexchange or relay or kubernetes) and not slow and not timing
 
 # Suites marked `timing` (the load gate, link shaping) assert on rates, so they run after the
 # others, alone: beside another testbed they measure it too (exit 5 = none selected: fine).

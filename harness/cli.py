@@ -21,8 +21,9 @@ from harness.engine.bootstrap import engine_answers, ensure_engine
 from harness.errors import PoolConfigError, TestbedError
 from harness.impl import CAP_CONNECTIONS, CAP_NAT_TRAVERSAL, CAP_REFERENCE_EXTRAS
 from harness.labels import check_project, find_containers
-from harness.net import hostfw, natcheck
+from harness.net import hostfw, natcheck, neighbours
 from harness.paths import artifacts_dir, artifacts_root, cache_dir, generated_dir
+from harness.render import kubernetes
 from harness.render.compose import render
 from harness.testbed import DEFAULT_DEADLINE_S, Testbed, down_project
 from harness.topology import loader, subnets
@@ -145,15 +146,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     """Render without creating anything: subnets come from the pool, avoiding what is in use now."""
-    model = loader.load(args.topology)
+    model = selection.from_arguments(args).apply(loader.load(args.topology))
     plan = make_plan(
         model,
         subnets.preview(model.network_kinds()),
         images.image_refs(model.images()),
         project=args.project or new_project_name(model.name),
     )
-    compose_file = render(plan, Path(args.out) if args.out else None)
-    print(compose_file)
+    out = Path(args.out) if args.out else None
+    if args.target == "kubernetes":
+        print(kubernetes.render(plan, out or generated_dir(plan.project)))
+    else:
+        print(render(plan, out))
     return 0
 
 
@@ -492,6 +496,8 @@ def _doctor_checks() -> list[tuple[str, str, str]]:
     except PoolConfigError as exc:
         checks.append(check("address pools", False, str(exc)))
     checks.append(check("host firewall", hostfw.available(), "iptables with docker's DOCKER-USER chain"))
+    raised, detail = neighbours.describe(neighbours.limits())
+    checks.append(("neighbour table", "ok" if raised else "todo", detail))
     if answers:
         client = docker.from_env()
         image_checks = _image_checks(client)
@@ -510,6 +516,7 @@ def _doctor_checks() -> list[tuple[str, str, str]]:
 def cmd_doctor(args: argparse.Namespace) -> int:
     if args.fix:
         print(ensure_engine())
+        print(neighbours.raise_limits())
     checks = _doctor_checks()
     for name, status, detail in checks:
         print(f"  {status:<4}  {name:<18} {detail}")
@@ -546,6 +553,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topology", nargs="?", default="basic")
     p.add_argument("--project", type=_project_arg)
     p.add_argument("--out", help="output folder (default compose/generated/<project>)")
+    p.add_argument(
+        "--target",
+        choices=("compose", "kubernetes"),
+        default="compose",
+        help="compose (what `up` runs) or Kubernetes manifests for an existing cluster (docs/kubernetes.md)",
+    )
+    selection.add_arguments(p)
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser(

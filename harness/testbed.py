@@ -29,7 +29,7 @@ from harness.engine.bootstrap import ensure_engine
 from harness.engine.files import copy_out
 from harness.errors import EngineError
 from harness.labels import check_project, find_containers
-from harness.net import hostfw
+from harness.net import hostfw, neighbours
 from harness.net.plumbing import check_tcp_congestion, plumb
 from harness.paths import artifacts_dir, generated_dir
 from harness.ready.readiness import BACK, ReadinessReport, wait_conditions, wait_ready
@@ -101,6 +101,7 @@ class Testbed:
         kinds = model.network_kinds()
         subnets.check_host(kinds)  # so does a broken address pool
         check_tcp_congestion(model)  # and a congestion control the kernel refuses containers
+        neighbours.warn_if_short(model, log)
         log(ensure_engine())
         refs = images.ensure_images(model.images(), log=log)
         project = project or new_project_name(model.name)

@@ -129,15 +129,18 @@ def _scrape(read: Callable[[], T], what: str) -> T:
     return wait_until(what, attempt, SCRAPE_DEADLINE_S, 1)[0]
 
 
+def _read_every_node(testbed: Testbed, read: Callable[[str], T]) -> dict[str, T]:
+    """`read(metrics_url)` of every node, in parallel, each retried as `_scrape` does."""
+    nodes = list(testbed.plan.nodes)
+    reads = [
+        lambda n=n: _scrape(lambda: read(testbed.plan.nodes[n].metrics_url), f"{n}'s /metrics") for n in nodes
+    ]
+    return dict(zip(nodes, in_parallel(reads), strict=True))
+
+
 def read_counts(testbed: Testbed) -> Counts:
     names = {SENT, RECEIVED, MESSAGES_SENT}
-    nodes = list(testbed.plan.nodes)
-
-    def read(node: str) -> dict[tuple[str, str], float]:
-        url = testbed.plan.nodes[node].metrics_url
-        return _scrape(lambda: scrape_by_label(url, names, "type"), f"{node}'s /metrics")
-
-    return dict(zip(nodes, in_parallel([lambda n=n: read(n) for n in nodes]), strict=True))
+    return _read_every_node(testbed, lambda url: scrape_by_label(url, names, "type"))
 
 
 def delta(before: Counts, after: Counts, sample: str) -> dict[str, float]:
@@ -152,16 +155,8 @@ def delta(before: Counts, after: Counts, sample: str) -> dict[str, float]:
 
 def table_sizes(testbed: Testbed) -> dict[str, float]:
     """kad_routing_table_peers of every node (an unlabelled gauge)."""
-    nodes = list(testbed.plan.nodes)
-    values = in_parallel(
-        [
-            lambda n=n: _scrape(lambda: scrape(testbed.plan.nodes[n].metrics_url), f"{n}'s /metrics")
-            for n in nodes
-        ]
-    )
-    return {
-        node: samples.get("kad_routing_table_peers", 0.0) for node, samples in zip(nodes, values, strict=True)
-    }
+    samples = _read_every_node(testbed, scrape)
+    return {node: values.get("kad_routing_table_peers", 0.0) for node, values in samples.items()}
 
 
 class Measurement:

@@ -317,6 +317,7 @@ def a_state(**changes) -> debuginfo.NodeState:
         repo="/datadir",
         spr="spr:x",
         announce_addresses=["/ip4/1.2.3.4/tcp/1"],
+        reachable_addresses=["/ip4/1.2.3.4/tcp/1"],
         version="v",
         revision="r",
         table={"localNode": {"peerId": "me"}, "nodes": [peer]},

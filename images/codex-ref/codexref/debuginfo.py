@@ -29,6 +29,7 @@ class NodeState:
     repo: str
     spr: str
     announce_addresses: list[str]
+    reachable_addresses: list[str]  # announced and relayed: what the Logos era lists as `addrs`
     version: str
     revision: str
     table: dict[str, Any] | None  # {localNode, nodes}: the era's discv5 table, None without discv5
@@ -66,8 +67,7 @@ def _codex_head(state: NodeState) -> dict[str, Any]:
 def _logos_head(state: NodeState) -> dict[str, Any]:
     """Upstream lists the announced addresses as `addrs` (with a relayed address once its relay
     client holds a reservation) and its Kad-DHT routing table as `table`."""
-    circuits = [a for a in state.addrs if "/p2p-circuit" in a]
-    addrs = [*state.announce_addresses, *circuits] if state.announce_addresses else state.addrs
+    addrs = state.reachable_addresses or state.addrs
     return {
         "id": state.peer_id,
         "addrs": addrs,

@@ -75,10 +75,10 @@ class Node:
         self.advertiser: Advertiser | None = None
         self.finder: Finder | None = None
         if not config.era.discv5:
-            self._start_dht()
+            self._build_dht()
         self.spr = self._signed_record()
 
-    def _start_dht(self) -> None:
+    def _build_dht(self) -> None:
         """The Logos era's Kad-DHT: server mode with `--nat=extip:` (upstream's start), then as
         AutoNAT finds us reachable or not."""
         self.dht = KadDHT(
@@ -101,8 +101,10 @@ class Node:
 
     def reachable_addresses(self) -> list[str]:
         """Where others can dial us: the announced addresses, and our relayed ones."""
-        circuits = self.relay.circuit_addresses if self.relay else []
-        return [*self.announce_addresses, *circuits]
+        return [*self.announce_addresses, *self._circuit_addresses()]
+
+    def _circuit_addresses(self) -> list[str]:
+        return self.relay.circuit_addresses if self.relay else []
 
     @property
     def announce_addresses(self) -> list[str]:
@@ -235,7 +237,7 @@ class Node:
     def _debug_state(self) -> debuginfo.NodeState:
         listening = [str(a).split("/p2p/")[0] for a in self.host.get_addrs()] or self.listen_addresses
         # a held reservation is an address of ours, as a libp2p switch lists its relayed listener
-        circuits = self.relay.circuit_addresses if self.relay else []
+        circuits = self._circuit_addresses()
         return debuginfo.NodeState(
             peer_id=self.identity.peer_id,
             public_key_hex=self.identity.private_key.public_key.format(compressed=True).hex(),
@@ -243,6 +245,7 @@ class Node:
             repo=str(self.config.data_dir),
             spr=self.spr,
             announce_addresses=self.announce_addresses,
+            reachable_addresses=self.reachable_addresses(),
             version=VERSION,
             revision=REVISION,
             table=self._discv5_table(),

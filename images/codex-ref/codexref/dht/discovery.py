@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 import trio
-from codexref.dht.kademlia import KadDHT, multiaddrs
+from codexref.dht.kademlia import KadDHT, decodable_multiaddrs
 from libp2p.peer.id import ID
 from testbed_toolkit.cid import Cid
 
@@ -111,4 +111,6 @@ class Finder:
             log.info("%s: %d providers, %d not connected", manifest, len(providers), len(fresh))
             async with trio.open_nursery() as nursery:
                 for peer, addrs in fresh.items():
-                    nursery.start_soon(self.connect, peer.to_base58(), [str(a) for a in multiaddrs(addrs)])
+                    nursery.start_soon(
+                        self.connect, peer.to_base58(), [str(a) for a in decodable_multiaddrs(addrs)]
+                    )

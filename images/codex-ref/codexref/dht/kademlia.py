@@ -180,7 +180,7 @@ class KadDHT:
     def _addresses_text(self, peer: ID) -> list[str]:
         """The peer's known addresses as text, without the `/p2p/<its id>` identify may append."""
         suffix = f"/p2p/{peer.to_base58()}"
-        return [str(a).removesuffix(suffix) for a in multiaddrs(self._addresses_of(peer))]
+        return [str(a).removesuffix(suffix) for a in decodable_multiaddrs(self._addresses_of(peer))]
 
     async def _ask_all(self, peers: list[bytes], msg: Message) -> dict[bytes, Message | None]:
         replies: dict[bytes, Message | None] = {}
@@ -256,7 +256,7 @@ class KadDHT:
         for peer in peers:
             if peer.id == self.own_id:
                 continue
-            addrs = [m for m in multiaddrs(peer.addrs) if "/p2p-circuit" not in str(m)]
+            addrs = [m for m in decodable_multiaddrs(peer.addrs) if "/p2p-circuit" not in str(m)]
             if addrs:
                 self.host.get_peerstore().add_addrs(ID(peer.id), addrs, 0)
                 learned.append(peer.id)
@@ -327,7 +327,8 @@ class KadDHT:
         ]
 
 
-def multiaddrs(raw: tuple[bytes, ...]) -> list[Multiaddr]:
+def decodable_multiaddrs(raw: tuple[bytes, ...]) -> list[Multiaddr]:
+    """The addresses py-multiaddr can decode; the others are skipped."""
     out = []
     for addr in raw:
         try:
