@@ -383,7 +383,7 @@ def cmd_experiment_dht(args: argparse.Namespace) -> int:
     settings = dht.Settings(
         sizes=tuple(args.sizes), datasets=tuple(args.datasets), interval_s=args.interval,
         idle_s=args.idle, steady_rounds=args.steady_rounds, phase_deadline_s=args.phase_deadline,
-        seed=args.seed,
+        seed=args.seed, churn_per_min=args.churn, churn_s=args.churn_duration,
     )  # fmt: skip
     if problems := settings.problems():
         print("; ".join(problems), file=sys.stderr)
@@ -671,7 +671,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--steady-rounds", type=int, default=2, help="intervals the steady phase lasts")
     e.add_argument("--phase-deadline", type=float, default=600, help="seconds a join or upload may take")
-    e.add_argument("--seed", type=int, default=1, help="seeds the datasets")
+    e.add_argument("--seed", type=int, default=1, help="seeds the datasets and the churn")
+    e.add_argument(
+        "--churn", type=float, default=0, help="node crashes per minute in a last, churn phase (0: none)"
+    )
+    e.add_argument("--churn-duration", type=float, default=300, help="seconds the churn phase lasts")
     selection.add_arguments(e)
     e.set_defaults(func=cmd_experiment_dht)
 

@@ -18,7 +18,13 @@ measured as the change of every node's `kad_message_bytes_sent_total` by message
   and no more go out (its first advertisement);
 - steady: `steady_rounds` x T with the C datasets stored: every key re-advertised once per T, so
   its bytes beyond maintenance over C x rounds are one key's advertisement.
-Upload and steady repeat for each value of C (datasets are added up to it).
+Upload and steady repeat for each value of C (datasets are added up to it). Then, with a churn
+rate, a fifth:
+- churn: a node crashes (SIGKILL) every 60 / rate s and comes back at the next crash, joined
+  again through `d000` (its identity and data kept, as a member's machine that went offline);
+  beyond the rate of the last steady phase, the bytes per crash are what a crash and a rejoin
+  cost. A restarted node's counters start from 0: what it had counted is read just before it
+  goes down and carried.
 
 "Per node" is the network's messages counted once, on the side that sent them, divided by N:
 the research counts the requests a node makes and the replies it receives, which summed over the
@@ -36,6 +42,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -84,6 +91,8 @@ class Settings:
     dataset_bytes: int = 4096
     phase_deadline_s: float = 600
     seed: int = 1
+    churn_per_min: float = 0  # node crashes per minute in the churn phase (0: no churn phase)
+    churn_s: float = 300  # how long the churn phase lasts
 
     def problems(self) -> list[str]:
         problems = [f"--sizes {n}: at least 2 nodes" for n in self.sizes if n < 2]
@@ -92,7 +101,24 @@ class Settings:
             problems.append("--datasets: increasing values (datasets are added up to each)")
         if self.interval_s < 1:
             problems.append("--interval: at least 1 s")
+        if self.churn_per_min < 0:
+            problems.append("--churn: at least 0 crashes per minute")
+        elif self.churn_per_min and self.churn_s * self.churn_per_min < 60:
+            problems.append("--churn-duration: too short for one crash at --churn's rate")
         return problems
+
+
+def churn_schedule(settings: Settings, n: int, rng: random.Random) -> list[tuple[float, str]]:
+    """(seconds into the churn phase, node) of each crash, one every 60 / rate s. A crashed node
+    comes back at the next crash (one node away at a time); the bootstrap node never leaves, and
+    no node crashes twice in a row."""
+    period = 60 / settings.churn_per_min
+    names = [node_name(i) for i in range(1, n)]
+    schedule: list[tuple[float, str]] = []
+    for k in range(int(settings.churn_s * settings.churn_per_min // 60)):
+        previous = schedule[-1][1] if schedule else None
+        schedule.append((k * period, rng.choice([name for name in names if name != previous])))
+    return schedule
 
 
 def node_name(index: int) -> str:
@@ -138,9 +164,22 @@ def _read_every_node(testbed: Testbed, read: Callable[[str], T]) -> dict[str, T]
     return dict(zip(nodes, in_parallel(reads), strict=True))
 
 
+def counts_at(metrics_url: str) -> dict[tuple[str, str], float]:
+    """One node's Kad-DHT counters, by message type."""
+    return scrape_by_label(metrics_url, {SENT, RECEIVED, MESSAGES_SENT}, "type")
+
+
 def read_counts(testbed: Testbed) -> Counts:
-    names = {SENT, RECEIVED, MESSAGES_SENT}
-    return _read_every_node(testbed, lambda url: scrape_by_label(url, names, "type"))
+    return _read_every_node(testbed, counts_at)
+
+
+def add_counts(a: Counts, b: Counts) -> Counts:
+    """Counts of both, per node and sample (a counter that restarted from 0 is carried so)."""
+    total = {node: dict(values) for node, values in a.items()}
+    for node, values in b.items():
+        for key, value in values.items():
+            total.setdefault(node, {})[key] = total.get(node, {}).get(key, 0.0) + value
+    return total
 
 
 def delta(before: Counts, after: Counts, sample: str) -> dict[str, float]:
@@ -167,11 +206,14 @@ class Measurement:
         self.n = len(testbed.plan.nodes)
         self.phases: list[dict] = []
         self.rng = random.Random(settings.seed)
+        self.bootstrap: tuple[str, list[str]] = ("", [])  # d000's peer id and addresses, once joined
 
-    def phase(self, name: str, action: Callable[[], None], **facts) -> dict:
+    def phase(self, name: str, action: Callable[[], Counts | None], **facts) -> dict:
+        """`action` may return counts its restarts reset (what each node had counted before it
+        went down): they are added to the phase's end."""
         before, start = read_counts(self.testbed), time.monotonic()
-        action()
-        after, seconds = read_counts(self.testbed), time.monotonic() - start
+        lost = action() or {}
+        after, seconds = add_counts(read_counts(self.testbed), lost), time.monotonic() - start
         sent, received = delta(before, after, SENT), delta(before, after, RECEIVED)
         record = {
             "phase": name,
@@ -193,7 +235,7 @@ class Measurement:
     def join(self) -> None:
         clients = {name: self.testbed.client(name) for name in self.testbed.plan.nodes}
         bootstrap = clients[node_name(0)].debug_info()
-        peer_id, addrs = bootstrap["id"], announced_addresses(bootstrap)
+        self.bootstrap = peer_id, addrs = bootstrap["id"], announced_addresses(bootstrap)
         target = min(self.n - 1, HEALTHY_TABLE)
         others = [c for name, c in clients.items() if name != node_name(0)]
 
@@ -281,6 +323,35 @@ class Measurement:
         record["bytes_per_key"] = advertising / (total * rounds)
         self.echo(f"    {record['bytes_per_key']:.0f} B per key and round")
 
+    def churn(self, baseline_rate: float) -> None:
+        """Crashes (SIGKILL) at `churn_per_min`, each node back at the next crash and joined again
+        through d000, as the join phase joined it. Beyond the rate of the phase before
+        (`baseline_rate`), the bytes are what the crashes and rejoins cost."""
+        schedule = churn_schedule(self.settings, self.n, self.rng)
+        period = 60 / self.settings.churn_per_min
+
+        def crash_and_rejoin() -> Counts:
+            lost: Counts = {}
+            start, away = time.monotonic(), None
+            for at, node in [*schedule, (len(schedule) * period, None)]:
+                time.sleep(max(0.0, start + at - time.monotonic()))  # the schedule's next crash
+                if away:
+                    self.testbed.start(away, self.settings.phase_deadline_s)
+                    self.testbed.client(away).connect(*self.bootstrap)
+                if node:  # what it counted so far: its counters restart from 0
+                    url = self.testbed.plan.nodes[node].metrics_url
+                    counts = _scrape(partial(counts_at, url), f"{node}'s /metrics")
+                    lost = add_counts(lost, {node: counts})
+                    self.testbed.kill(node)
+                away = node
+            return lost
+
+        events = len(schedule)
+        record = self.phase("churn", crash_and_rejoin, crashes=events, per_min=self.settings.churn_per_min)
+        beyond = record["bytes_per_node"] * self.n - baseline_rate * self.n * record["seconds"]
+        record["bytes_per_crash"] = beyond / events
+        self.echo(f"    {record['bytes_per_crash']:.0f} B per crash and rejoin (network total)")
+
 
 def measure(testbed: Testbed, settings: Settings, reference: bool, echo: Callable[[str], None]) -> list[dict]:
     run = Measurement(testbed, settings, echo)
@@ -292,6 +363,9 @@ def measure(testbed: Testbed, settings: Settings, reference: bool, echo: Callabl
         stored = total
         if reference:
             run.steady(total, idle_rate)
+    if settings.churn_per_min:
+        steady = [p for p in run.phases if p["phase"].startswith("steady")]
+        run.churn(steady[-1]["rate_per_node"] if steady else idle_rate)
     return run.phases
 
 
@@ -305,23 +379,28 @@ def run(
     folder = out or artifacts_dir("experiments") / f"dht-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
     reference = build.image is None
-    sizes: dict[str, dict] = {}
+    summary: dict = {"settings": asdict(settings), "build": asdict(build), "sizes": {}}
     for n in settings.sizes:
         echo(f"N={n}: bringing up {n} nodes")
         start = time.monotonic()
         with Testbed.up(topology(settings, n, build), log=lambda _: None, build=build) as testbed:
-            echo(f"  up and ready in {time.monotonic() - start:.0f} s")
+            ready_s = time.monotonic() - start
+            echo(f"  up and ready in {ready_s:.0f} s")
             try:
-                sizes[str(n)] = {"phases": measure(testbed, settings, reference, echo)}
+                phases = measure(testbed, settings, reference, echo)
             except BaseException:  # why a node went away, or what stopped the run
                 echo(f"  stopped; the nodes' logs: {testbed.save_artifacts(folder / f'testbed-{n}')}")
                 raise
-    summary = {"settings": asdict(settings), "build": asdict(build), "sizes": sizes}
+        summary["sizes"][str(n)] = {"ready_s": round(ready_s, 1), "phases": phases}
+        write_results(summary, folder)  # after every size: a later size that fails keeps these
+    return folder
+
+
+def write_results(summary: dict, folder: Path) -> None:
     summary["fit"] = fit(summary)
     (folder / "results.json").write_text(json.dumps(summary, indent=2))
     (folder / "report.md").write_text(markdown(summary))
     plot(summary, folder / "dht.png")
-    return folder
 
 
 def _phase(size: dict, name: str) -> dict | None:
@@ -402,10 +481,20 @@ def markdown(summary: dict) -> str:
                 f"{per_key:.0f}",
                 f"{model_per_key(int(n)):.0f}",
                 f"{_phase(size, 'join')['bytes_per_node']:.0f}",
+                f"{size['ready_s']:.0f}" if "ready_s" in size else "-",
             ]
         )
     lines += md_table(
-        ["N", "idle B/s/node", "model B/s", "B per advertised key", "model B/key", "join B/node"], rows
+        [
+            "N",
+            "idle B/s/node",
+            "model B/s",
+            "B per advertised key",
+            "model B/key",
+            "join B/node",
+            "up and ready s",
+        ],
+        rows,
     )
     steady_rows = []
     for n, size in summary["sizes"].items():
@@ -430,6 +519,25 @@ def markdown(summary: dict) -> str:
         lines += md_table(
             ["N", "C", "measured B/s/node", "of which advertising", "fitted model B/s", "research model B/s"],
             steady_rows,
+        )
+    churn_rows = []
+    for n, size in summary["sizes"].items():
+        if (churn := _phase(size, "churn")) is not None:
+            first_join = _phase(size, "join")["bytes_per_node"] * int(n) / (int(n) - 1)
+            churn_rows.append(
+                [
+                    n,
+                    f"{churn['per_min']:g}",
+                    str(churn["crashes"]),
+                    f"{churn['seconds']:.0f}",
+                    f"{churn['bytes_per_crash']:.0f}",
+                    f"{first_join:.0f}",
+                ]
+            )
+    if churn_rows:
+        lines += ["", "## Churn: a node crashes, comes back and joins again through d000", ""]
+        lines += md_table(
+            ["N", "crashes/min", "crashes", "s", "B per crash and rejoin", "B per first join"], churn_rows
         )
     lines += ["", "## Fitted constants", "", *_fit_lines(summary)]
     lines += ["", "Plot: dht.png."]

@@ -3,7 +3,9 @@ network totals, the fit of the model's constants and the report, on made-up meas
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 from dataclasses import asdict
 
 import pytest
@@ -107,3 +109,34 @@ def test_without_steady_phases_the_first_advertisements_give_the_per_key_bytes()
     summary["fit"] = dht.fit(summary)
     assert summary["fit"]["per_key"] == pytest.approx({"c0": 2000.0, "c1": 10000.0})
     assert "## Steady state" not in dht.markdown(summary)
+
+
+def test_the_churn_schedule_is_seeded_spares_the_bootstrap_node_and_never_repeats_a_node() -> None:
+    settings = dht.Settings(churn_per_min=4, churn_s=300)
+    schedule = dht.churn_schedule(settings, 16, random.Random(7))
+    assert [at for at, _ in schedule] == [k * 15.0 for k in range(20)]
+    nodes = [node for _, node in schedule]
+    assert "d000" not in nodes and all(a != b for a, b in itertools.pairwise(nodes))
+    assert dht.churn_schedule(settings, 16, random.Random(7)) == schedule, "the same seed, the same crashes"
+    assert dht.Settings(churn_per_min=1, churn_s=30).problems() == [
+        "--churn-duration: too short for one crash at --churn's rate"
+    ]
+    assert dht.Settings(churn_per_min=-1).problems() == ["--churn: at least 0 crashes per minute"]
+
+
+def test_counts_a_crashed_node_had_are_carried_past_its_restart() -> None:
+    before = {"a": {(dht.SENT, "findNode"): 100.0}}
+    lost = {"a": {(dht.SENT, "findNode"): 130.0}}  # read just before the crash
+    after_restart = {"a": {(dht.SENT, "findNode"): 20.0, (dht.SENT, "addProvider"): 5.0}}
+    after = dht.add_counts(after_restart, lost)
+    assert dht.delta(before, after, dht.SENT) == {"findNode": 50.0, "addProvider": 5.0}
+
+
+def test_the_report_sets_a_crash_and_rejoin_beside_a_first_join() -> None:
+    summary = _summary(a=3.0, b=20.0, c0=1000.0, c1=5000.0)
+    summary["sizes"]["16"]["phases"].append(
+        {"phase": "churn", "per_min": 2.0, "crashes": 6, "seconds": 185.0, "bytes_per_crash": 41000.0}
+    )
+    summary["fit"] = dht.fit(summary)
+    report = dht.markdown(summary)
+    assert "## Churn" in report and "| 16 | 2 | 6 | 185 | 41000 | 5333 |" in report

@@ -155,3 +155,42 @@ def test_debug_info_counts_once_it_names_an_id_and_a_signed_record() -> None:
 def test_debug_info_is_not_yet_until_then(answer, why: str) -> None:
     with pytest.raises(NotYet, match="^" + re.escape(why)):
         debug_info_answer(FakeNode(answer))
+
+
+def test_all_of_keeps_the_calls_order_and_runs_at_most_limit_at_once() -> None:
+    import threading
+
+    running, most, lock = [0], [0], threading.Lock()
+    release = threading.Event()
+
+    def call(i: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            if running[0] == 3:
+                release.set()  # three at once: the limit is reached
+        assert release.wait(10), "never three calls at once"
+        with lock:
+            running[0] -= 1
+        return i * i
+
+    assert readiness.all_of([lambda i=i: call(i) for i in range(9)], limit=3) == [i * i for i in range(9)]
+    assert most[0] == 3
+
+
+def test_all_of_raises_the_first_failure_and_starts_nothing_more() -> None:
+    import threading
+
+    started: list[int] = []
+    cancelled = threading.Event()  # set by no one: a started call holds its worker up to 1 s
+
+    def call(i: int) -> int:
+        started.append(i)
+        if i == 0:
+            raise NotYet("node 0 never answered")
+        cancelled.wait(1)
+        return i
+
+    with pytest.raises(NotYet, match="node 0"):
+        readiness.all_of([lambda i=i: call(i) for i in range(50)], limit=1)
+    assert len(started) <= 2, "the one worker may have taken the next call; the rest were dropped"

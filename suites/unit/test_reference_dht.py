@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from codexref import config, lifecycle
 from codexref.dataset import store_stream
 from codexref.dht.messages import FIND_NODE, GET_PROVIDERS, Message, Peer
@@ -187,3 +188,39 @@ def test_a_client_mode_node_refuses_dht_requests_and_stays_out_of_tables(tmp_pat
 async def _chunks(data: bytes):
     for start in range(0, len(data), 65536):
         yield data[start : start + 65536]
+
+
+def test_the_advertiser_sweeps_at_start_every_interval_and_once_reachable_again() -> None:
+    """Upstream's advertise loop: a sweep at start, then every interval; none while unreachable,
+    and one as soon as the node is reachable again; a manifest is never announced twice at once."""
+    from codexref.dht.discovery import GATE_POLL_S, Advertiser
+    from testbed_toolkit.cid import MANIFEST_CODEC, Cid
+
+    manifests = [Cid.of_data(MANIFEST_CODEC, bytes([i])) for i in range(2)]
+    provided: list[tuple[float, bytes]] = []
+    reachable = [True]
+
+    class Dht:
+        async def provide(self, key: bytes) -> int:
+            provided.append((trio.current_time(), key))
+            await trio.sleep(30)  # a slow announcement: still in flight when the next one is asked for
+            return 1
+
+    async def main() -> None:
+        advertiser = Advertiser(Dht(), lambda: manifests, 100, lambda: reachable[0])  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(advertiser.run)
+            advertiser.manifest_stored(manifests[0])  # being announced already: not again
+            await trio.sleep(150)  # the sweeps at 0 and at 100
+            reachable[0] = False
+            await trio.sleep(150)  # 200: unreachable, no sweep
+            reachable[0] = True
+            await trio.sleep(GATE_POLL_S + 1)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    times = [round(t) for t, _ in provided]
+    assert times[:4] == [0, 0, 100, 100], f"a sweep at start and after one interval: {times}"
+    assert len(times) == 6 and times[4] == times[5], f"one sweep once reachable again: {times}"
+    assert 300 <= times[4] <= 300 + GATE_POLL_S, "within one poll of becoming reachable"
+    assert [k for _, k in provided].count(manifests[0].multihash()) == 3, "never twice at once"

@@ -1,11 +1,13 @@
 """Content discovery over the DHT, as the Logos-era node does it (logos-storage-nim
 `storage/blockexchange/engine/{advertiser,discovery}.nim`, `storage/discovery.nim`).
 
-Advertiser: only manifests are announced, keyed by the manifest CID's multihash; a new one at
-once, and all of them again every `--advertise-interval` (upstream: every 30 min, plus
-nim-libp2p's own republish of provided keys every 10 min), at most 10 at a time, and only while
-others can reach us (DHT server mode, or a relay reservation). `--advertise-content=false` turns
-it off.
+Advertiser: only manifests are announced, keyed by the manifest CID's multihash. A new one is
+announced at once. Every stored manifest is announced again by a sweep: at start, every
+`--advertise-interval` (upstream: every 30 min, plus nim-libp2p's own republish of provided keys
+every 10 min), and as soon as the node becomes reachable (upstream sweeps whenever its announced
+addresses change). Nothing is announced while others cannot reach the node (DHT server mode, or a
+relay reservation); a manifest already being announced is not announced twice at once. At most
+10 announcements run at a time. `--advertise-content=false` turns it off.
 Finder: a download whose blocks no connected peer has asks the DHT for the manifest's providers,
 at most once every 3 s per manifest, and dials each one it is not connected to.
 """
@@ -44,6 +46,7 @@ class Advertiser:
         self.may_advertise = may_advertise
         self._new, self._queued = trio.open_memory_channel[Cid](math.inf)
         self._token: trio.lowlevel.TrioToken | None = None
+        self._in_flight: set[bytes] = set()  # multihashes being announced now
 
     def manifest_stored(self, cid: Cid) -> None:
         """Called by the store, from any thread: announce this manifest soon."""
@@ -57,12 +60,19 @@ class Advertiser:
             nursery.start_soon(self._announce_new, nursery, limiter)
             task_status.started()
             while True:
-                await trio.sleep(self.interval_s)
                 if self.may_advertise():
                     cids = list(self.manifests())
-                    log.info("re-advertising %d manifests", len(cids))
+                    log.info("advertising %d stored manifests", len(cids))
                     for cid in cids:
                         nursery.start_soon(self._provide, cid, limiter)
+                    await trio.sleep(self.interval_s)
+                else:
+                    await self._reachable_within(self.interval_s)
+
+    async def _reachable_within(self, seconds: float) -> None:
+        with trio.move_on_after(seconds):
+            while not self.may_advertise():
+                await trio.sleep(GATE_POLL_S)
 
     async def _announce_new(self, nursery: trio.Nursery, limiter: trio.CapacityLimiter) -> None:
         async for cid in self._queued:
@@ -71,10 +81,17 @@ class Advertiser:
             nursery.start_soon(self._provide, cid, limiter)
 
     async def _provide(self, cid: Cid, limiter: trio.CapacityLimiter) -> None:
-        async with limiter:
-            with trio.move_on_after(PROVIDE_TIMEOUT_S):
-                took = await self.dht.provide(cid.multihash())
-                log.debug("advertised %s to %d peers", cid, took)
+        key = cid.multihash()
+        if key in self._in_flight:
+            return
+        self._in_flight.add(key)
+        try:
+            async with limiter:
+                with trio.move_on_after(PROVIDE_TIMEOUT_S):
+                    took = await self.dht.provide(key)
+                    log.debug("advertised %s to %d peers", cid, took)
+        finally:
+            self._in_flight.discard(key)
 
 
 class Finder:
