@@ -388,6 +388,12 @@ def cmd_experiment_dht(args: argparse.Namespace) -> int:
     if problems := settings.problems():
         print("; ".join(problems), file=sys.stderr)
         return 1
+    if args.write_topology:
+        dht.write_topology(
+            settings, settings.sizes[0], selection.from_arguments(args), Path(args.write_topology)
+        )
+        print(f"written: {args.write_topology} ({settings.sizes[0]} nodes; see docs/kubernetes.md)")
+        return 0
     folder = dht.run(settings, selection.from_arguments(args))
     print((folder / "report.md").read_text())
     print(f"reports: {folder}")
@@ -676,6 +682,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--churn", type=float, default=0, help="node crashes per minute in a last, churn phase (0: none)"
     )
     e.add_argument("--churn-duration", type=float, default=300, help="seconds the churn phase lasts")
+    e.add_argument(
+        "--write-topology",
+        metavar="FILE",
+        help="only write the first size's topology, joined through d000, to FILE (docs/kubernetes.md)",
+    )
     selection.add_arguments(e)
     e.set_defaults(func=cmd_experiment_dht)
 

@@ -101,7 +101,7 @@ class Testbed:
         kinds = model.network_kinds()
         subnets.check_host(kinds)  # so does a broken address pool
         check_tcp_congestion(model)  # and a congestion control the kernel refuses containers
-        neighbours.warn_if_short(model, log)
+        neighbours.warn_if_short(model, lambda line: print(line, file=sys.stderr))  # even when `log` is quiet
         log(ensure_engine())
         refs = images.ensure_images(model.images(), log=log)
         project = project or new_project_name(model.name)

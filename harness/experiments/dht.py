@@ -125,18 +125,36 @@ def node_name(index: int) -> str:
     return f"d{index:03d}"
 
 
-def topology(settings: Settings, n: int, build: BuildUnderTest) -> Topology:
+def topology_document(settings: Settings, n: int, build: BuildUnderTest) -> dict:
     """N Logos-era storage nodes on one WAN, not peered: the experiment joins them."""
-    flags = {} if build.image else {"advertise-interval": f"{settings.interval_s}s"}
-    node = {"kind": "codex", "impl": "logos-storage", **({"flags": flags} if flags else {})}
-    document = {
+
+    def node() -> dict:  # one dict per node: YAML would alias a shared one
+        flags = {} if build.image else {"advertise-interval": f"{settings.interval_s}s"}
+        return {"kind": "codex", "impl": "logos-storage", **({"flags": flags} if flags else {})}
+
+    return {
         "name": f"dht-{n}",
         "description": f"DHT experiment, {n} nodes (harness/experiments/dht.py)",
         "peering": "none",
         "seed": settings.seed,
-        "nodes": {node_name(i): dict(node) for i in range(n)},
+        "nodes": {node_name(i): node() for i in range(n)},
     }
-    return loader.parse(yaml.safe_dump(document), Path(f"<experiment dht {n}>"))
+
+
+def topology(settings: Settings, n: int, build: BuildUnderTest) -> Topology:
+    return loader.parse(yaml.safe_dump(topology_document(settings, n, build)), Path(f"<experiment dht {n}>"))
+
+
+def write_topology(settings: Settings, n: int, build: BuildUnderTest, file: Path) -> None:
+    """The topology of one size as a file, joined through `d000` (`peers`), for `testbed render
+    --target kubernetes`: on a cluster the peering Job joins the nodes as the join phase does."""
+    document = topology_document(settings, n, build)
+    document["nodes"] = {
+        name: {**node, **({"peers": [node_name(0)]} if name != node_name(0) else {})}
+        for name, node in document["nodes"].items()
+    }
+    header = f"# Written by `testbed experiment dht --write-topology` ({n} nodes).\n"
+    file.write_text(header + yaml.safe_dump(document, sort_keys=False))
 
 
 Counts = dict[str, dict[tuple[str, str], float]]  # node -> (sample, type) -> value

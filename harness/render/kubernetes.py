@@ -192,6 +192,12 @@ def _network_policy(plan: Plan) -> dict[str, Any]:
     }
 
 
+def _pod_security() -> dict[str, Any]:
+    """Docker's default seccomp profile, which every compose container runs under (a pod runs
+    unconfined unless asked)."""
+    return {"seccompProfile": {"type": "RuntimeDefault"}}
+
+
 def _security_context(cap_add: tuple[str, ...] = ()) -> dict[str, Any]:
     capabilities: dict[str, list[str]] = {"drop": ["ALL"]}
     if cap_add:
@@ -226,8 +232,9 @@ def _pod(plan: Plan, spec: ServiceSpec, env: dict[str, str]) -> dict[str, Any]:
             "failureThreshold": HEALTH_RETRIES,
         }
     container["securityContext"] = _security_context(spec.cap_add)
+    pod_spec["securityContext"] = _pod_security()
     if spec.sysctls:  # tcp_congestion only (routers are refused): kubelet must allow it as unsafe
-        pod_spec["securityContext"] = {"sysctls": [{"name": k, "value": v} for k, v in spec.sysctls.items()]}
+        pod_spec["securityContext"]["sysctls"] = [{"name": k, "value": v} for k, v in spec.sysctls.items()]
     metadata = _metadata(plan, spec.name, spec.role, plan.project)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
@@ -295,6 +302,7 @@ def _peering(plan: Plan) -> list[dict[str, Any]]:
                 "metadata": {"labels": {"testbed.project": plan.project, "testbed.role": "peering"}},
                 "spec": {
                     "restartPolicy": "Never",
+                    "securityContext": _pod_security(),
                     "containers": [container],
                     "volumes": [{"name": "script", "configMap": {"name": "peering"}}],
                 },

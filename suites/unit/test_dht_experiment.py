@@ -13,6 +13,7 @@ import pytest
 from harness.errors import TestbedError
 from harness.experiments import dht
 from harness.selection import BuildUnderTest
+from harness.topology import loader
 
 
 def test_the_topology_is_n_logos_nodes_unpeered_with_t_only_for_the_reference_node() -> None:
@@ -140,3 +141,12 @@ def test_the_report_sets_a_crash_and_rejoin_beside_a_first_join() -> None:
     summary["fit"] = dht.fit(summary)
     report = dht.markdown(summary)
     assert "## Churn" in report and "| 16 | 2 | 6 | 185 | 41000 | 5333 |" in report
+
+
+def test_a_written_topology_joins_every_node_through_d000_for_a_cluster(tmp_path) -> None:
+    file = tmp_path / "dht-128.yaml"
+    dht.write_topology(dht.Settings(interval_s=600), 128, BuildUnderTest(), file)
+    model = loader.load(str(file))
+    assert len(model.nodes) == 128 and model.peering == "none"
+    assert sorted(model.edges()) == sorted((dht.node_name(i), "d000") for i in range(1, 128))
+    assert model.nodes["d127"].flags == {"advertise-interval": "600s"}

@@ -84,6 +84,7 @@ def test_pods_keep_composes_least_privilege_and_send_only_inside_the_testbed() -
     for pod in by_kind(documents, "Pod") + [j["spec"]["template"] for j in by_kind(documents, "Job")]:
         spec = pod["spec"]
         assert "hostNetwork" not in spec and all(v.get("hostPath") is None for v in spec.get("volumes", []))
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, "as docker's default"
         for container in spec["containers"]:
             context = container["securityContext"]
             assert context == {"capabilities": {"drop": ["ALL"]}, "allowPrivilegeEscalation": False}
