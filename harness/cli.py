@@ -388,6 +388,11 @@ def cmd_experiment_dht(args: argparse.Namespace) -> int:
     if problems := settings.problems():
         print("; ".join(problems), file=sys.stderr)
         return 1
+    if args.merge:
+        folder = dht.merge_runs([Path(f) for f in args.merge])
+        print((folder / "report.md").read_text())
+        print(f"reports: {folder}")
+        return 0
     if args.write_topology:
         dht.write_topology(
             settings, settings.sizes[0], selection.from_arguments(args), Path(args.write_topology)
@@ -682,6 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--churn", type=float, default=0, help="node crashes per minute in a last, churn phase (0: none)"
     )
     e.add_argument("--churn-duration", type=float, default=300, help="seconds the churn phase lasts")
+    e.add_argument(
+        "--merge", nargs="+", metavar="RUN", help="only report these runs' folders together (several T, say)"
+    )
     e.add_argument(
         "--write-topology",
         metavar="FILE",

@@ -334,8 +334,9 @@ class Measurement:
         beyond maintenance, over C x rounds, are one key's advertisement (a cleaner number than
         an upload's, which a re-advertisement sweep may overlap)."""
         rounds = self.settings.steady_rounds
+        interval = self.settings.interval_s
         record = self.phase(
-            f"steady C={total}", lambda: time.sleep(rounds * self.settings.interval_s), datasets=total
+            f"steady C={total}", lambda: time.sleep(rounds * interval), datasets=total, interval_s=interval
         )
         advertising = record["bytes_per_node"] - idle_rate * record["seconds"]
         record["bytes_per_key"] = advertising / (total * rounds)
@@ -414,6 +415,19 @@ def run(
     return folder
 
 
+def merge_runs(folders: list[Path], out: Path | None = None) -> Path:
+    """One report of several runs' results.json (`testbed experiment dht --merge`)."""
+    missing = [str(f) for f in folders if not (f / "results.json").is_file()]
+    if missing:
+        raise TestbedError(f"--merge: no results.json in {', '.join(missing)}")
+    summary = merge([json.loads((f / "results.json").read_text()) for f in folders])
+    summary["merged_from"] = [str(f) for f in folders]
+    folder = out or artifacts_dir("experiments") / f"dht-merged-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_results(summary, folder)
+    return folder
+
+
 def write_results(summary: dict, folder: Path) -> None:
     summary["fit"] = fit(summary)
     (folder / "results.json").write_text(json.dumps(summary, indent=2))
@@ -461,7 +475,7 @@ def fit(summary: dict) -> dict:
     }
 
 
-def predicted_rate(summary: dict, n: int, keys: int, interval_s: float) -> float | None:
+def predicted_rate(summary: dict, n: int, keys: float, interval_s: float) -> float | None:
     """Per-node bytes/s from the fitted constants: maintenance (0 when none was measured) +
     (C/T) bytes per key."""
     fitted = summary["fit"]
@@ -473,15 +487,54 @@ def predicted_rate(summary: dict, n: int, keys: int, interval_s: float) -> float
     return maintenance + keys / interval_s * (fitted["per_key"]["c0"] + fitted["per_key"]["c1"] * x)
 
 
+def interval_of(summary: dict, steady: dict) -> float:
+    """A steady phase's T (a merged summary holds several)."""
+    return steady.get("interval_s", summary["settings"]["interval_s"])
+
+
+def _steady_phases(summary: dict) -> list[tuple[str, dict]]:
+    return [
+        (n, p)
+        for n, size in summary["sizes"].items()
+        for p in size["phases"]
+        if p["phase"].startswith("steady")
+    ]
+
+
+def merge(summaries: list[dict]) -> dict:
+    """One summary of several runs (each with its own T, say): every size's phases, in run order;
+    a steady phase keeps its run's T. Joins, idle and churn are read from the first run that has
+    them."""
+    merged: dict = {"settings": dict(summaries[0]["settings"]), "build": summaries[0]["build"], "sizes": {}}
+    for summary in summaries:
+        for n, size in summary["sizes"].items():
+            phases = [
+                {**p, "interval_s": interval_of(summary, p)} if p["phase"].startswith("steady") else p
+                for p in size["phases"]
+            ]
+            target = merged["sizes"].setdefault(
+                n, {k: v for k, v in size.items() if k != "phases"} | {"phases": []}
+            )
+            target["phases"] += phases
+    merged["sizes"] = dict(sorted(merged["sizes"].items(), key=lambda item: int(item[0])))
+    merged["settings"]["sizes"] = [int(n) for n in merged["sizes"]]
+    merged["settings"]["datasets"] = sorted({c for s in summaries for c in s["settings"]["datasets"]})
+    merged["settings"]["intervals_s"] = sorted({s["settings"]["interval_s"] for s in summaries})
+    merged["fit"] = fit(merged)
+    return merged
+
+
 def markdown(summary: dict) -> str:
     settings = summary["settings"]
-    interval = settings["interval_s"]
+    intervals = sorted({interval_of(summary, p) for _, p in _steady_phases(summary)}) or [
+        settings["interval_s"]
+    ]
     lines = [
         "# DHT traffic: measured against the research model",
         "",
         f"Sizes {_listed(settings['sizes'])}; datasets per node {_listed(settings['datasets'])}; "
-        f"T = {interval} s; build: {summary['build']['image'] or 'reference'}. Bytes are Kad-DHT messages "
-        "sent (network total / N).",
+        f"T = {_listed(intervals)} s; build: {summary['build']['image'] or 'reference'}. Bytes are Kad-DHT "
+        "messages sent (network total / N).",
         "",
         "## Maintenance (idle) and advertising one key",
         "",
@@ -515,27 +568,34 @@ def markdown(summary: dict) -> str:
         rows,
     )
     steady_rows = []
-    for n, size in summary["sizes"].items():
-        idle_rate = _idle_rate(size) or 0.0
-        for p in size["phases"]:
-            if p["phase"].startswith("steady"):
-                c = p["datasets"]
-                predicted = predicted_rate(summary, int(n), c, interval)
-                model = model_maintenance(int(n)) + c / interval * model_per_key(int(n))
-                steady_rows.append(
-                    [
-                        n,
-                        str(c),
-                        f"{p['rate_per_node']:.0f}",
-                        f"{p['rate_per_node'] - idle_rate:.0f}",
-                        f"{predicted:.0f}" if predicted is not None else "-",
-                        f"{model:.0f}",
-                    ]
-                )
+    for n, p in _steady_phases(summary):
+        idle_rate = _idle_rate(summary["sizes"][n]) or 0.0
+        c, interval = p["datasets"], interval_of(summary, p)
+        predicted = predicted_rate(summary, int(n), c, interval)
+        model = model_maintenance(int(n)) + c / interval * model_per_key(int(n))
+        steady_rows.append(
+            [
+                n,
+                str(c),
+                f"{interval:g}",
+                f"{p['rate_per_node']:.0f}",
+                f"{p['rate_per_node'] - idle_rate:.0f}",
+                f"{predicted:.0f}" if predicted is not None else "-",
+                f"{model:.0f}",
+            ]
+        )
     if steady_rows:
-        lines += ["", f"## Steady state, re-advertising every T = {interval} s", ""]
+        lines += ["", "## Steady state: every key re-advertised once per T", ""]
         lines += md_table(
-            ["N", "C", "measured B/s/node", "of which advertising", "fitted model B/s", "research model B/s"],
+            [
+                "N",
+                "C",
+                "T s",
+                "measured B/s/node",
+                "of which advertising",
+                "fitted model B/s",
+                "research model B/s",
+            ],
             steady_rows,
         )
     churn_rows = []
@@ -606,7 +666,7 @@ def plot(summary: dict, file: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (idle_ax, key_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure, (idle_ax, key_ax, rate_ax) = plt.subplots(1, 3, figsize=(17, 4.5))
     sizes = [int(n) for n in summary["sizes"]]
     xs = [math.log2(n) for n in sizes]
     idle = [(math.log2(int(n)), r) for n, s in summary["sizes"].items() if (r := _idle_rate(s)) is not None]
@@ -622,10 +682,28 @@ def plot(summary: dict, file: Path) -> None:
     if fitted["per_key"]:
         k = fitted["per_key"]
         key_ax.plot(xs, [k["c0"] + k["c1"] * x for x in xs], "-", label="fit")
+    for n in sizes:  # steady rate against C/T: the research's advertising term is linear in it
+        points = [
+            (p["datasets"] / interval_of(summary, p), p["rate_per_node"])
+            for m, p in _steady_phases(summary)
+            if int(m) == n
+        ]
+        if points:
+            (line,) = rate_ax.plot(
+                [x for x, _ in points], [y for _, y in points], "o", label=f"N={n} measured"
+            )
+            top, color = max(x for x, _ in points), line.get_color()
+            research = [model_maintenance(n) + x * model_per_key(n) for x in (0.0, top)]
+            rate_ax.plot([0.0, top], research, "--", color=color, label=f"N={n} research model")
+            if fitted["per_key"]:
+                predicted = [predicted_rate(summary, n, x, 1.0) for x in (0.0, top)]
+                rate_ax.plot([0.0, top], predicted, "-", color=color, label=f"N={n} fit")
+    rate_ax.set(xlabel="C/T (keys re-advertised per second)", ylabel="B/s per node", title="steady state")
     idle_ax.set(xlabel="log2 N", ylabel="B/s per node", title="maintenance")
     key_ax.set(xlabel="log2 N", ylabel="bytes", title="one key advertised")
-    for ax in (idle_ax, key_ax):
-        ax.legend()
+    for ax in (idle_ax, key_ax, rate_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     figure.tight_layout()
     figure.savefig(file)
     plt.close(figure)

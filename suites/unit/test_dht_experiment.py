@@ -4,6 +4,7 @@ network totals, the fit of the model's constants and the report, on made-up meas
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 from dataclasses import asdict
@@ -150,3 +151,25 @@ def test_a_written_topology_joins_every_node_through_d000_for_a_cluster(tmp_path
     assert len(model.nodes) == 128 and model.peering == "none"
     assert sorted(model.edges()) == sorted((dht.node_name(i), "d000") for i in range(1, 128))
     assert model.nodes["d127"].flags == {"advertise-interval": "600s"}
+
+
+def test_runs_with_different_intervals_merge_into_one_report_with_t_per_row(tmp_path) -> None:
+    first = _summary(a=3.0, b=20.0, c0=1000.0, c1=5000.0)  # T = 60 (the settings' default)
+    second = _summary(a=3.0, b=20.0, c0=1000.0, c1=5000.0)
+    second["settings"]["interval_s"] = 240
+    for size in second["sizes"].values():
+        size["phases"] = [p for p in size["phases"] if p["phase"].startswith("steady")]
+    del second["sizes"]["64"]
+    folders = []
+    for name, summary in (("a", first), ("b", second)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(summary))
+        folders.append(tmp_path / name)
+    merged = json.loads((dht.merge_runs(folders, tmp_path / "merged") / "results.json").read_text())
+    assert merged["settings"]["intervals_s"] == [60, 240] and merged["settings"]["sizes"] == [16, 32, 64]
+    assert [p["interval_s"] for p in merged["sizes"]["16"]["phases"] if "interval_s" in p] == [60, 240]
+    assert merged["fit"]["per_key"] == pytest.approx({"c0": 1000.0, "c1": 5000.0})
+    report = (tmp_path / "merged" / "report.md").read_text()
+    assert "T = 60, 240 s" in report and "| 16 | 5 | 240 |" in report and "| 16 | 5 | 60 |" in report
+    with pytest.raises(TestbedError, match=r"no results\.json"):
+        dht.merge_runs([tmp_path / "nothing"])
