@@ -55,11 +55,16 @@ def _summary(a: float, b: float, c0: float, c1: float) -> dict:
         phases = [
             {"phase": "join", "bytes_per_node": 5000.0},
             {"phase": "idle", "rate_per_node": a + b * x},
-            {"phase": "upload C=5", "first_bytes_per_key": 2 * (c0 + c1 * x), "datasets": 5},
+            {
+                "phase": "upload C=5",
+                "first_bytes_per_key": c0 + c1 * x,
+                "add_provider_per_key": min(n - 1, 20),
+                "datasets": 5,
+            },
             {
                 "phase": "steady C=5",
                 "rate_per_node": a + b * x + 5 / 60 * (c0 + c1 * x),
-                "bytes_per_key": c0 + c1 * x,
+                "bytes_per_key": 2 * (c0 + c1 * x),  # a second estimate, not the fit's
                 "datasets": 5,
             },
         ]
@@ -103,14 +108,17 @@ def test_without_idle_phases_maintenance_is_reported_unmeasured() -> None:
     assert "| 32 | - | 248 | 26000 |" in report and "maintenance: not measured" in report
 
 
-def test_without_steady_phases_the_first_advertisements_give_the_per_key_bytes() -> None:
-    """An image under test has no --advertise-interval: only its uploads are measured."""
+def test_an_upload_a_sweep_overlapped_is_left_out_of_the_fit_and_steady_phases_stand_in() -> None:
     summary = _summary(a=3.0, b=20.0, c0=1000.0, c1=5000.0)
-    for size in summary["sizes"].values():
-        size["phases"] = [p for p in size["phases"] if not p["phase"].startswith("steady")]
+    overlapped = next(p for p in summary["sizes"]["16"]["phases"] if p["phase"].startswith("upload"))
+    overlapped["add_provider_per_key"], overlapped["first_bytes_per_key"] = 30.0, 99_999.0  # 15 replicas
     summary["fit"] = dht.fit(summary)
-    assert summary["fit"]["per_key"] == pytest.approx({"c0": 2000.0, "c1": 10000.0})
-    assert "## Steady state" not in dht.markdown(summary)
+    # 16 keeps its steady estimate (2x the others' by construction): the fit moves, but not to 99,999
+    assert summary["fit"]["per_key"]["c0"] + summary["fit"]["per_key"]["c1"] * 4 < 99_999 / 2
+    assert dht._per_key(16, summary["sizes"]["16"]) == [2 * (1000.0 + 5000.0 * 4)]
+    for size in summary["sizes"].values():  # an image under test has no steady phases
+        size["phases"] = [p for p in size["phases"] if not p["phase"].startswith("steady")]
+    assert "## Steady state" not in dht.markdown({**summary, "fit": dht.fit(summary)})
 
 
 def test_the_churn_schedule_is_seeded_spares_the_bootstrap_node_and_never_repeats_a_node() -> None:
