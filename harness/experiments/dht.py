@@ -49,7 +49,7 @@ from typing import TypeVar
 import requests
 import yaml
 
-from harness.clients.codex import announced_addresses
+from harness.clients.codex import CodexApiError, announced_addresses
 from harness.clients.metrics import scrape, scrape_by_label
 from harness.errors import TestbedError
 from harness.experiments.bx.common import in_parallel, md_table
@@ -66,7 +66,8 @@ SENT = "kad_message_bytes_sent_total"
 RECEIVED = "kad_message_bytes_received_total"
 MESSAGES_SENT = "kad_messages_sent_total"
 T = TypeVar("T")
-DIAL_BATCH = 16  # REST dials to the bootstrap node at once
+DIAL_BATCH = 8  # REST dials to the bootstrap node at once (at 16, 64 nodes' handshakes timed out)
+REDIAL_S = 15  # a node whose table is still empty dials d000 again after this long
 SCRAPE_DEADLINE_S = 30
 SETTLE_S = 2  # an upload phase ends when no ADD_PROVIDER went out between two polls this far apart
 
@@ -255,28 +256,49 @@ class Measurement:
         bootstrap = clients[node_name(0)].debug_info()
         self.bootstrap = peer_id, addrs = bootstrap["id"], announced_addresses(bootstrap)
         target = min(self.n - 1, HEALTHY_TABLE)
-        others = [c for name, c in clients.items() if name != node_name(0)]
+
+        redials = [0]
+
+        def dial(name: str) -> None:
+            """One node dials d000, as its bootstrap list would have it; a dial that fails (a
+            handshake that timed out on a loaded machine) is tried again by the wait below."""
+            try:
+                clients[name].connect(peer_id, addrs)
+            except (requests.RequestException, CodexApiError) as exc:
+                self.echo(f"    {name} could not dial d000 ({exc.__class__.__name__}); it will again")
 
         def dial_all() -> None:
-            for start in range(0, len(others), DIAL_BATCH):
-                in_parallel(
-                    [lambda c=c: c.connect(peer_id, addrs) for c in others[start : start + DIAL_BATCH]]
-                )
+            names = [name for name in clients if name != node_name(0)]
+            for start in range(0, len(names), DIAL_BATCH):
+                in_parallel([lambda n=n: dial(n) for n in names[start : start + DIAL_BATCH]])
+            last_redial = [time.monotonic()]
 
             def filled() -> bool:
-                short = {n: s for n, s in table_sizes(self.testbed).items() if s < target}
-                if short:
-                    worst = min(short, key=short.__getitem__)
-                    raise NotYet(
-                        f"{len(short)} routing tables below {target} peers ({worst}: {short[worst]:.0f})"
-                    )
-                return True
+                sizes = table_sizes(self.testbed)
+                short = {n: s for n, s in sizes.items() if s < target}
+                if not short:
+                    return True
+                # A node whose table is still empty never got through to d000. Upstream's node
+                # re-seeds from its bootstrap nodes every minute; the experiment stands in for
+                # that list, so it dials d000 again for those, at most every REDIAL_S.
+                empty = [n for n, size in sizes.items() if size == 0 and n != node_name(0)]
+                if empty and time.monotonic() - last_redial[0] >= REDIAL_S:
+                    last_redial[0] = time.monotonic()
+                    redials[0] += len(empty)
+                    in_parallel([lambda n=n: dial(n) for n in empty])
+                worst = min(short, key=short.__getitem__)
+                raise NotYet(
+                    f"{len(short)} routing tables below {target} peers ({worst}: {short[worst]:.0f})"
+                )
 
             wait_until(
                 f"every routing table to hold {target} peers", filled, self.settings.phase_deadline_s, 1
             )
 
-        self.phase("join", dial_all, table_target=target)
+        record = self.phase("join", dial_all, table_target=target)
+        record["redials"] = redials[0]
+        if redials[0]:
+            self.echo(f"    {redials[0]} dials of d000 made again (nodes whose table stayed empty)")
 
     def idle(self) -> dict:
         return self.phase("idle", lambda: time.sleep(self.settings.idle_s))

@@ -42,6 +42,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 from testbed_toolkit.blockexc.framing import FrameReader
+from testbed_toolkit.p2p import live_connections
 from testbed_toolkit.protobuf import DecodeError, encode_varint
 
 log = logging.getLogger("codex.dht")
@@ -68,6 +69,7 @@ class KadDHT:
         self.provided: set[bytes] = set()  # keys we announced ourselves
         self.nursery: trio.Nursery | None = None
         self._first_peer = trio.Event()
+        self._unadmitted: set[ID] = set()  # connected peers whose admission probe got no answer
         self._streams: dict[ID, tuple[INetStream, FrameReader]] = {}  # our requests' streams
         self._peer_locks: defaultdict[ID, trio.Lock] = defaultdict(trio.Lock)
         self._rpc_slots = trio.CapacityLimiter(MAX_CONCURRENT_RPCS)
@@ -78,18 +80,25 @@ class KadDHT:
     # -- running --------------------------------------------------------------------------------
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Admission probes and lookups run here; a self-lookup fills the table once a first peer
-        is in it, and again every minute while it holds fewer than MIN_TABLE_PEERS; every 10
-        minutes a lookup of a random id refreshes it and expired provider records go."""
+        is in it. Every minute while it holds fewer than MIN_TABLE_PEERS, the table is re-seeded:
+        connected peers whose admission probe failed are probed again (on a loaded machine a
+        bootstrap node's answer may time out, and nothing else would bring the node in), then a
+        self-lookup. Every 10 minutes a lookup of a random id refreshes it and expired provider
+        records go."""
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             task_status.started()
-            await self._first_peer.wait()
+            while not self._first_peer.is_set():
+                with trio.move_on_after(RESEED_INTERVAL_S):
+                    await self._first_peer.wait()
+                await self._probe_unadmitted()
             await self.lookup(self.own_id, FIND_NODE)
             since_refresh = 0.0
             while True:
                 await trio.sleep(RESEED_INTERVAL_S)
                 since_refresh += RESEED_INTERVAL_S
                 if len(self.table) < MIN_TABLE_PEERS:
+                    await self._probe_unadmitted()
                     await self.lookup(self.own_id, FIND_NODE)
                 if since_refresh >= REFRESH_INTERVAL_S:
                     since_refresh = 0.0
@@ -109,10 +118,19 @@ class KadDHT:
     async def _admit(self, peer: ID) -> None:
         reply = await self._request(peer, Message(FIND_NODE, self.own_id))
         if reply is None:
+            self._unadmitted.add(peer)
             return
+        self._unadmitted.discard(peer)
         self.table.insert(peer.to_bytes())
         self._learn(reply.closer_peers)
         self._first_peer.set()
+
+    async def _probe_unadmitted(self) -> None:
+        """Probe again the peers whose admission failed and that we are still connected to."""
+        connected = live_connections(self.host)
+        self._unadmitted &= set(connected)
+        for peer in list(self._unadmitted):
+            await self._admit(peer)
 
     # -- the client side --------------------------------------------------------------------------
     async def lookup(
