@@ -388,18 +388,15 @@ def cmd_experiment_dht(args: argparse.Namespace) -> int:
     if problems := settings.problems():
         print("; ".join(problems), file=sys.stderr)
         return 1
+    if args.write_topology:
+        build, size = selection.from_arguments(args), settings.sizes[0]
+        dht.write_topology(settings, size, build, Path(args.write_topology))
+        print(f"written: {args.write_topology} ({size} nodes; see docs/kubernetes.md)")
+        return 0
     if args.merge:
         folder = dht.merge_runs([Path(f) for f in args.merge])
-        print((folder / "report.md").read_text())
-        print(f"reports: {folder}")
-        return 0
-    if args.write_topology:
-        dht.write_topology(
-            settings, settings.sizes[0], selection.from_arguments(args), Path(args.write_topology)
-        )
-        print(f"written: {args.write_topology} ({settings.sizes[0]} nodes; see docs/kubernetes.md)")
-        return 0
-    folder = dht.run(settings, selection.from_arguments(args))
+    else:
+        folder = dht.run(settings, selection.from_arguments(args))
     print((folder / "report.md").read_text())
     print(f"reports: {folder}")
     return 0

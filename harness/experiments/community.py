@@ -44,7 +44,8 @@ from harness.clients.status import (
     wire_chat,
 )
 from harness.errors import WaitTimeout
-from harness.experiments.bx.common import BLOCK, in_parallel, md_table, percentiles
+from harness.experiments.bx.common import BLOCK, md_table, percentiles
+from harness.parallel import all_of
 from harness.paths import artifacts_dir
 from harness.testbed import Testbed
 from harness.topology import loader
@@ -158,8 +159,8 @@ class Phase:
         served_before = {name: blocks_sent(self.testbed, name) for name in self.peers}
         end = time.monotonic() + settings.deadline_s
         marks = {m: self.peers[m].signals.mark() for m in self.members}
-        in_parallel([lambda m=m: self._join(m, community, end) for m in self.members])
-        in_parallel(
+        all_of([lambda m=m: self._join(m, community, end) for m in self.members])
+        all_of(
             [
                 lambda m=m: self._wait(m, community, chat, messages, marks[m], end, leave_after, echo)
                 for m in self.members
@@ -263,7 +264,7 @@ def run(settings: Settings, echo: Callable[[str], None] = print, out: Path | Non
             if phase == "online":  # the members arrive after the history was archived
                 log_in(peers, list(classes), echo)
                 wire_chat([peers[m] for m in classes], testbed.plan.waku.info_url)
-                in_parallel([lambda m=m: reserved(peers[m], m) for m in classes])
+                all_of([lambda m=m: reserved(peers[m], m) for m in classes])
             dials = _connect(peers, list(classes), settings.links, rng)
             echo(f"  storage connections: {dials['connected']} of {dials['dials']} dials")
             result = Phase(testbed, peers, classes).run(
@@ -294,7 +295,7 @@ def log_in(peers: dict[str, StatusClient], members: list[str], echo: Callable[[s
     storage node and a chat transport, and twenty at once starve a 2-core machine."""
     for start in range(0, len(members), LOGIN_BATCH):
         batch = members[start : start + LOGIN_BATCH]
-        in_parallel([lambda m=m: peers[m].create_account_and_login(m, INTERVAL_S, 1) for m in batch])
+        all_of([lambda m=m: peers[m].create_account_and_login(m, INTERVAL_S, 1) for m in batch])
     echo(f"  {len(members)} members logged in")
 
 
@@ -313,7 +314,7 @@ def _connect(peers: dict[str, StatusClient], members: list[str], links: int, rng
         except StatusRpcError:
             return False
 
-    connected = in_parallel([lambda d=d, t=t: dial(d, t) for d, t in pairs])
+    connected = all_of([lambda d=d, t=t: dial(d, t) for d, t in pairs])
     return {"dials": len(pairs), "connected": sum(connected)}
 
 

@@ -52,7 +52,8 @@ import yaml
 from harness.clients.codex import CodexApiError, announced_addresses
 from harness.clients.metrics import scrape, scrape_by_label
 from harness.errors import TestbedError
-from harness.experiments.bx.common import in_parallel, md_table
+from harness.experiments.bx.common import md_table
+from harness.parallel import all_of
 from harness.paths import artifacts_dir
 from harness.selection import BuildUnderTest
 from harness.testbed import Testbed
@@ -180,7 +181,7 @@ def _read_every_node(testbed: Testbed, read: Callable[[str], T]) -> dict[str, T]
     reads = [
         lambda n=n: _scrape(lambda: read(testbed.plan.nodes[n].metrics_url), f"{n}'s /metrics") for n in nodes
     ]
-    return dict(zip(nodes, in_parallel(reads), strict=True))
+    return dict(zip(nodes(reads), strict=True))
 
 
 def counts_at(metrics_url: str) -> dict[tuple[str, str], float]:
@@ -269,8 +270,7 @@ class Measurement:
 
         def dial_all() -> None:
             names = [name for name in clients if name != node_name(0)]
-            for start in range(0, len(names), DIAL_BATCH):
-                in_parallel([lambda n=n: dial(n) for n in names[start : start + DIAL_BATCH]])
+            all_of([lambda n=n: dial(n) for n in names], DIAL_BATCH)
             last_redial = [time.monotonic()]
 
             def filled() -> bool:
@@ -285,7 +285,7 @@ class Measurement:
                 if empty and time.monotonic() - last_redial[0] >= REDIAL_S:
                     last_redial[0] = time.monotonic()
                     redials[0] += len(empty)
-                    in_parallel([lambda n=n: dial(n) for n in empty])
+                    all_of([lambda n=n: dial(n) for n in empty], DIAL_BATCH)
                 worst = min(short, key=short.__getitem__)
                 raise NotYet(
                     f"{len(short)} routing tables below {target} peers ({worst}: {short[worst]:.0f})"
@@ -316,7 +316,7 @@ class Measurement:
             blobs = {
                 n: [self.rng.randbytes(self.settings.dataset_bytes) for _ in range(count)] for n in names
             }
-            in_parallel([lambda n=n: [self.testbed.client(n).upload(b) for b in blobs[n]] for n in names])
+            all_of([lambda n=n: [self.testbed.client(n).upload(b) for b in blobs[n]] for n in names])
 
             previous_total = [-1.0]
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -47,6 +46,7 @@ from harness.errors import ContainerFailed, NatMismatch
 from harness.impl import CONNECTIONS, PEERS_GAUGE
 from harness.labels import find_containers
 from harness.net import natcheck
+from harness.parallel import all_of
 from harness.render.conditions import (
     Announces,
     AnswersDebugInfo,
@@ -183,22 +183,6 @@ def debug_info_answer(client: CodexClient) -> dict:
     return info
 
 
-def all_of(calls: list[Callable[[], T]], limit: int = CONCURRENCY) -> list[T]:
-    """The calls' results, `limit` running at a time (each waits on the network, not the CPU).
-    On the first failure the calls not started yet are dropped and it is raised once the running
-    ones end; each of those is bounded by the same readiness deadline."""
-    if len(calls) <= 1:
-        return [call() for call in calls]
-    with ThreadPoolExecutor(limit) as pool:
-        futures = [pool.submit(call) for call in calls]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-
-
 def wait_debug_info(progress: Progress, targets: list[tuple[str, AnswersDebugInfo]]) -> None:
     start = time.monotonic()
 
@@ -211,7 +195,7 @@ def wait_debug_info(progress: Progress, targets: list[tuple[str, AnswersDebugInf
         )
         return info, time.monotonic()
 
-    answers = all_of([partial(answered, name) for name, _ in targets])
+    answers = all_of([partial(answered, name) for name, _ in targets], CONCURRENCY)
     for (name, _), (info, at) in zip(targets, answers, strict=True):  # reported in the plan's order
         progress.infos[name] = info
         progress.report.steps.append(Step("app", name, at - start, info["id"]))
@@ -284,7 +268,7 @@ def wait_peered(progress: Progress, targets: list[tuple[str, PeeredWith]]) -> No
     start = time.monotonic()
     # in the order of the plan's edges (sorted), not node by node
     dials = sorted((name, target) for name, peered in targets for target in peered.dials)
-    all_of([partial(_dial, progress, dialer, target) for dialer, target in dials])
+    all_of([partial(_dial, progress, dialer, target) for dialer, target in dials], CONCURRENCY)
 
     expected = {name: {progress.infos[peer]["id"] for peer in peered.peers} for name, peered in targets}
 

@@ -105,11 +105,13 @@ def test_a_node_that_never_gets_ready_hits_the_deadline_with_its_logs(tmp_path: 
     topology.write_text(ONE_NODE + "    env:\n      CODEX_API_PREFIX: /elsewhere\n")
     project = new_project_name("stalled")
 
+    # The deadline leaves a loaded CI machine time to start the node (at 8 s one had not logged
+    # a line yet, and the last reason was a refused connection, not the probe's answer).
     with pytest.raises(WaitTimeout) as caught:
-        Testbed.up(topology, project=project, deadline_s=8, log=lambda _: None)
+        Testbed.up(topology, project=project, deadline_s=30, log=lambda _: None)
 
     message = str(caught.value)
-    assert "(deadline 8s) waiting for codex-1 to answer GET http://" in message
+    assert "(deadline 30s) waiting for codex-1 to answer GET http://" in message
     assert "/debug/info: CodexApiError" in message, "the last reason is the probe's failure"
     assert "REST service started" in message, "the stalled node's own log lines are shown"
     assert sweep.leftovers(project) == {"containers": 0, "networks": 0, "volumes": 0}

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 import yaml
 
@@ -22,7 +19,6 @@ BLOCK = 64 * 1024  # both eras' default block size
 RECEIVED = "block_exchange_blocks_received_total"
 DUPLICATE = "block_exchange_duplicate_blocks_received_total"
 SPURIOUS = "block_exchange_spurious_blocks_received_total"
-T = TypeVar("T")
 
 
 def topology(name: str, nodes: dict[str, dict], seed: int = 1) -> Topology:
@@ -65,12 +61,6 @@ def stream_all(testbed: Testbed, node: str, cid: str) -> int:
     ) as response:
         response.raise_for_status()
         return sum(len(part) for part in response.iter_content(1 << 20))
-
-
-def in_parallel(jobs: list[Callable[[], T]]) -> list[T]:
-    """Run the callables at once, one thread each; their results (the first error is raised)."""
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        return list(pool.map(lambda job: job(), jobs))
 
 
 def md_table(headers: list[str], rows: list[list[str]]) -> list[str]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from harness.experiments.bx.common import counters, in_parallel, link, md_table, stream_all, up, upload
+from harness.experiments.bx.common import counters, link, md_table, stream_all, up, upload
+from harness.parallel import all_of
 from harness.selection import BuildUnderTest
 from harness.testbed import Testbed
 
@@ -26,14 +27,14 @@ DATASET_BYTES = 8 * 1024 * 1024
 def seeded(testbed: Testbed, rng: random.Random) -> str:
     """A dataset every seeder holds whole."""
     cid = upload(testbed, SEEDERS[0], DATASET_BYTES, rng)
-    in_parallel([lambda s=s: stream_all(testbed, s, cid) for s in SEEDERS[1:]])
+    all_of([lambda s=s: stream_all(testbed, s, cid) for s in SEEDERS[1:]])
     return cid
 
 
 def fetched_by(testbed: Testbed, downloaders: tuple[str, ...], cid: str) -> dict:
     """The downloaders fetch `cid` at once; their counters' growth, summed."""
     before = {d: counters(testbed, d) for d in downloaders}
-    in_parallel([lambda d=d: stream_all(testbed, d, cid) for d in downloaders])
+    all_of([lambda d=d: stream_all(testbed, d, cid) for d in downloaders])
     after = {d: counters(testbed, d) for d in downloaders}
     grown = {key: sum(after[d][key] - before[d][key] for d in downloaders) for key in after[downloaders[0]]}
     received = grown["received"] or 1
