@@ -181,7 +181,7 @@ def _read_every_node(testbed: Testbed, read: Callable[[str], T]) -> dict[str, T]
     reads = [
         lambda n=n: _scrape(lambda: read(testbed.plan.nodes[n].metrics_url), f"{n}'s /metrics") for n in nodes
     ]
-    return dict(zip(nodes(reads), strict=True))
+    return dict(zip(nodes, all_of(reads), strict=True))
 
 
 def counts_at(metrics_url: str) -> dict[tuple[str, str], float]:

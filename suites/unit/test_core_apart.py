@@ -55,8 +55,8 @@ def test_the_core_imports_without_the_load_extra() -> None:
 
 
 # The import graph docs/architecture.md shows: one line per package, `name -> deps[; lazily: deps]`
-# (lazily: inside a function), leaving out the foundation (errors, labels, parallel, paths, waits) but on its
-# own lines.
+# (lazily: inside a function), leaving out the foundation (errors, labels, parallel, paths, waits)
+# but on its own lines.
 FOUNDATION = {"errors", "labels", "parallel", "paths", "waits"}
 ARCHITECTURE = HARNESS.parent / "docs" / "architecture.md"
 

@@ -181,3 +181,12 @@ def test_runs_with_different_intervals_merge_into_one_report_with_t_per_row(tmp_
     assert "T = 60, 240 s" in report and "| 16 | 5 | 240 |" in report and "| 16 | 5 | 60 |" in report
     with pytest.raises(TestbedError, match=r"no results\.json"):
         dht.merge_runs([tmp_path / "nothing"])
+
+
+def test_every_node_is_read_and_the_readings_keep_their_node() -> None:
+    from types import SimpleNamespace
+
+    nodes = {f"d{i:03d}": SimpleNamespace(metrics_url=f"http://10.0.0.{i}:8008/metrics") for i in range(5)}
+    testbed = SimpleNamespace(plan=SimpleNamespace(nodes=nodes))
+    readings = dht._read_every_node(testbed, lambda url: url.split("/")[2])  # type: ignore[arg-type]
+    assert readings == {name: f"10.0.0.{i}:8008" for i, name in enumerate(nodes)}

@@ -11,7 +11,6 @@ from harness.waits import NotYet
 
 
 def test_all_of_keeps_the_calls_order_and_runs_at_most_limit_at_once() -> None:
-
     running, most, lock = [0], [0], threading.Lock()
     release = threading.Event()
 
@@ -31,7 +30,6 @@ def test_all_of_keeps_the_calls_order_and_runs_at_most_limit_at_once() -> None:
 
 
 def test_all_of_raises_the_first_failure_and_starts_nothing_more() -> None:
-
     started: list[int] = []
     cancelled = threading.Event()  # set by no one: a started call holds its worker up to 1 s
 
