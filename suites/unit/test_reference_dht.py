@@ -151,6 +151,16 @@ def test_nodes_find_a_provider_through_the_dht_and_download_from_it(tmp_path: Pa
                 assert downloader.store.has(cid), "found through the DHT, dialled, downloaded"
                 assert downloader.host.get_network().get_connections(provider_id)
 
+                # Connected, but not a BlockExchange peer (as when its join was never reported):
+                # the DHT's answer makes it one, and the download asks it.
+                second = await store_stream(provider.store, _chunks(data[::-1]), "second.bin", None)
+                while sum(second.multihash() in n.dht.providers.records for n in nodes) < 5:
+                    await trio.sleep(0.1)
+                downloader.engine.peer_left(provider_id)
+                with trio.fail_after(20):
+                    await downloader.engine.fetch_dataset(await downloader.engine.fetch_manifest(second))
+                assert provider_id in downloader.engine.peers
+
                 assert _counted(provider, "kad_messages_sent", "addProvider") >= 5
                 assert _counted(seed, "kad_message_bytes_received", "addProvider") > 0
                 assert _counted(downloader, "kad_messages_sent", "findNode") > 0

@@ -6,14 +6,16 @@ import asyncio
 import base64
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import coincurve
 import pytest
+import trio
 from codexref import config, multiaddr, validation
 from codexref.blocks import SqliteBlocks
 from codexref.dataset import read_local, store_stream
 from codexref.store import BlockNotFoundError, QuotaNotEnoughError, RepoStore
-from testbed_toolkit import identity
+from testbed_toolkit import identity, p2p
 from testbed_toolkit.cid import BLOCK_CODEC, MANIFEST_CODEC, Cid
 from testbed_toolkit.protobuf import iter_fields
 
@@ -69,6 +71,33 @@ def test_multiaddr_binary_form() -> None:
 
 
 # -- store (every repo kind) ------------------------------------------------------------------------------
+def test_a_peer_is_joined_even_when_its_two_connections_were_registered_before_either_notice() -> None:
+    """Both peers dialling each other at once: py-libp2p registers both connections before it
+    notifies either, so each notice sees two. The peer must still join, and leave only with its
+    last connection."""
+    peer = object()
+    connections: list[object] = []
+    network = SimpleNamespace(get_connections=lambda _: list(connections))
+    joined: list[object] = []
+    left: list[object] = []
+    events = p2p.PeerEvents(None, joined.append, left.append)
+    first, second = (SimpleNamespace(muxed_conn=SimpleNamespace(peer_id=peer)) for _ in range(2))
+
+    async def scenario() -> None:
+        connections.extend([first, second])
+        await events.connected(network, first)
+        await events.connected(network, second)
+        connections.remove(first)
+        await events.disconnected(network, first)
+        assert left == []
+        connections.remove(second)
+        await events.disconnected(network, second)
+
+    trio.run(scenario)
+    assert peer in joined
+    assert left == [peer]
+
+
 @pytest.fixture(params=["fs", "sqlite"])
 def repo_kind(request: pytest.FixtureRequest) -> str:
     return request.param

@@ -85,9 +85,10 @@ class Node:
             self.host, self.metrics, self.reachable_addresses, server=self.config.announce_ip is not None
         )
         self.reachability.on_change = self.dht.set_server_mode
-        self.finder = Finder(
-            self.dht, lambda peer: bool(self.host.get_network().get_connections(peer)), self.connect
-        )
+        # A provider counts as found when it is a BlockExchange peer, as upstream's discovery
+        # counts peers that have the block: one connected by the DHT alone is dialled again (a
+        # no-op on the connection) and so becomes one.
+        self.finder = Finder(self.dht, lambda peer: peer in self.engine.peers, self.connect)
         self.engine.find_providers = self.finder.find
         if self.config.advertise_content:
             dht = self.dht

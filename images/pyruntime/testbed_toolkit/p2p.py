@@ -72,7 +72,12 @@ def decode_spr(spr: str) -> tuple[str, list[str]]:
 
 
 class PeerEvents(INotifee):
-    """Forwards connection changes to callbacks; only whole-peer joins and leaves are reported."""
+    """Forwards connection changes to callbacks: `joined` on every new connection (so it must be
+    idempotent), `left` when a peer's last connection is gone.
+
+    py-libp2p registers a connection and notifies later, after awaits: two connections opened at
+    once (both peers dialling each other) are both registered before either notification runs, so
+    a "first connection" test would see two and report no join at all."""
 
     def __init__(self, host: IHost, joined, left) -> None:
         self.host = host
@@ -80,8 +85,7 @@ class PeerEvents(INotifee):
         self.left = left
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        if len(network.get_connections(conn.muxed_conn.peer_id)) == 1:
-            self.joined(conn.muxed_conn.peer_id)
+        self.joined(conn.muxed_conn.peer_id)
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
         if not network.get_connections(conn.muxed_conn.peer_id):

@@ -9,7 +9,7 @@ addresses change). Nothing is announced while others cannot reach the node (DHT 
 relay reservation); a manifest already being announced is not announced twice at once. At most
 10 announcements run at a time. `--advertise-content=false` turns it off.
 Finder: a download whose blocks no connected peer has asks the DHT for the manifest's providers,
-at most once every 3 s per manifest, and dials each one it is not connected to.
+at most once every 3 s per manifest, and dials each one that is not yet a BlockExchange peer.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class Finder:
         with trio.move_on_after(FIND_TIMEOUT_S):
             providers = await self.dht.find_providers(manifest.multihash())
             fresh = {ID(p): addrs for p, addrs in providers.items() if not self.connected(ID(p))}
-            log.info("%s: %d providers, %d not connected", manifest, len(providers), len(fresh))
+            log.info("%s: %d providers, %d not BlockExchange peers yet", manifest, len(providers), len(fresh))
             async with trio.open_nursery() as nursery:
                 for peer, addrs in fresh.items():
                     nursery.start_soon(

@@ -70,6 +70,7 @@ class KadDHT:
         self.nursery: trio.Nursery | None = None
         self._first_peer = trio.Event()
         self._unadmitted: set[ID] = set()  # connected peers whose admission probe got no answer
+        self._admitting: set[ID] = set()  # admission probes in flight (one per peer)
         self._streams: dict[ID, tuple[INetStream, FrameReader]] = {}  # our requests' streams
         self._peer_locks: defaultdict[ID, trio.Lock] = defaultdict(trio.Lock)
         self._rpc_slots = trio.CapacityLimiter(MAX_CONCURRENT_RPCS)
@@ -112,11 +113,15 @@ class KadDHT:
 
     def peer_connected(self, peer: ID) -> None:
         """A new connection: admit the peer if it answers as a DHT server."""
-        if self.nursery is not None and peer.to_bytes() not in self.table:
+        if self.nursery is not None and peer.to_bytes() not in self.table and peer not in self._admitting:
             self.nursery.start_soon(self._admit, peer)
 
     async def _admit(self, peer: ID) -> None:
-        reply = await self._request(peer, Message(FIND_NODE, self.own_id))
+        self._admitting.add(peer)
+        try:
+            reply = await self._request(peer, Message(FIND_NODE, self.own_id))
+        finally:
+            self._admitting.discard(peer)
         if reply is None:
             self._unadmitted.add(peer)
             return
