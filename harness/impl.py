@@ -55,6 +55,10 @@ class Profile:
     listen: ListenStyle
     capabilities: frozenset[str]
     info_version_key: str  # the /debug/info section with {version, revision}
+    # How a node behind a NAT without port forwarding is configured. None: it announces its own
+    # address (`--nat=extip:`), as the Codex era does. Otherwise no extip, so that AutoNAT finds
+    # out what it is (upstream runs AutoNAT only then), with these flags.
+    autonat_flags: dict[str, str] | None = None
 
     def env(self, flag: str) -> str:
         """The environment name of a long CLI flag: `listen-port` -> `STORAGE_LISTEN_PORT`."""
@@ -90,6 +94,13 @@ LOGOS_STORAGE = Profile(
     listen="ip-port",
     capabilities=frozenset({CAP_CONNECTIONS, CAP_NAT_INFO, CAP_NAT_TRAVERSAL, CAP_KAD_DHT}),
     info_version_key="storage",
+    # upstream's own NAT tests: one answer decides, a round every 5 s (defaults: 3, 3, 0.6, 2 min)
+    autonat_flags={
+        "nat-num-peers-to-ask": "1",
+        "nat-max-queue-size": "1",
+        "nat-min-confidence": "1.0",
+        "nat-schedule-interval": "5s",
+    },
 )
 PROFILES = {profile.name: profile for profile in (CODEX, LOGOS_STORAGE)}
 DEFAULT_IMPL = CODEX.name
@@ -105,6 +116,10 @@ SOURCES = {
     ),
     "logos-storage: /debug/info nat{...}, connections[{peerId, direct}]": (
         "logos-storage/logos-storage-nim PR #1417 (NAT traversal), storage/rest/api.nim"
+    ),
+    "logos-storage: AutoNAT client only without --nat=extip:, its nat-* flags": (
+        "logos-storage/logos-storage-nim storage/storage.nim, storage/conf.nim;"
+        " tests/integration/nat/node-entrypoint.sh @27836c4d (the flags of its own NAT tests)"
     ),
     "logos-storage: STORAGE_NETWORK makes the entrypoint download a bootstrap list (exit 1 offline)": (
         "logos-storage/logos-storage-nim docker/docker-entrypoint.sh @d1f27154"

@@ -12,7 +12,8 @@ Deadline:
    record. This is the compose healthcheck's own probe, polled from the host: docker runs the
    healthcheck only every few seconds (each run is a process started in the container), so
    readiness does not wait for docker to call a container healthy.
-3. Announces: every node announces the address the plan gave it, and peer ids are distinct.
+3. Announces: every node announces the address the plan gave it (a node left to find its own
+   by AutoNAT is given none), and peer ids are distinct.
 4. NatAsDeclared: behind NATs, the referee classifies every LAN's router as its profile.
 5. PeeredWith: the testbed connects the planned pairs (`GET /connect/{peer}?addrs=...`, the
    pattern upstream's own tests use) and waits until every node shows all its planned peers.
@@ -206,7 +207,7 @@ def check_announced(progress: Progress, targets: list[tuple[str, Announces]]) ->
     problems = []
     for name, announces in targets:
         announced = " ".join(announced_addresses(progress.infos[name]))
-        if f"/ip4/{announces.ip}/" not in announced:
+        if announces.ip and f"/ip4/{announces.ip}/" not in announced:
             problems.append(f"{name} announces {announced or 'nothing'}, expected {announces.ip}")
     ids = [progress.infos[name]["id"] for name, _ in targets]
     if len(set(ids)) != len(ids):

@@ -25,8 +25,8 @@ class AnswersDebugInfo:
 
 @dataclass(frozen=True)
 class Announces:
-    """The node's announced addresses include one on `ip`, and its peer id is its own (no two
-    nodes share one)."""
+    """The node's announced addresses include one on `ip` (unless empty: a node behind a NAT that
+    finds its own by AutoNAT), and its peer id is its own (no two nodes share one)."""
 
     ip: str
 

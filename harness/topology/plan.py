@@ -128,8 +128,9 @@ class NodePlan:
     gateway: str | None = None  # its router's LAN address when it sits behind a NAT
     relay: str | None = None  # the relay it reserves a slot on
     link: Link | None = None  # shaping of its link, both directions
-    announce_ip: str = ""  # what it announces (CODEX_NAT=extip): its own address, or, behind a
-    # port-forwarding router, the router's WAN address, as one configures a forwarded node
+    announce_ip: str = ""  # what it announces (`nat=extip:`): its own address, or, behind a
+    # port-forwarding router, the router's WAN address, as one configures a forwarded node; empty
+    # behind another NAT where its implementation finds out by AutoNAT (announce_ip_of)
 
     @property
     def profile(self) -> Profile:
@@ -311,9 +312,19 @@ def capabilities_of(node: Node) -> tuple[str, ...]:
 def node_env(node: Node, announce_ip: str, relay_info_url: str | None = None) -> dict[str, str]:
     """A storage node's configuration, as its container gets it (a testbed's env file, or the env
     of a single container, harness/single.py): its profile's spelling, strict for a
-    reference node asked to be."""
+    reference node asked to be. An empty `announce_ip`: it sits behind a NAT and announces what
+    it finds (its profile's `autonat_flags`)."""
     strict = node.image is None and node.strict
     return _node_env(node, profile_of(node.impl or DEFAULT_IMPL), announce_ip, relay_info_url, strict)
+
+
+def announce_ip_of(profile: Profile, ip: str, behind_nat: bool, router_wan_ip: str | None) -> str:
+    """What a node is told to announce: behind a port-forwarding router, that router's WAN
+    address; behind another NAT nothing where its implementation finds out by AutoNAT (empty),
+    else its own address, as on the WAN."""
+    if router_wan_ip is not None:
+        return router_wan_ip
+    return "" if behind_nat and profile.autonat_flags is not None else ip
 
 
 def _node_env(
@@ -321,6 +332,7 @@ def _node_env(
 ) -> dict[str, str]:
     """The node's configuration as its implementation spells it (`<PREFIX><FLAG>`, upstream's
     long CLI flags); the topology's own `env` goes last and wins."""
+    nat = {"nat": f"extip:{announce_ip}"} if announce_ip else dict(profile.autonat_flags or {})
     where = {
         # REST is off in a Logos-era node unless bound, and on 127.0.0.1 in a Codex-era one.
         "api-bindaddr": "0.0.0.0",
@@ -329,7 +341,7 @@ def _node_env(
     }
     flags = {
         # Announce the WAN address explicitly: upstream's NAT_IP_AUTO breaks on multi-homed containers.
-        "nat": f"extip:{announce_ip}",
+        **nat,
         "log-level": node.log_level or "info",
         "metrics": "true",
         "metrics-address": "0.0.0.0",
@@ -466,9 +478,11 @@ def make_plan(
         ip = free_hosts.take(node.network)
         behind_nat = networks[node.network].kind == "lan"
         forwarded = topology.networks[node.network].nat == "port-forward"
-        announce_ip = router_wan_ips[node.network] if forwarded else ip
-        image = node.image or image_refs[node.reference_image]  # type: ignore[index]
         impl = profile_of(node.impl or DEFAULT_IMPL)
+        announce_ip = announce_ip_of(
+            impl, ip, behind_nat, router_wan_ips[node.network] if forwarded else None
+        )
+        image = node.image or image_refs[node.reference_image]  # type: ignore[index]
         reference = node.image is None
         relay_info = relays[node.relay].info_url if node.relay else None
         env = node_env(node, announce_ip, relay_info)

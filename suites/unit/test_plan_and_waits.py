@@ -169,6 +169,34 @@ def test_a_port_forwarded_node_announces_its_routers_wan_address() -> None:
     assert plan.edges == (("seed", "fwd"),), "a forwarded node can be dialled"
 
 
+def test_a_logos_node_behind_a_nat_announces_nothing_and_lets_autonat_find_out() -> None:
+    """Upstream runs AutoNAT only without `--nat=extip:`: a Logos-era node behind a NAT is given
+    its own NAT tests' AutoNAT flags instead; a Codex-era one (no AutoNAT upstream) announces its
+    own address; a port-forwarded one announces its router's, in either era."""
+    nodes = (
+        "  seed: {kind: codex, impl: logos-storage}\n"
+        "  logos: {kind: codex, impl: logos-storage, network: home}\n"
+        "  codex: {kind: codex, network: home}\n"
+    )
+    plan = one_lan_plan("{kind: lan, nat: port-restricted}", nodes)
+    logos = plan.nodes["logos"]
+    assert logos.announce_ip == "" and "STORAGE_NAT" not in logos.env
+    assert logos.env["STORAGE_NAT_NUM_PEERS_TO_ASK"] == "1"
+    assert logos.env["STORAGE_NAT_MIN_CONFIDENCE"] == "1.0"
+    assert logos.env["STORAGE_NAT_SCHEDULE_INTERVAL"] == "5s"
+    codex = plan.nodes["codex"]
+    assert codex.env["CODEX_NAT"] == f"extip:{codex.ip}" and codex.announce_ip == codex.ip
+    assert plan.nodes["seed"].env["STORAGE_NAT"] == f"extip:{plan.nodes['seed'].ip}"
+
+    forwarded = one_lan_plan(
+        "{kind: lan, nat: port-forward}",
+        "  seed: {kind: codex}\n  fwd: {kind: codex, impl: logos-storage, network: home}\n",
+    )
+    wan_ip = forwarded.routers["router-home"].wan_ip
+    assert forwarded.nodes["fwd"].env["STORAGE_NAT"] == f"extip:{wan_ip}"
+    assert "STORAGE_NAT_NUM_PEERS_TO_ASK" not in forwarded.nodes["fwd"].env
+
+
 def test_a_cgnat_lan_gets_a_home_router_behind_a_cgn_on_a_carrier_network() -> None:
     topology = loader.parse(
         "networks:\n  wan: {kind: wan}\n  flat: {kind: lan, nat: cgnat-symmetric}\n"

@@ -295,13 +295,23 @@ def test_strict_codex_era_debug_info_is_upstreams_with_an_empty_routing_table(tm
     assert info["codex"] == {"version": VERSION, "revision": "reference", "contracts": ""}
 
 
-def test_strict_logos_era_debug_info_is_upstreams(tmp_path: Path) -> None:
-    info = debug_info(make_node(tmp_path, "--strict", *RELAY, environ=LOGOS_ENV))
+@pytest.mark.parametrize(
+    ("nat", "client_mode"),
+    [("extip:11.0.0.5", False), ("any", True)],
+    ids=[
+        "announced: a DHT server, no AutoNAT client",
+        "not announced: a DHT client until AutoNAT finds it reachable",
+    ],
+)
+def test_strict_logos_era_debug_info_is_upstreams(tmp_path: Path, nat: str, client_mode: bool) -> None:
+    node = make_node(tmp_path, "--strict", "--nat", nat, *RELAY, environ=LOGOS_ENV)
+    assert node.reachability.client is not node.config.nat.startswith("extip:")
+    info = debug_info(node)
     assert list(info) == list(LOGOS.debug_info_keys)
     assert info["storage"] == {"version": VERSION, "revision": "reference"}
     assert info["nat"] == {
         "reachability": "Unknown",
-        "clientMode": False,
+        "clientMode": client_mode,
         "relayRunning": False,
         "portMapping": "none",
     }

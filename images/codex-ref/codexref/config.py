@@ -90,7 +90,7 @@ class Config:
     block_retries: int
     max_inflight_per_peer: int
     relay_info_url: str | None
-    autonat_confirmations: int
+    autonat: AutonatSettings
     repo_kind: str
     metrics: bool
     metrics_address: str
@@ -101,6 +101,13 @@ class Config:
     @property
     def announce_ip(self) -> str | None:
         return self.nat.split(":", 1)[1] if self.nat.startswith("extip:") else None
+
+    @property
+    def autonat_client(self) -> bool:
+        """Logos: the AutoNAT client runs only without `--nat=extip:` (logos-storage-nim
+        `storage/storage.nim`: an announced address is not verified). The Codex era's AutoNAT is a
+        testbed extension and always runs."""
+        return self.era.discv5 or self.announce_ip is None
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,71 @@ def _add_listen_flags(p: argparse.ArgumentParser, env: Env) -> None:
         p.add_argument("--disc-port", "-u", type=int, default=int(env.get("disc-port", "8090")))
 
 
+def parse_confidence(text: str) -> float:
+    """A share in (0, 1], as `--nat-min-confidence`."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"not a confidence in (0, 1]: {text!r}")
+    return value
+
+
+def parse_positive(text: str) -> int:
+    """An integer of at least 1, as upstream's validateAutonatConfig demands of queue and peers."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not an integer of at least 1: {text!r}")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class AutonatSettings:
+    """The AutoNAT client's rounds (logos-storage-nim `storage/conf.nim` `nat-*` flags): every
+    `schedule_interval_s`, ask peers until `peers_to_ask` answered; the last `max_queue_size`
+    answers are kept, and a verdict holds once its share of the queue reaches `min_confidence`."""
+
+    schedule_interval_s: int
+    peers_to_ask: int
+    max_queue_size: int
+    min_confidence: float
+
+
+# The Codex era has no AutoNAT upstream (the reference node's is a testbed extension): one answer
+# decides, as the single relay of a testbed is often the only server a node can ask.
+CODEX_ERA_AUTONAT = AutonatSettings(
+    schedule_interval_s=120, peers_to_ask=1, max_queue_size=1, min_confidence=1.0
+)
+
+
+def _add_nat_flags(p: argparse.ArgumentParser, env: Env) -> None:
+    """The Logos era's AutoNAT client flags, with upstream's defaults."""
+    if env.era.discv5:
+        return
+    p.add_argument(
+        "--nat-schedule-interval",
+        type=parse_seconds,
+        default=parse_seconds(env.get("nat-schedule-interval", "2m")),
+    )
+    for flag, parse, default in (
+        ("nat-num-peers-to-ask", parse_positive, "3"),
+        ("nat-max-queue-size", parse_positive, "3"),
+        ("nat-min-confidence", parse_confidence, "0.6"),
+    ):
+        p.add_argument(f"--{flag}", type=parse, default=parse(env.get(flag, default)))
+
+
+def _autonat_settings(args: argparse.Namespace, env: Env) -> AutonatSettings:
+    if env.era.discv5:
+        return CODEX_ERA_AUTONAT
+    return AutonatSettings(
+        schedule_interval_s=args.nat_schedule_interval,
+        peers_to_ask=args.nat_num_peers_to_ask,
+        max_queue_size=args.nat_max_queue_size,
+        min_confidence=args.nat_min_confidence,
+    )
+
+
 def _add_dht_flags(p: argparse.ArgumentParser, env: Env) -> None:
     """The Logos era's Kad-DHT (the Codex era's discv5 is not run by the reference node)."""
     if env.era.discv5:
@@ -175,6 +247,7 @@ def build_parser(env: Env) -> argparse.ArgumentParser:
     _add_listen_flags(p, env)
     _add_dht_flags(p, env)
     p.add_argument("--nat", default=env.get("nat", "any"))
+    _add_nat_flags(p, env)
     p.add_argument("--bootstrap-node", "-b", action="append", default=None)
     # empty or unset where the era has no default: REST off
     p.add_argument("--api-bindaddr", default=env.get("api-bindaddr", era.api_bindaddr or "") or None)
@@ -200,8 +273,6 @@ def build_parser(env: Env) -> argparse.ArgumentParser:
     p.add_argument("--max-inflight-per-peer", type=int, default=int(env.get("max-inflight-per-peer", "128")))
     # not an upstream flag: reserve on the circuit relay v2 whose /info is here (testbed relay image)
     p.add_argument("--relay-info-url", default=env.get("relay-info-url", "") or None)
-    # not an upstream flag (Logos weighs answers by confidence): agreeing AutoNAT verdicts needed
-    p.add_argument("--autonat-confirmations", type=int, default=int(env.get("autonat-confirmations", "1")))
     p.add_argument("--metrics", action="store_true", default=env.switch("metrics"))
     p.add_argument("--metrics-address", default=env.get("metrics-address", "127.0.0.1"))
     p.add_argument("--metrics-port", type=int, default=int(env.get("metrics-port", "8008")))
@@ -246,7 +317,7 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         block_retries=args.block_retries,
         max_inflight_per_peer=args.max_inflight_per_peer,
         relay_info_url=args.relay_info_url,
-        autonat_confirmations=args.autonat_confirmations,
+        autonat=_autonat_settings(args, env),
         repo_kind=args.repo_kind,
         metrics=args.metrics,
         metrics_address=args.metrics_address,

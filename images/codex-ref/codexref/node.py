@@ -70,7 +70,9 @@ class Node:
         )
         self.engine = Engine(self.host, self.store, self.metrics, engine_config)
         self.relay = RelayClient(self.host, config.relay_info_url) if config.relay_info_url else None
-        self.reachability = Reachability(self.host, self.dial_back_addresses, config.autonat_confirmations)
+        self.reachability = Reachability(
+            self.host, self.dial_back_addresses, config.autonat, client=config.autonat_client
+        )
         self.dht: KadDHT | None = None
         self.advertiser: Advertiser | None = None
         self.finder: Finder | None = None
@@ -253,7 +255,10 @@ class Node:
             dht_nodes=self.dht.table_nodes() if self.dht else [],
             # upstream's relayRunning is its AutoRelay client running: ours holding a reservation
             nat=self.reachability.nat_status(
-                relay_running=bool(self.relay and self.relay.reserved), announced_ips={self.announce_ip}
+                relay_running=bool(self.relay and self.relay.reserved),
+                announced_ips={self.announce_ip},
+                # upstream's is the DHT's mode; the Codex era has no DHT, so AutoNAT's verdict
+                client_mode=not self.dht.server if self.dht else self.reachability.reachable is False,
             ),
             connections=peer_connections(self.host),
             relay=self.relay.status() if self.relay else None,

@@ -9,73 +9,112 @@ runs it too), which works around one server-side defect.
 from __future__ import annotations
 
 import logging
+import random
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetConn
 from libp2p.host.autonat.pb.autonat_pb2 import Message
 from libp2p.host.ping import ID as PING_PROTOCOL_ID
 from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.peer.id import ID
+from libp2p.rcmgr.metrics import Direction
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 from testbed_toolkit.nat import DialBackAutoNAT, has_direct, is_relayed, remote_address
 
+from codexref.config import AutonatSettings
+
 log = logging.getLogger("codex.nat")
 QUERY_TIMEOUT_S = 10
-# Like Logos' --nat-schedule-interval (2 min) once a verdict exists; sooner while there is none.
-RECHECK_INTERVAL_S = 120
-FIRST_CHECKS_INTERVAL_S = 3
+# While there is no verdict a round runs every 3 s: nim-libp2p verifies again whenever a peer is
+# identified in the Unknown state; the first rounds find no peer to ask.
+UNKNOWN_RETRY_S = 3
 HOLE_PUNCH_DIAL_TIMEOUT_S = 5
 PINGS = 5
 REACHABILITY = {None: "Unknown", True: "Reachable", False: "NotReachable"}
 
 
-class Reachability:
-    """Runs DCUtR and the AutoNAT client/server for one host; reports what they found."""
+def autonat_servers(connections: Mapping[ID, list[INetConn]]) -> list[ID]:
+    """Whom an AutoNAT round may ask: peers we dialled directly that never dialled us (nim-libp2p:
+    a peer which dialled us has a path to us already, so its answer proves nothing)."""
+    return [
+        peer
+        for peer, conns in connections.items()
+        if has_direct(conns) and all(c.direction is Direction.OUTBOUND for c in conns if not is_relayed(c))
+    ]
 
-    def __init__(self, host: IHost, own_addresses: Callable[[], list[str]], confirmations: int) -> None:
+
+class Reachability:
+    """Runs DCUtR and the AutoNAT server for one host, and unless `client` is off the AutoNAT
+    client; reports what they found."""
+
+    def __init__(
+        self, host: IHost, own_addresses: Callable[[], list[str]], settings: AutonatSettings, client: bool
+    ) -> None:
         self.host = host
         self.own_addresses = own_addresses
-        self.confirmations = confirmations
+        self.settings = settings
+        self.client = client
         self.autonat = DialBackAutoNAT(host, serve=True)  # type: ignore[arg-type]
         self.dcutr = DCUtRProtocol(host, dial_timeout=HOLE_PUNCH_DIAL_TIMEOUT_S)
-        self.verdicts: dict[ID, bool] = {}  # server -> did it reach us
+        self.verdicts: dict[ID, bool] = {}  # server -> did it reach us, its latest answer
+        self.answers: deque[bool] = deque(maxlen=settings.max_queue_size)
         self.reachable: bool | None = None
         self.on_change: Callable[[bool], None] | None = None  # a verdict was reached or changed
+        self.rng = random.Random()
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with background_trio_service(self.dcutr):
             task_status.started()
+            if not self.client:
+                await trio.sleep_forever()
             while True:
                 await self.check()
                 known = self.reachable is not None
-                await trio.sleep(RECHECK_INTERVAL_S if known else FIRST_CHECKS_INTERVAL_S)
+                await trio.sleep(self.settings.schedule_interval_s if known else UNKNOWN_RETRY_S)
 
     async def check(self) -> None:
-        """Ask every directly connected peer to dial us back; servers that refuse, or do not speak
-        AutoNAT, give no verdict. `confirmations` agreeing verdicts set the reachability."""
-        for peer in self.direct_peers():
-            verdict = await self._ask(peer)
+        """One round, as nim-libp2p's AutonatService: ask servers in random order until
+        `peers_to_ask` of them answered (one refusing, or not speaking AutoNAT, gives no answer)."""
+        servers = self.servers()
+        self.rng.shuffle(servers)
+        answered = 0
+        for server in servers:
+            if answered >= self.settings.peers_to_ask:
+                break
+            verdict = await self._ask(server)
             if verdict is not None:
-                self.verdicts[peer] = verdict
-        yes = sum(self.verdicts.values())
-        no = len(self.verdicts) - yes
+                answered += 1
+                self.verdicts[server] = verdict
+                self._weigh(verdict)
+
+    def _weigh(self, answer: bool) -> None:
+        """Queue the answer; the verdict is the first of reachable, not reachable whose share of
+        the whole queue (its size, not its fill) reaches the confidence, else unknown."""
+        self.answers.append(answer)
         previous = self.reachable
-        if yes >= self.confirmations and yes >= no:
-            self.reachable = True
-        elif no >= self.confirmations:
-            self.reachable = False
+        size = self.settings.max_queue_size
+        self.reachable = next(
+            (v for v in (True, False) if self.answers.count(v) / size >= self.settings.min_confidence), None
+        )
         if self.reachable != previous:
-            log.info("reachability: %s (%d reached us, %d could not)", REACHABILITY[self.reachable], yes, no)
+            yes = self.answers.count(True)
+            log.info(
+                "reachability: %s (%d of the last %d answers reached us)",
+                REACHABILITY[self.reachable],
+                yes,
+                len(self.answers),
+            )
             if self.on_change is not None and self.reachable is not None:
                 self.on_change(self.reachable)
 
     async def _ask(self, server: ID) -> bool | None:
-        if server not in self.direct_peers():
+        if server not in self.servers():
             return None  # gone since the round began: opening a stream would dial it again
         addresses = [Multiaddr(a).to_bytes() for a in self.own_addresses()]
         try:
@@ -87,9 +126,8 @@ class Reachability:
             return True
         return False if status == Message.E_DIAL_ERROR else None
 
-    def direct_peers(self) -> list[ID]:
-        connections = self.host.get_network().connections
-        return [peer for peer, conns in connections.items() if has_direct(conns)]
+    def servers(self) -> list[ID]:
+        return autonat_servers(self.host.get_network().connections)
 
     def observed_ips(self) -> list[str]:
         """The IPs peers see us at (identify's observed address; behind a NAT, the router's WAN
@@ -101,13 +139,13 @@ class Reachability:
         addresses = [a for a in manager.addrs(min_observers=1) if "/p2p-circuit" not in str(a)]
         return sorted({a.value_for_protocol("ip4") for a in addresses if "/ip4/" in str(a)})
 
-    def nat_status(self, relay_running: bool, announced_ips: set[str]) -> dict:
+    def nat_status(self, relay_running: bool, announced_ips: set[str], client_mode: bool) -> dict:
         # "direct": reachable at an address of our own; a NAT that forwards to us is not a port
         # mapping this node made (no UPnP / NAT-PMP here), so it stays "none".
         direct = bool(self.reachable and announced_ips & set(self.observed_ips()))
         return {
             "reachability": REACHABILITY[self.reachable],
-            "clientMode": self.reachable is False,
+            "clientMode": client_mode,
             "relayRunning": relay_running,
             "portMapping": "direct" if direct else "none",
             # testbed extensions: the evidence behind the verdict
