@@ -22,6 +22,7 @@ from harness.impl import (
     DEFAULT_IMPL,
     DISC_PORT,
     LISTEN_PORT,
+    LOGOS_STORAGE,
     METRICS_PORT,
     REFERENCE_CAPABILITIES,
     REFERENCE_EXTRAS,
@@ -362,14 +363,16 @@ def _node_env(
     return {**ordered, **node.env}
 
 
-def storage_config(peer: StatusPeer, ip: str, relay_info_url: str | None) -> dict:
+def storage_config(peer: StatusPeer, announce_ip: str, relay_info_url: str | None) -> dict:
     """An embedded storage node's libstorage config (the node's CLI option names as keys, as
-    status-go passes them): a fixed listen port and its own address announced, as a storage
-    node's; `/metrics` on, the one surface of it the harness can read (libstorage serves no
-    REST); the topology's `storage:` goes last and wins."""
+    status-go passes them): a fixed listen port and, as a Logos-era storage node's, its own
+    address announced, or behind a NAT (empty `announce_ip`) the AutoNAT flags; `/metrics` on,
+    the one surface of it the harness can read (libstorage serves no REST); the topology's
+    `storage:` goes last and wins."""
+    nat = {"nat": f"extip:{announce_ip}"} if announce_ip else dict(LOGOS_STORAGE.autonat_flags or {})
     config = {
         "listen-port": LISTEN_PORT,
-        "nat": f"extip:{ip}",
+        **nat,
         "log-level": "info",
         "metrics": True,
         "metrics-address": "0.0.0.0",
@@ -508,10 +511,11 @@ def make_plan(
         ip = free_hosts.take(peer.network)
         behind_nat = networks[peer.network].kind == "lan"
         relay_info = relays[peer.relay].info_url if peer.relay else None
+        embedded_ip = announce_ip_of(LOGOS_STORAGE, ip, behind_nat, None)  # libstorage is Logos-era
         storage = (
             {"CODEX_API_URL": nodes[peer.codex].api_url}
             if peer.codex
-            else {"STATUS_STORAGE_CONFIG": json.dumps(storage_config(peer, ip, relay_info))}
+            else {"STATUS_STORAGE_CONFIG": json.dumps(storage_config(peer, embedded_ip, relay_info))}
         )
         status[peer.name] = StatusPlan(
             name=peer.name,

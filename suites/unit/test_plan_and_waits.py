@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import time
 from collections import Counter
@@ -195,6 +196,21 @@ def test_a_logos_node_behind_a_nat_announces_nothing_and_lets_autonat_find_out()
     wan_ip = forwarded.routers["router-home"].wan_ip
     assert forwarded.nodes["fwd"].env["STORAGE_NAT"] == f"extip:{wan_ip}"
     assert "STORAGE_NAT_NUM_PEERS_TO_ASK" not in forwarded.nodes["fwd"].env
+
+
+def test_an_embedded_storage_node_behind_a_nat_is_configured_as_a_logos_node_there() -> None:
+    topology = loader.load(Path("compose/topologies/archive-nat.yaml"))
+    plan = make_plan(
+        topology,
+        [Net(f"11.200.{i}.0/24") for i in range(len(topology.networks) + len(topology.carriers))],
+        {"codex-ref": "i", "router": "r", "stun": "s", "relay": "y", "status-ref": "t"},
+    )
+
+    def storage(peer: str) -> dict:
+        return json.loads(plan.status[peer].env["STATUS_STORAGE_CONFIG"])
+
+    assert "nat" not in storage("alice") and storage("alice")["nat-min-confidence"] == "1.0"
+    assert storage("carol")["nat"] == f"extip:{plan.status['carol'].ip}", "on the WAN: announced"
 
 
 def test_a_cgnat_lan_gets_a_home_router_behind_a_cgn_on_a_carrier_network() -> None:
