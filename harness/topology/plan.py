@@ -328,12 +328,17 @@ def announce_ip_of(profile: Profile, ip: str, behind_nat: bool, router_wan_ip: s
     return "" if behind_nat and profile.autonat_flags is not None else ip
 
 
+def nat_flags(profile: Profile, announce_ip: str) -> dict[str, str]:
+    """`nat=extip:` with what a node announces, or with nothing to announce its profile's
+    AutoNAT flags."""
+    return {"nat": f"extip:{announce_ip}"} if announce_ip else dict(profile.autonat_flags or {})
+
+
 def _node_env(
     node, profile: Profile, announce_ip: str, relay_info_url: str | None, strict: bool
 ) -> dict[str, str]:
     """The node's configuration as its implementation spells it (`<PREFIX><FLAG>`, upstream's
     long CLI flags); the topology's own `env` goes last and wins."""
-    nat = {"nat": f"extip:{announce_ip}"} if announce_ip else dict(profile.autonat_flags or {})
     where = {
         # REST is off in a Logos-era node unless bound, and on 127.0.0.1 in a Codex-era one.
         "api-bindaddr": "0.0.0.0",
@@ -342,7 +347,7 @@ def _node_env(
     }
     flags = {
         # Announce the WAN address explicitly: upstream's NAT_IP_AUTO breaks on multi-homed containers.
-        **nat,
+        **nat_flags(profile, announce_ip),
         "log-level": node.log_level or "info",
         "metrics": "true",
         "metrics-address": "0.0.0.0",
@@ -369,10 +374,9 @@ def storage_config(peer: StatusPeer, announce_ip: str, relay_info_url: str | Non
     address announced, or behind a NAT (empty `announce_ip`) the AutoNAT flags; `/metrics` on,
     the one surface of it the harness can read (libstorage serves no REST); the topology's
     `storage:` goes last and wins."""
-    nat = {"nat": f"extip:{announce_ip}"} if announce_ip else dict(LOGOS_STORAGE.autonat_flags or {})
     config = {
         "listen-port": LISTEN_PORT,
-        **nat,
+        **nat_flags(LOGOS_STORAGE, announce_ip),
         "log-level": "info",
         "metrics": True,
         "metrics-address": "0.0.0.0",
