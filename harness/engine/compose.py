@@ -13,12 +13,17 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+
+import yaml
 
 from harness.errors import EngineError
 
 PR_SET_PDEATHSIG = 1
+# docker-compose v1's COMPOSE_PARALLEL_LIMIT when unset (compose/const.py PARALLEL_LIMIT).
+V1_PARALLEL_LIMIT = 64
 
 
 def _die_with_parent() -> None:
@@ -49,7 +54,12 @@ def compose_version() -> str:
 
 
 def run_compose(
-    project: str, compose_file: Path, *args: str, timeout_s: float = 300, check: bool = True
+    project: str,
+    compose_file: Path,
+    *args: str,
+    timeout_s: float = 300,
+    check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     cmd = [*compose_command(), "-p", project, "-f", str(compose_file), *args]
     try:
@@ -60,6 +70,7 @@ def run_compose(
             timeout=timeout_s,
             preexec_fn=_die_with_parent,
             cwd=compose_file.parent,
+            env=env,
         )
     except subprocess.TimeoutExpired as exc:
         raise EngineError(f"`{' '.join(cmd)}` did not finish within {timeout_s:.0f}s") from exc
@@ -68,8 +79,31 @@ def run_compose(
     return result
 
 
+def service_count(compose_file: Path) -> int:
+    return len((yaml.safe_load(compose_file.read_text()) or {}).get("services") or {})
+
+
+def parallel_limit_env(services: int, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for `up`, with COMPOSE_PARALLEL_LIMIT raised by the number of services.
+
+    docker-compose v1 (1.29, compose/parallel.py) starts each service in a thread that holds one
+    of the limit's slots while it creates the service's container in a second thread, which needs
+    a slot of its own. With more services than slots, the service threads can take every slot
+    and wait for ever: measured here, a 128-service `up -d` stopped after 47 containers, and
+    COMPOSE_PARALLEL_LIMIT=8 stopped a 100-service one after 8. Raised by the number of services,
+    the limit leaves container creation the slots it would have had (the user's value, or v1's
+    64). v2 does not nest its threads, and a limit this high changes nothing there.
+    """
+    value = environ.get("COMPOSE_PARALLEL_LIMIT", str(V1_PARALLEL_LIMIT))
+    if not value.isdigit() or int(value) < 1:
+        raise EngineError(f"COMPOSE_PARALLEL_LIMIT must be a positive integer, not {value!r}")
+    containers = int(value)
+    return {**environ, "COMPOSE_PARALLEL_LIMIT": str(services + containers)}
+
+
 def up(project: str, compose_file: Path, timeout_s: float = 300) -> None:
-    run_compose(project, compose_file, "up", "-d", "--no-build", timeout_s=timeout_s)
+    env = parallel_limit_env(service_count(compose_file), os.environ)
+    run_compose(project, compose_file, "up", "-d", "--no-build", timeout_s=timeout_s, env=env)
 
 
 def down(project: str, compose_file: Path, timeout_s: float = 120) -> None:

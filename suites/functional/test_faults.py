@@ -116,3 +116,19 @@ def test_a_node_that_never_gets_ready_hits_the_deadline_with_its_logs(tmp_path: 
     assert "REST service started" in message, "the stalled node's own log lines are shown"
     assert sweep.leftovers(project) == {"containers": 0, "networks": 0, "volumes": 0}
     assert (Path(os.environ.get("TESTBED_ARTIFACTS_DIR", "artifacts")) / project / "readiness.json").exists()
+
+
+def test_more_services_than_the_compose_parallel_limit_still_come_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docker-compose v1 deadlocked here: each service's thread held a slot of the limit while
+    # waiting for its container's thread to get one (harness/engine/compose.py).
+    monkeypatch.setenv("COMPOSE_PARALLEL_LIMIT", "2")
+    topology = tmp_path / "five.yaml"
+    topology.write_text("nodes:\n" + "".join(f"  codex-{i}:\n    kind: codex\n" for i in range(1, 6)))
+    project = new_project_name("limit")
+
+    with Testbed.up(topology, project=project, deadline_s=120, log=lambda _: None) as testbed:
+        assert sorted(testbed.containers()) == [f"codex-{i}" for i in range(1, 6)]
+        assert all(testbed.client(f"codex-{i}").peer_id() for i in range(1, 6))
+    assert sweep.leftovers(project) == {"containers": 0, "networks": 0, "volumes": 0}
