@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -119,8 +120,10 @@ class Testbed:
             # an engine without iptables on the host (Docker Desktop) still runs those.
             if plan.routers or hostfw.available():
                 hostfw.isolate(plan)
-            plumb(plan, testbed.containers())
-            wait_ready(plan, deadline_s, testbed.readiness)
+            # Plumbing starts a helper container per node; it runs while the nodes boot.
+            with ThreadPoolExecutor(1) as pool:
+                plumbing = pool.submit(plumb, plan, testbed.containers())
+                wait_ready(plan, deadline_s, testbed.readiness, plumbing=plumbing)
         except BaseException:
             testbed.save_artifacts()
             testbed.down()

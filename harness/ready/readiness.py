@@ -12,6 +12,8 @@ Deadline:
    record. This is the compose healthcheck's own probe, polled from the host: docker runs the
    healthcheck only every few seconds (each run is a process started in the container), so
    readiness does not wait for docker to call a container healthy.
+   The host reaches every service on its own subnet, so these two need no routes: `Testbed.up`
+   sets routes and shaping (plumbing) meanwhile, and the kinds below wait for it to finish.
 3. Announces: every node announces the address the plan gave it (a node left to find its own
    by AutoNAT is given none), and peer ids are distinct.
 4. NatAsDeclared: behind NATs, the referee classifies every LAN's router as its profile.
@@ -27,6 +29,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -43,7 +47,7 @@ from harness.clients.codex import (
     dialable_addresses,
 )
 from harness.clients.metrics import scrape
-from harness.errors import ContainerFailed, NatMismatch
+from harness.errors import ContainerFailed, NatMismatch, WaitTimeout
 from harness.impl import CONNECTIONS, PEERS_GAUGE
 from harness.labels import find_containers
 from harness.net import natcheck
@@ -270,24 +274,28 @@ def wait_peered(progress: Progress, targets: list[tuple[str, PeeredWith]]) -> No
     # in the order of the plan's edges (sorted), not node by node
     dials = sorted((name, target) for name, peered in targets for target in peered.dials)
     all_of([partial(_dial, progress, dialer, target) for dialer, target in dials], CONCURRENCY)
+    dialled_s = time.monotonic() - start
 
     expected = {name: {progress.infos[peer]["id"] for peer in peered.peers} for name, peered in targets}
 
+    def lacking(name: str, via: str) -> str | None:
+        try:
+            why = missing_peers(progress.plan.nodes[name], via, expected[name])
+        except (requests.RequestException, CodexApiError, ValueError) as exc:
+            why = f"{exc.__class__.__name__}: {exc}"
+        return f"{name}: {why}" if why else None
+
     def all_peered() -> bool:
-        missing = []
-        for name, peered in targets:
-            try:
-                why = missing_peers(progress.plan.nodes[name], peered.via, expected[name])
-            except (requests.RequestException, CodexApiError, ValueError) as exc:
-                why = f"{exc.__class__.__name__}: {exc}"
-            if why:
-                missing.append(f"{name}: {why}")
+        answers = all_of([partial(lacking, name, peered.via) for name, peered in targets], CONCURRENCY)
+        missing = [why for why in answers if why]
         if missing:
             raise NotYet("; ".join(missing))
         return True
 
     wait_until("every node to see its planned peers", all_peered, progress.deadline.remaining())
-    progress.step("peering", progress.plan.topology, start, f"{len(dials)} connections")
+    progress.step(
+        "peering", progress.plan.topology, start, f"{len(dials)} connections, dialled in {dialled_s:.1f}s"
+    )
 
 
 def wait_reservations(progress: Progress, targets: list[tuple[str, CircuitReservation]]) -> None:
@@ -370,23 +378,49 @@ ANSWERING = (Running, AnswersDebugInfo)
 BACK = (*ANSWERING, Announces, CircuitReservation)
 
 
+def wait_plumbed(progress: Progress, plumbing: Future) -> None:
+    """Wait for the plumbing that ran while the nodes booted; its failure is raised here."""
+    start = time.monotonic()
+    try:
+        plumbing.result(timeout=progress.deadline.remaining())
+    except FutureTimeout:
+        raise WaitTimeout(
+            f"timed out after {progress.deadline.seconds:.0f}s (the deadline) waiting for plumbing "
+            "(routes, shaping) to finish"
+        ) from None
+    progress.step("plumbing", progress.plan.topology, start, "routes and shaping set")
+
+
 def wait_conditions(
-    plan: Plan, deadline: Deadline, report: ReadinessReport, kinds: tuple[type, ...] | None = None
+    plan: Plan,
+    deadline: Deadline,
+    report: ReadinessReport,
+    kinds: tuple[type, ...] | None = None,
+    plumbing: Future | None = None,
 ) -> None:
     """Wait for the ready conditions the plan's services declare, kind by kind (only `kinds`, if
     given). Every kind's wait runs, with no targets when no service asks for it: a plan without
-    edges still reports its (empty) peering step."""
+    edges still reports its (empty) peering step. `plumbing`, running meanwhile, is waited for
+    before the first kind that needs routes."""
     progress = Progress(plan, deadline, report)
     specs = services(plan)
     for kind, wait in WAITS:
+        if plumbing is not None and kind not in ANSWERING:
+            wait_plumbed(progress, plumbing)
+            plumbing = None
         if kinds is None or kind in kinds:
             wait(progress, [(spec.name, c) for spec in specs for c in spec.ready if isinstance(c, kind)])
 
 
-def wait_ready(plan: Plan, deadline_s: float = 180, report: ReadinessReport | None = None) -> ReadinessReport:
+def wait_ready(
+    plan: Plan,
+    deadline_s: float = 180,
+    report: ReadinessReport | None = None,
+    plumbing: Future | None = None,
+) -> ReadinessReport:
     """Fills `report` as it goes, so a caller keeps the partial report when a layer fails."""
     report = report if report is not None else ReadinessReport(plan.project)
     deadline = Deadline(deadline_s)
-    wait_conditions(plan, deadline, report)
+    wait_conditions(plan, deadline, report, plumbing=plumbing)
     report.total_s = time.monotonic() - deadline.start
     return report

@@ -7,7 +7,8 @@ network through one bootstrap node. Per N:
 - the testbed: `Testbed.up` (allocate, render, `up -d`, plumbing, readiness: every node answers
   and is connected to `n000`), its readiness alone, `down`;
 - memory per node: the median of the nodes' cgroup memory once ready (docker stats, one read).
-Prints a table and writes bench-results/scale.json.
+Prints a table and writes bench-results/scale.json, and each readiness report (its steps) to
+bench-results/scale-N-readiness.json.
 """
 
 from __future__ import annotations
@@ -87,10 +88,19 @@ def with_testbed(model: Topology) -> dict[str, float]:
     up_s, testbed = timed(lambda: Testbed.up(model, log=lambda _: None, deadline_s=DEADLINE_S))
     try:
         memory = memory_per_node_mib(testbed)
-        readiness_s = testbed.readiness.total_s
+        report = testbed.readiness
     finally:
         down_s, _ = timed(testbed.down)
-    return {"up_s": up_s, "readiness_s": readiness_s, "down_s": down_s, "memory_per_node_mib": memory}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"scale-{len(model.nodes)}-readiness.json").write_text(report.to_json())
+    peering = [step.seconds for step in report.steps if step.layer == "peering"]
+    return {
+        "up_s": up_s,
+        "readiness_s": report.total_s,
+        "peering_s": sum(peering),
+        "down_s": down_s,
+        "memory_per_node_mib": memory,
+    }
 
 
 def main() -> None:
@@ -111,12 +121,15 @@ def main() -> None:
     out = RESULTS / "scale.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"\nbench: scale ({results['compose']}; star topology, Logos-era reference nodes)")
-    print("  N    bare up -d  bare answering  testbed up  of which ready  ratio  down bare/testbed  MiB/node")
+    print(
+        "  N    bare up -d  bare answering  testbed up  of which ready  of which peering  ratio"
+        "  down bare/testbed  MiB/node"
+    )
     for n in SIZES:
         bare, ours = results[str(n)]["bare_compose"], results[str(n)]["testbed"]
         print(
             f"  {n:<4} {bare['up_d_s']:9.1f}s {bare['until_answering_s']:14.1f}s {ours['up_s']:10.1f}s "
-            f"{ours['readiness_s']:14.1f}s {results[str(n)]['ratio']:6.2f} "
+            f"{ours['readiness_s']:14.1f}s {ours['peering_s']:16.1f}s {results[str(n)]['ratio']:6.2f} "
             f"{bare['down_s']:8.1f}s/{ours['down_s']:.1f}s {ours['memory_per_node_mib']:9.0f}"
         )
     print(f"\nwritten: {out.relative_to(REPO_ROOT)}")

@@ -1,4 +1,5 @@
-"""The compose CLI's environment: v1's parallel limit raised so that `up` cannot deadlock."""
+"""The compose CLI's environment: v1's parallel limit raised so that `up` cannot deadlock, and its
+per-request timeout at the command's deadline."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.engine.compose import V1_PARALLEL_LIMIT, parallel_limit_env, service_count
+from harness.engine.compose import V1_PARALLEL_LIMIT, http_timeout_env, parallel_limit_env, service_count
 from harness.errors import EngineError
 
 pytestmark = pytest.mark.unit
@@ -35,3 +36,14 @@ def test_services_are_counted_from_the_rendered_file(tmp_path: Path) -> None:
     compose_file.write_text("services:\n  a: {image: x}\n  b: {image: x}\nnetworks:\n  wan: {}\n")
 
     assert service_count(compose_file) == 2
+
+
+def test_one_engine_request_may_take_as_long_as_the_whole_command() -> None:
+    assert http_timeout_env(299.5, {"PATH": "/usr/bin"}) == {
+        "PATH": "/usr/bin",
+        "COMPOSE_HTTP_TIMEOUT": "300",
+    }
+
+
+def test_a_users_http_timeout_wins() -> None:
+    assert http_timeout_env(300, {"COMPOSE_HTTP_TIMEOUT": "20"}) == {"COMPOSE_HTTP_TIMEOUT": "20"}

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from concurrent.futures import Future
 
 import pytest
 import requests
 
 from harness.clients.codex import CodexApiError
+from harness.errors import EngineError, WaitTimeout
 from harness.ready import readiness
 from harness.ready.readiness import (
     ANSWERING,
@@ -124,6 +126,44 @@ def test_wait_ready_fills_the_report_it_was_given(recorded) -> None:
     report = ReadinessReport("p")
     assert readiness.wait_ready(nat_pair_plan(), deadline_s=5, report=report) is report
     assert len(recorded) == len(ORDER)
+
+
+def test_plumbing_is_waited_for_once_the_nodes_answer_and_before_any_kind_that_needs_routes(
+    recorded,
+) -> None:
+    kinds_done_when_waited: list[list[type]] = []
+
+    class Plumbing(Future):
+        def result(self, timeout: float | None = None) -> None:
+            kinds_done_when_waited.append([kind for kind, _ in recorded])
+            return super().result(timeout)
+
+    plumbing = Plumbing()
+    plumbing.set_result(None)
+    report = ReadinessReport("p")
+
+    wait_conditions(nat_pair_plan(), Deadline(5), report, plumbing=plumbing)
+
+    assert kinds_done_when_waited == [list(ANSWERING)], "waited for once, after the nodes answer"
+    assert [step.layer for step in report.steps] == ["plumbing"]
+    assert [kind for kind, _ in recorded] == list(ORDER)
+
+
+def test_failed_plumbing_stops_readiness_before_the_kinds_that_need_routes(recorded) -> None:
+    plumbing: Future = Future()
+    plumbing.set_exception(EngineError("helper `ip route del default` in alice failed (2)"))
+
+    with pytest.raises(EngineError, match="ip route del default"):
+        wait_conditions(nat_pair_plan(), Deadline(5), ReadinessReport("p"), plumbing=plumbing)
+
+    assert [kind for kind, _ in recorded] == list(ANSWERING)
+
+
+def test_plumbing_that_outlasts_the_deadline_is_named(recorded) -> None:
+    with pytest.raises(WaitTimeout, match=r"waiting for plumbing \(routes, shaping\) to finish"):
+        wait_conditions(nat_pair_plan(), Deadline(0.2), ReadinessReport("p"), plumbing=Future())
+
+    assert [kind for kind, _ in recorded] == list(ANSWERING)
 
 
 class FakeNode:
