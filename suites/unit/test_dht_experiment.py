@@ -8,6 +8,7 @@ import json
 import math
 import random
 from dataclasses import asdict
+from types import SimpleNamespace
 
 import pytest
 
@@ -184,8 +185,6 @@ def test_runs_with_different_intervals_merge_into_one_report_with_t_per_row(tmp_
 
 
 def test_every_node_is_read_and_the_readings_keep_their_node() -> None:
-    from types import SimpleNamespace
-
     nodes = {f"d{i:03d}": SimpleNamespace(metrics_url=f"http://10.0.0.{i}:8008/metrics") for i in range(5)}
     testbed = SimpleNamespace(plan=SimpleNamespace(nodes=nodes))
     readings = dht._read_every_node(testbed, lambda url: url.split("/")[2])  # type: ignore[arg-type]
