@@ -49,7 +49,7 @@ from harness.parallel import all_of
 from harness.paths import artifacts_dir
 from harness.testbed import Testbed
 from harness.topology import loader
-from harness.topology.model import Topology
+from harness.topology.model import HEALTHCHECK_RARELY_S, Topology
 from harness.topology.plan import METRICS_PORT
 from harness.waits import NotYet, wait_until
 
@@ -100,6 +100,7 @@ def topology(settings: Settings) -> Topology:
         "description": "archive distribution at community scale (harness/experiments/community.py)",
         "peering": "none",
         "seed": settings.seed,
+        "healthcheck_interval": HEALTHCHECK_RARELY_S,
         "networks": networks,
         "nodes": nodes,
     }

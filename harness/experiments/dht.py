@@ -58,7 +58,7 @@ from harness.paths import artifacts_dir
 from harness.selection import BuildUnderTest
 from harness.testbed import Testbed
 from harness.topology import loader
-from harness.topology.model import Topology
+from harness.topology.model import HEALTHCHECK_RARELY_S, Topology
 from harness.waits import NotYet, wait_until
 
 K = 20  # nim-libp2p's replication (bucket size)
@@ -139,9 +139,7 @@ def topology_document(settings: Settings, n: int, build: BuildUnderTest) -> dict
         "description": f"DHT experiment, {n} nodes (harness/experiments/dht.py)",
         "peering": "none",
         "seed": settings.seed,
-        # Docker's health probe starts processes in a container (~0.1 s of CPU): every 10 s at
-        # 128 nodes, that is more than half of two cores. Readiness probes from the host instead.
-        "healthcheck_interval": 3600,
+        "healthcheck_interval": HEALTHCHECK_RARELY_S,
         "nodes": {node_name(i): node() for i in range(n)},
     }
 

@@ -42,6 +42,9 @@ WAKU_SERVICE = "waku"  # the Waku fleet stand-in, added to a topology with statu
 # the host; docker's verdict only lets a wait fail fast on an unhealthy container. Each check
 # starts processes in the container, so benchmarks set it long: no probe runs mid-measurement.
 HEALTHCHECK_INTERVAL_S = 10
+# An hour: docker's probe all but off, for many containers on few cores (every 10 s, 128 nodes'
+# probes took more than half of two cores). Readiness still probes from the host.
+HEALTHCHECK_RARELY_S = 3600
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from harness.render.compose import render
 from harness.sweep import sweep
 from harness.testbed import Testbed
 from harness.topology import loader, subnets
-from harness.topology.model import Topology
+from harness.topology.model import HEALTHCHECK_RARELY_S, Topology
 from harness.topology.plan import make_plan, new_project_name
 from harness.waits import Deadline
 
@@ -47,7 +47,7 @@ def star(n: int) -> Topology:
         "name": f"scale-{n}",
         "description": f"{n} nodes joined through one (suites/bench/scale.py)",
         "peering": "none",
-        "healthcheck_interval": 3600,  # docker's own checks would compete for the two cores
+        "healthcheck_interval": HEALTHCHECK_RARELY_S,
         "nodes": nodes,
     }
     return loader.parse(yaml.safe_dump(document), Path(f"<bench scale {n}>"))
