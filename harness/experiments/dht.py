@@ -150,8 +150,11 @@ def topology(settings: Settings, n: int, build: BuildUnderTest) -> Topology:
 
 def write_topology(settings: Settings, n: int, build: BuildUnderTest, file: Path) -> None:
     """The topology of one size as a file, joined through `d000` (`peers`), for `testbed render
-    --target kubernetes`: on a cluster the peering Job joins the nodes as the join phase does."""
+    --target kubernetes`: on a cluster the peering Job joins the nodes as the join phase does.
+    Health probes keep their default: a cluster's nodes have CPUs of their own, and a pod's
+    readiness probe that first fails would wait an hour for its next run."""
     document = topology_document(settings, n, build)
+    del document["healthcheck_interval"]
     document["nodes"] = {
         name: {**node, **({"peers": [node_name(0)]} if name != node_name(0) else {})}
         for name, node in document["nodes"].items()

@@ -16,6 +16,7 @@ from harness.errors import TestbedError
 from harness.experiments import dht
 from harness.selection import BuildUnderTest
 from harness.topology import loader
+from harness.topology.model import HEALTHCHECK_INTERVAL_S, HEALTHCHECK_RARELY_S
 
 
 def test_the_topology_is_n_logos_nodes_unpeered_with_t_only_for_the_reference_node() -> None:
@@ -160,6 +161,8 @@ def test_a_written_topology_joins_every_node_through_d000_for_a_cluster(tmp_path
     assert len(model.nodes) == 128 and model.peering == "none"
     assert sorted(model.edges()) == sorted((dht.node_name(i), "d000") for i in range(1, 128))
     assert model.nodes["d127"].flags == {"advertise-interval": "600s"}
+    assert model.healthcheck_interval == HEALTHCHECK_INTERVAL_S, "a cluster probes as often as ever"
+    assert dht.topology(dht.Settings(), 128, BuildUnderTest()).healthcheck_interval == HEALTHCHECK_RARELY_S
 
 
 def test_runs_with_different_intervals_merge_into_one_report_with_t_per_row(tmp_path) -> None:
