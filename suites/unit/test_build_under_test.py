@@ -131,6 +131,76 @@ def test_logos_era_peering_is_read_from_debug_info_connections(monkeypatch) -> N
     assert readiness.missing_peers(NODE, impl.CONNECTIONS, {"A", "B"}) is None
 
 
+class StarOfNodes:
+    """Three Logos-era nodes whose connections the test holds: a dial adds one on both ends,
+    `lose` drops one again (a loaded node that lost it after the dial was answered)."""
+
+    def __init__(self) -> None:
+        self.connected: dict[str, set[str]] = {"hub": set(), "a": set(), "b": set()}
+        self.dials: list[tuple[str, str]] = []
+        self.nodes = {name: SimpleNamespace(api_url=name, metrics_url=name) for name in self.connected}
+
+    def connect(self, client, peer_id: str, addrs: list[str]) -> None:
+        self.dials.append((client.base, peer_id))
+        self.connected[client.base].add(peer_id)
+        self.connected[peer_id].add(client.base)
+
+    def debug_info(self, client) -> dict:
+        return {"connections": [{"peerId": peer} for peer in sorted(self.connected[client.base])]}
+
+    def lose(self, one: str, other: str) -> None:
+        self.connected[one].discard(other)
+        self.connected[other].discard(one)
+
+
+def star_progress(monkeypatch, star: StarOfNodes) -> tuple[readiness.Progress, list]:
+    monkeypatch.setattr(
+        readiness.CodexClient, "__init__", lambda self, url, timeout_s: setattr(self, "base", url)
+    )
+    # functions, not bound methods: the client is their first argument
+    monkeypatch.setattr(readiness.CodexClient, "connect", lambda client, *args: star.connect(client, *args))
+    monkeypatch.setattr(readiness.CodexClient, "debug_info", lambda client: star.debug_info(client))
+    plan = SimpleNamespace(nodes=star.nodes, topology="star")
+    progress = readiness.Progress(plan, Deadline(5), readiness.ReadinessReport("p"))
+    progress.infos = {
+        name: {"id": name, "addrs": [f"/ip4/10.0.0.1/tcp/8070/p2p/{name}"]} for name in star.nodes
+    }
+    targets = [
+        ("hub", PeeredWith(peers=("a", "b"), dials=(), via=impl.CONNECTIONS)),
+        ("a", PeeredWith(peers=("hub",), dials=("hub",), via=impl.CONNECTIONS)),
+        ("b", PeeredWith(peers=("hub",), dials=("hub",), via=impl.CONNECTIONS)),
+    ]
+    return progress, targets
+
+
+def test_peering_dials_again_an_edge_a_node_lost_after_its_dial_was_answered(monkeypatch) -> None:
+    star = StarOfNodes()
+    progress, targets = star_progress(monkeypatch, star)
+    answer = star.debug_info
+    polls = []
+
+    def debug_info_losing_b_once(client) -> dict:
+        polls.append(client.base)
+        if len(polls) == 1:  # the first poll after the dials: b's connection to the hub is gone
+            star.lose("b", "hub")
+        return answer(client)
+
+    monkeypatch.setattr(readiness.CodexClient, "debug_info", lambda client: debug_info_losing_b_once(client))
+    readiness.wait_peered(progress, targets)
+    assert star.dials == [("a", "hub"), ("b", "hub"), ("b", "hub")], "only the lost edge is dialled again"
+    assert star.connected == {"hub": {"a", "b"}, "a": {"hub"}, "b": {"hub"}}
+    (step,) = progress.report.steps
+    assert step.layer == "peering" and step.detail.endswith(", 1 dialled again (1 dials)")
+
+
+def test_peering_without_a_lost_edge_dials_each_edge_once(monkeypatch) -> None:
+    star = StarOfNodes()
+    progress, targets = star_progress(monkeypatch, star)
+    readiness.wait_peered(progress, targets)
+    assert star.dials == [("a", "hub"), ("b", "hub")]
+    assert "again" not in progress.report.steps[0].detail
+
+
 def test_what_ready_means_for_each_service_is_data_its_spec_declares() -> None:
     """A mesh: each node shows its peers through its own era's signal, the NATed node dials out
     and reserves a slot on its relay, its LAN's router is classified, the relay and the referee
