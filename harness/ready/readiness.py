@@ -263,7 +263,8 @@ def missing_peers(node: NodePlan, via: str, expected: set[str]) -> str | None:
 
 def _connect(progress: Progress, dialer: str, target: str) -> None:
     infos = progress.infos
-    client = CodexClient(progress.plan.nodes[dialer].api_url, timeout_s=15)
+    timeout_s = min(15, progress.deadline.remaining())  # a dial does not outlast the deadline
+    client = CodexClient(progress.plan.nodes[dialer].api_url, timeout_s=timeout_s)
     client.connect(infos[target]["id"], dialable_addresses(infos[target]))
 
 
