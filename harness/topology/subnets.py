@@ -26,6 +26,7 @@ DEFAULT_LAN_POOL = "10.213.0.0/16"  # private on purpose: LANs sit behind the em
 DEFAULT_CARRIER_POOL = "100.64.0.0/16"  # RFC 6598 shared space, between home routers and a CGN
 SUBNET_PREFIX = 24
 RESERVATION_TTL_S = 15 * 60
+CLASH_RECHECK_S = 1.0
 # The variable that sets each network kind's pool, and its default (an empty variable is unset).
 POOL_VARIABLES = {
     "wan": ("TESTBED_WAN_POOL", DEFAULT_WAN_POOL),
@@ -93,7 +94,30 @@ def check_pools(kinds: Iterable[str], routes: list[Subnet], engine: list[Subnet]
 
 def check_host(kinds: Iterable[str]) -> None:
     """Validate the pools the network `kinds` draw from, before anything is created."""
-    check_pools(kinds, host_routes(), engine_subnets())
+    checked_routes_and_engine(kinds)
+
+
+def routes_and_engine() -> tuple[list[Subnet], list[Subnet]]:
+    """The host's routes, and the engine's subnets read before and after them: a network another
+    run removes meanwhile still counts as the engine's, not as a route of the host's own."""
+    engine = engine_subnets()
+    routes = host_routes()
+    return routes, list(dict.fromkeys([*engine, *engine_subnets()]))
+
+
+def checked_routes_and_engine(kinds: Iterable[str]) -> tuple[list[Subnet], list[Subnet]]:
+    """`routes_and_engine`, once the pools of `kinds` overlap none of the host's own routes. A
+    clash is read once more a moment later: a network another run is creating can have its
+    bridge's route before the engine lists it, while a route of the host's own stays."""
+    kinds = list(kinds)
+    routes, engine = routes_and_engine()
+    try:
+        check_pools(kinds, routes, engine)
+    except PoolConfigError:
+        time.sleep(CLASH_RECHECK_S)
+        routes, engine = routes_and_engine()
+        check_pools(kinds, routes, engine)
+    return routes, engine
 
 
 def host_routes() -> list[Subnet]:
@@ -159,8 +183,7 @@ def allocate(kinds: list[str], taken: list[Subnet]) -> list[Subnet]:
 
 def preview(kinds: list[str]) -> list[Subnet]:
     """What `reserve` would pick now, without reserving (for `testbed render`)."""
-    routes, engine = host_routes(), engine_subnets()
-    check_pools(kinds, routes, engine)
+    routes, engine = checked_routes_and_engine(kinds)
     return allocate(kinds, [*routes, *engine])
 
 
@@ -190,8 +213,7 @@ def _locked_reservations():
 def reserve(project: str, kinds: list[str]) -> list[Subnet]:
     """A subnet per network kind given (wan or lan pool), avoiding engine, host and other runs'
     reservations."""
-    routes, engine = host_routes(), engine_subnets()
-    check_pools(kinds, routes, engine)
+    routes, engine = checked_routes_and_engine(kinds)
     with _locked_reservations() as reservations:
         now = time.time()
         for subnet, entry in list(reservations.items()):

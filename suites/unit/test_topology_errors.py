@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 
 import pytest
@@ -578,6 +579,7 @@ def host(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(subnets, "host_routes", lambda: HOST_ROUTES)
     monkeypatch.setattr(subnets, "engine_subnets", lambda: ENGINE_NETWORKS)
+    monkeypatch.setattr(subnets, "CLASH_RECHECK_S", 0)
 
 
 @pytest.mark.parametrize("case", sorted(POOL_CASES))
@@ -606,6 +608,34 @@ def test_default_pools_and_pools_beside_the_engines_networks_are_valid(
     monkeypatch.setenv("TESTBED_LAN_POOL", "172.16.0.0/12")  # holds the engine's bridge: allocation skips it
     subnets.check_host(["wan", "lan"])
     assert str(subnets.wan_pool()) == subnets.DEFAULT_WAN_POOL
+
+
+OTHER_RUNS_LAN = ipaddress.IPv4Network("10.213.6.0/24")
+
+
+@pytest.mark.parametrize(
+    "engine_reads",
+    [
+        [[OTHER_RUNS_LAN], []],  # removed between the reads: listed before the routes were read
+        [[], [], [], [OTHER_RUNS_LAN]],  # being created: its bridge's route before the engine lists it
+    ],
+    ids=["removed-meanwhile", "listed-a-moment-later"],
+)
+def test_another_runs_network_in_the_pool_is_not_the_hosts_own_route(
+    engine_reads: list[list], monkeypatch: pytest.MonkeyPatch, host: None
+) -> None:
+    reads = iter(engine_reads)
+    monkeypatch.setattr(subnets, "engine_subnets", lambda: next(reads, engine_reads[-1]))
+    monkeypatch.setattr(subnets, "host_routes", lambda: [*HOST_ROUTES, OTHER_RUNS_LAN])
+    subnets.check_host(["lan"])
+
+
+def test_a_route_of_the_hosts_own_in_the_pool_is_refused_on_the_second_look_too(
+    monkeypatch: pytest.MonkeyPatch, host: None
+) -> None:
+    monkeypatch.setattr(subnets, "host_routes", lambda: [*HOST_ROUTES, OTHER_RUNS_LAN])
+    with pytest.raises(PoolConfigError, match=re.escape("overlaps the host's route to 10.213.6.0/24")):
+        subnets.check_host(["lan"])
 
 
 def test_a_plan_that_fails_after_reserving_releases_the_reservation(monkeypatch: pytest.MonkeyPatch) -> None:
