@@ -24,6 +24,7 @@ import json
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -302,21 +303,23 @@ def log_in(peers: dict[str, StatusClient], members: list[str], echo: Callable[[s
 
 def _connect(peers: dict[str, StatusClient], members: list[str], links: int, rng: random.Random) -> dict:
     """Every member's storage node to the owner's and to `links` other members' (by hand); how
-    many of those dials connected (a pair neither side of which can reach the other fails)."""
+    many of those dials connected (a pair neither side of which can reach the other fails), and
+    what each failed one answered."""
     pairs = [(m, "owner") for m in members]
     for member in members:
         others = [o for o in members if o != member]
         pairs += [(member, other) for other in rng.sample(others, min(links, len(others)))]
 
-    def dial(dialer: str, target: str) -> bool:
+    def dial(dialer: str, target: str) -> str | None:
         try:
             connect_storage(peers[dialer], peers[target])
-            return True
-        except StatusRpcError:
-            return False
+            return None
+        except StatusRpcError as exc:
+            return str(exc)
 
-    connected = all_of([lambda d=d, t=t: dial(d, t) for d, t in pairs])
-    return {"dials": len(pairs), "connected": sum(connected)}
+    errors = all_of([lambda d=d, t=t: dial(d, t) for d, t in pairs])
+    failed = {f"{d} -> {t}": error for (d, t), error in zip(pairs, errors, strict=True) if error}
+    return {"dials": len(pairs), "connected": len(pairs) - len(failed), "failed": failed}
 
 
 def markdown(summary: dict) -> str:
@@ -354,9 +357,20 @@ def markdown(summary: dict) -> str:
             "",
             f"Bytes served (BlockExchange blocks sent x 64 KiB): owner {served['owner'] / 1e6:.0f} MB, "
             f"members {served['members'] / 1e6:.0f} MB; the owner's share {share}.",
+            *_dial_lines(result.get("storage_dials")),
         ]
     lines += ["", "Plot: community.png."]
     return "\n".join(lines) + "\n"
+
+
+def _dial_lines(dials: dict | None) -> list[str]:
+    """How many storage dials connected, and the answers of the failed ones, most common first."""
+    if not dials:
+        return []
+    lines = ["", f"Storage dials by hand: {dials['connected']} of {dials['dials']} connected."]
+    answers = Counter(dials.get("failed", {}).values())
+    lines += [f"- {count} failed: {answer}" for answer, count in answers.most_common()]
+    return lines
 
 
 def plot(summary: dict, file: Path) -> None:

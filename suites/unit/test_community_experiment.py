@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from harness.clients.status import StatusRpcError
 from harness.experiments import community
 from harness.experiments.community import CLASSES, Settings, _connect, markdown, member_names
 
@@ -37,13 +38,15 @@ def test_a_status_backend_image_embeds_its_own_storage_and_finds_its_own_relays(
 
 
 class FakePeer:
-    def __init__(self, name: str, dials: list) -> None:
-        self.name, self.dials = name, dials
+    def __init__(self, name: str, dials: list, unreachable: str = "") -> None:
+        self.name, self.dials, self.unreachable = name, dials, unreachable
 
     def rpc(self, method: str, *params):
         if method == "wakuext_debug":
             return {"id": self.name, "addrs": [f"/ip4/1.2.3.4/tcp/8070/p2p/{self.name}"]}
         self.dials.append(params[0])
+        if params[0] == self.unreachable:
+            raise StatusRpcError(method, {"code": -32000, "message": "dial timed out"})
         return None
 
 
@@ -51,12 +54,23 @@ def test_every_member_dials_the_owner_and_its_seeded_share_of_members() -> None:
     dials: list[str] = []
     peers = {name: FakePeer(name, dials) for name in ("owner", "a", "b", "c", "d")}
     first = _connect(peers, ["a", "b", "c", "d"], links=2, rng=random.Random(7))
-    assert first == {"dials": 4 + 4 * 2, "connected": 12}
+    assert first == {"dials": 4 + 4 * 2, "connected": 12, "failed": {}}
     assert dials.count("owner") == 4
     again: list[str] = []
     peers = {name: FakePeer(name, again) for name in peers}
     _connect(peers, ["a", "b", "c", "d"], links=2, rng=random.Random(7))
     assert sorted(again) == sorted(dials), "the same seed, the same links"
+
+
+def test_a_failed_storage_dial_is_counted_with_what_it_answered() -> None:
+    dials: list[str] = []
+    peers = {name: FakePeer(name, dials, unreachable="owner") for name in ("owner", "a", "b")}
+    result = _connect(peers, ["a", "b"], links=1, rng=random.Random(7))
+    assert result["dials"] == 4 and result["connected"] == 2
+    assert result["failed"] == {
+        "a -> owner": "wakuext_connect: -32000 dial timed out",
+        "b -> owner": "wakuext_connect: -32000 dial timed out",
+    }
 
 
 def test_the_report_gives_each_class_its_count_and_percentiles_and_the_owners_share() -> None:
@@ -67,3 +81,10 @@ def test_the_report_gives_each_class_its_count_and_percentiles_and_the_owners_sh
     assert "| public | 1 | 1 | 1 | 3.0 | 3.0 |" in text
     assert "| symmetric | 1 | 1 | 0 | - | - |" in text
     assert "owner 30 MB, members 90 MB; the owner's share 25%" in text
+    phase["storage_dials"] = {
+        "dials": 3,
+        "connected": 1,
+        "failed": {"a -> b": "timed out", "b -> c": "timed out"},
+    }
+    text = markdown({"settings": Settings(members=4).__dict__, "phases": {"online": phase}})
+    assert "Storage dials by hand: 1 of 3 connected.\n- 2 failed: timed out" in text
