@@ -121,6 +121,9 @@ SOURCES = {
         "logos-storage/logos-storage-nim storage/storage.nim, storage/conf.nim;"
         " tests/integration/nat/node-entrypoint.sh @27836c4d (the flags of its own NAT tests)"
     ),
+    "logos-storage: hidden --autonat-server (needs --nat=extip:); bootstrap nodes serve AutoNAT": (
+        "logos-storage/logos-storage-nim storage/conf.nim, storage/storage.nim (PR #1417)"
+    ),
     "logos-storage: STORAGE_NETWORK makes the entrypoint download a bootstrap list (exit 1 offline)": (
         "logos-storage/logos-storage-nim docker/docker-entrypoint.sh @d1f27154"
     ),

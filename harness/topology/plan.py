@@ -334,6 +334,13 @@ def nat_flags(profile: Profile, announce_ip: str) -> dict[str, str]:
     return {"nat": f"extip:{announce_ip}"} if announce_ip else dict(profile.autonat_flags or {})
 
 
+def serves_autonat(profile: Profile, announce_ip: str) -> bool:
+    """Whether a node is started as an AutoNAT server: in the Logos era, a node that announces
+    an address (`--autonat-server` needs `--nat=extip:`), as upstream's bootstrap nodes are, so
+    that the AutoNAT clients behind NATs have servers to ask. The Codex era has no AutoNAT."""
+    return bool(announce_ip) and profile.autonat_flags is not None
+
+
 def _node_env(
     node, profile: Profile, announce_ip: str, relay_info_url: str | None, strict: bool
 ) -> dict[str, str]:
@@ -348,6 +355,7 @@ def _node_env(
     flags = {
         # Announce the WAN address explicitly: upstream's NAT_IP_AUTO breaks on multi-homed containers.
         **nat_flags(profile, announce_ip),
+        "autonat-server": "true" if serves_autonat(profile, announce_ip) else None,
         "log-level": node.log_level or "info",
         "metrics": "true",
         "metrics-address": "0.0.0.0",

@@ -173,7 +173,8 @@ def test_a_port_forwarded_node_announces_its_routers_wan_address() -> None:
 def test_a_logos_node_behind_a_nat_announces_nothing_and_lets_autonat_find_out() -> None:
     """Upstream runs AutoNAT only without `--nat=extip:`: a Logos-era node behind a NAT is given
     its own NAT tests' AutoNAT flags instead; a Codex-era one (no AutoNAT upstream) announces its
-    own address; a port-forwarded one announces its router's, in either era."""
+    own address; a port-forwarded one announces its router's, in either era. A Logos-era node that
+    announces an address serves AutoNAT."""
     nodes = (
         "  seed: {kind: codex, impl: logos-storage}\n"
         "  logos: {kind: codex, impl: logos-storage, network: home}\n"
@@ -188,6 +189,10 @@ def test_a_logos_node_behind_a_nat_announces_nothing_and_lets_autonat_find_out()
     codex = plan.nodes["codex"]
     assert codex.env["CODEX_NAT"] == f"extip:{codex.ip}" and codex.announce_ip == codex.ip
     assert plan.nodes["seed"].env["STORAGE_NAT"] == f"extip:{plan.nodes['seed'].ip}"
+    # the announced node is an AutoNAT server for the one behind the NAT, as upstream's bootstrap nodes are
+    assert plan.nodes["seed"].env["STORAGE_AUTONAT_SERVER"] == "true"
+    assert "STORAGE_AUTONAT_SERVER" not in logos.env
+    assert not any("AUTONAT" in key for key in codex.env), "the Codex era has no AutoNAT"
 
     forwarded = one_lan_plan(
         "{kind: lan, nat: port-forward}",
@@ -196,6 +201,7 @@ def test_a_logos_node_behind_a_nat_announces_nothing_and_lets_autonat_find_out()
     wan_ip = forwarded.routers["router-home"].wan_ip
     assert forwarded.nodes["fwd"].env["STORAGE_NAT"] == f"extip:{wan_ip}"
     assert "STORAGE_NAT_NUM_PEERS_TO_ASK" not in forwarded.nodes["fwd"].env
+    assert forwarded.nodes["fwd"].env["STORAGE_AUTONAT_SERVER"] == "true"
 
 
 def test_an_embedded_storage_node_behind_a_nat_is_configured_as_a_logos_node_there() -> None:

@@ -1,6 +1,6 @@
 """The reference node's AutoNAT client, as nim-libp2p's AutonatService with logos-storage-nim's
-`nat-*` flags: whom a round asks, when it stops asking, how answers become a verdict, and that
-an announced node (`--nat=extip:`) runs no client at all."""
+`nat-*` flags: whom a round asks, when it stops asking, how answers become a verdict, that
+an announced node (`--nat=extip:`) runs no client at all, and which nodes serve."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from codexref.config import AutonatSettings
 from codexref.node import Node
 from codexref.reachability import autonat_servers
 from libp2p.connection_types import ConnectionType
+from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID
 from libp2p.peer.id import ID
 from libp2p.rcmgr.metrics import Direction
 
@@ -87,3 +88,27 @@ def test_an_announced_node_runs_no_autonat_client_and_the_flags_are_checked(tmp_
     for flag, value in (("--nat-num-peers-to-ask", "0"), ("--nat-min-confidence", "1.5")):
         with pytest.raises(SystemExit):
             _node(tmp_path / "d", flag, value)
+
+
+def test_only_an_announced_logos_node_started_as_a_server_answers_autonat(tmp_path: Path) -> None:
+    """Upstream serves AutoNAT only with the hidden `--autonat-server`, which needs
+    `--nat=extip:`; the Codex era's AutoNAT is a testbed extension every node serves."""
+
+    def serves(node: Node) -> bool:
+        return AUTONAT_PROTOCOL_ID in node.host.get_mux().handlers
+
+    announced = ("--nat", "extip:127.0.0.1")
+    assert serves(_node(tmp_path / "a", *announced, "--autonat-server"))
+    assert not serves(_node(tmp_path / "b", *announced))
+    assert not serves(_node(tmp_path / "c"))
+    codex_era = [
+        "--impl",
+        "codex",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--listen-addrs",
+        "/ip4/127.0.0.1/tcp/0",
+    ]
+    assert serves(Node(config.load(codex_era, environ={})))
+    with pytest.raises(SystemExit, match="needs --nat=extip"):
+        _node(tmp_path / "e", "--autonat-server")

@@ -91,6 +91,7 @@ class Config:
     max_inflight_per_peer: int
     relay_info_url: str | None
     autonat: AutonatSettings
+    autonat_server: bool  # answers AutoNAT requests
     repo_kind: str
     metrics: bool
     metrics_address: str
@@ -194,9 +195,11 @@ CODEX_ERA_AUTONAT = AutonatSettings(
 
 
 def _add_nat_flags(p: argparse.ArgumentParser, env: Env) -> None:
-    """The Logos era's AutoNAT client flags, with upstream's defaults."""
+    """The Logos era's AutoNAT flags, with upstream's defaults: the client's, and the hidden
+    `--autonat-server`."""
     if env.era.discv5:
         return
+    p.add_argument("--autonat-server", action="store_true", default=env.switch("autonat-server"))
     p.add_argument(
         "--nat-schedule-interval",
         type=parse_seconds,
@@ -208,6 +211,17 @@ def _add_nat_flags(p: argparse.ArgumentParser, env: Env) -> None:
         ("nat-min-confidence", parse_confidence, "0.6"),
     ):
         p.add_argument(f"--{flag}", type=parse, default=parse(env.get(flag, default)))
+
+
+def _serves_autonat(args: argparse.Namespace, env: Env) -> bool:
+    """Logos: only with `--autonat-server`, which needs `--nat=extip:` (logos-storage-nim
+    `storage/conf.nim`; its bootstrap nodes are started so). The Codex era's AutoNAT is a testbed
+    extension: every node serves it."""
+    if env.era.discv5:
+        return True
+    if args.autonat_server and not args.nat.startswith("extip:"):
+        raise SystemExit(f"codex: --autonat-server needs --nat=extip:IP, not --nat={args.nat}")
+    return args.autonat_server
 
 
 def _autonat_settings(args: argparse.Namespace, env: Env) -> AutonatSettings:
@@ -318,6 +332,7 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         max_inflight_per_peer=args.max_inflight_per_peer,
         relay_info_url=args.relay_info_url,
         autonat=_autonat_settings(args, env),
+        autonat_server=_serves_autonat(args, env),
         repo_kind=args.repo_kind,
         metrics=args.metrics,
         metrics_address=args.metrics_address,

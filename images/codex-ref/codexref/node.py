@@ -71,7 +71,11 @@ class Node:
         self.engine = Engine(self.host, self.store, self.metrics, engine_config)
         self.relay = RelayClient(self.host, config.relay_info_url) if config.relay_info_url else None
         self.reachability = Reachability(
-            self.host, self.dial_back_addresses, config.autonat, client=config.autonat_client
+            self.host,
+            self.dial_back_addresses,
+            config.autonat,
+            client=config.autonat_client,
+            serve=config.autonat_server,
         )
         self.dht: KadDHT | None = None
         self.advertiser: Advertiser | None = None

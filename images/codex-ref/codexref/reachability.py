@@ -50,17 +50,22 @@ def autonat_servers(connections: Mapping[ID, list[INetConn]]) -> list[ID]:
 
 
 class Reachability:
-    """Runs DCUtR and the AutoNAT server for one host, and unless `client` is off the AutoNAT
-    client; reports what they found."""
+    """Runs DCUtR for one host, the AutoNAT server if `serve` and the AutoNAT client if `client`;
+    reports what they found."""
 
     def __init__(
-        self, host: IHost, own_addresses: Callable[[], list[str]], settings: AutonatSettings, client: bool
+        self,
+        host: IHost,
+        own_addresses: Callable[[], list[str]],
+        settings: AutonatSettings,
+        client: bool,
+        serve: bool,
     ) -> None:
         self.host = host
         self.own_addresses = own_addresses
         self.settings = settings
         self.client = client
-        self.autonat = DialBackAutoNAT(host, serve=True)  # type: ignore[arg-type]
+        self.autonat = DialBackAutoNAT(host, serve=serve)  # type: ignore[arg-type]
         self.dcutr = DCUtRProtocol(host, dial_timeout=HOLE_PUNCH_DIAL_TIMEOUT_S)
         self.verdicts: dict[ID, bool] = {}  # server -> did it reach us, its latest answer
         self.answers: deque[bool] = deque(maxlen=settings.max_queue_size)
